@@ -1,0 +1,21 @@
+"""graddoctor: find out why a deep network's gradients vanish or explode, and what to do about it.
+
+    with graddoctor.watch(model, optimizer, store="runs.db") as run:
+        ...  # your training loop, unchanged
+    r = graddoctor.load("runs.db")
+
+Importing graddoctor imports torch, numpy and graddoctor's own code only.
+"""
+
+from .config import Stat, WatchConfig
+from .errors import ConfigError, GradDoctorError, ProbeError, StoreError
+from .probes.monitor import Run
+from .store import RunStore, RunView, load
+from .watch import watch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "watch", "load", "Run", "RunView", "RunStore", "Stat", "WatchConfig",
+    "GradDoctorError", "ConfigError", "ProbeError", "StoreError", "__version__",
+]

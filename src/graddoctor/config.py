@@ -1,0 +1,94 @@
+"""Names shared by several layers: statistic names, run statuses, the watch options."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Sequence
+
+from .errors import ConfigError
+
+
+class Stat(str, enum.Enum):
+    """Statistic names, as used in the store, the API, JSON and plots. A name never changes meaning."""
+
+    GRAD_NORM = "grad_norm"
+    GRAD_RMS = "grad_rms"
+    WEIGHT_NORM = "weight_norm"
+    UPDATE_RATIO = "update_ratio"
+    NONFINITE_FRAC = "nonfinite_frac"
+    OUT_GRAD_NORM = "out_grad_norm"
+    ACT_MEAN = "act_mean"
+    ACT_STD = "act_std"
+    ACT_ZERO_FRAC = "act_zero_frac"
+    DEAD_FRAC = "dead_frac"
+    SATURATED_FRAC = "saturated_frac"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunStatus(str, enum.Enum):
+    RUNNING = "running"      # the writer is alive (or died without a trace: see CRASHED)
+    FINISHED = "finished"    # the `with` block ended normally
+    FAILED = "failed"        # the `with` block raised; the error is in runs.error
+    CRASHED = "crashed"      # never stored: derived by readers for a RUNNING run whose process is gone
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchConfig:
+    """What `graddoctor.watch` records and when. Stored with the run as JSON.
+
+    Attributes:
+        every: record one optimizer step in `every` (steps 0, every, 2*every, ...).
+        hist_every: record 64-bin histograms at recorded steps that are multiples of this;
+            0 turns histograms off. Must be a multiple of `every`.
+        update_ratio: keep a copy of the trainable parameters on recorded steps to measure
+            ||Δw||/||w|| across the optimizer step (memory: one copy of the parameters).
+        include: fnmatch patterns over layer names; only matching layers are watched.
+        exclude: fnmatch patterns over layer names; matching layers are not watched.
+        flush_seconds: the store is at most about this far behind training.
+    """
+
+    every: int = 1              # every step: the hot path is cheap enough (README, Overhead)
+    hist_every: int = 100       # histograms cost ~10x a plain record: keep them rare
+    update_ratio: bool = True   # the snapshot is the one cost proportional to model size
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    flush_seconds: float = 1.0  # a SIGKILL loses at most about this much
+
+    def __post_init__(self) -> None:
+        _check_int("every", self.every, minimum=1)
+        _check_int("hist_every", self.hist_every, minimum=0)
+        if self.hist_every and self.hist_every % self.every:
+            raise ConfigError(
+                f"hist_every={self.hist_every} is not a multiple of every={self.every}: histograms "
+                f"are taken on recorded steps only. Use hist_every={self.every * max(1, self.hist_every // self.every)}."
+            )
+        for field in ("include", "exclude"):
+            value = getattr(self, field)
+            if isinstance(value, str):
+                object.__setattr__(self, field, (value,))
+            elif not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{field} must be a sequence of fnmatch patterns (strings), got {value!r}.")
+            else:
+                object.__setattr__(self, field, tuple(value))
+        if not isinstance(self.flush_seconds, (int, float)) or not self.flush_seconds > 0:
+            raise ConfigError(f"flush_seconds must be a positive number of seconds, got {self.flush_seconds!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def as_patterns(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

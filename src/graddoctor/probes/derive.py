@@ -1,0 +1,73 @@
+"""From partial sums to statistics: every formula of the README's Statistics table, in one place.
+
+Pure host-side code over float64 numbers: testable without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..config import Stat
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SS, UN, UNIT, WN, Key
+from .select import LayerPlan
+
+
+def derive(
+    plan: list[LayerPlan],
+    values: dict[Key, Any],
+    numel: dict[int, int],
+    nonfinite: dict[int, float],
+    amp_scale: float | None,
+) -> dict[tuple[int, Stat], float]:
+    """Statistics per (layer index, Stat) for one recorded step."""
+    out: dict[tuple[int, Stat], float] = {}
+    for i, layer in enumerate(plan):
+        if layer.params and (i, WN) in values:
+            out.update(_param_stats(i, layer, values, nonfinite))
+        if numel.get(i):
+            out.update(_output_stats(i, layer, values, numel[i]))
+        if (i, OG) in values:
+            og = math.sqrt(values[(i, OG)])
+            out[(i, Stat.OUT_GRAD_NORM)] = og / amp_scale if amp_scale else og
+    return out
+
+
+def _param_stats(i: int, layer: LayerPlan, values: dict[Key, Any], nonfinite: dict[int, float]) -> dict:
+    grad_sq = float(values.get((i, GN), 0.0))  # no gradient at all (None): the gradient is zero
+    weight_norm = math.sqrt(values[(i, WN)])
+    out = {
+        (i, Stat.GRAD_NORM): math.sqrt(grad_sq),
+        (i, Stat.GRAD_RMS): math.sqrt(grad_sq / layer.n_params),
+        (i, Stat.WEIGHT_NORM): weight_norm,
+        (i, Stat.NONFINITE_FRAC): nonfinite.get(i, 0.0) / layer.n_params,
+    }
+    if (i, UN) in values:
+        update = math.sqrt(values[(i, UN)])
+        out[(i, Stat.UPDATE_RATIO)] = update / weight_norm if weight_norm else (0.0 if update == 0 else math.inf)
+    return out
+
+
+def _output_stats(i: int, layer: LayerPlan, values: dict[Key, Any], n: int) -> dict:
+    mean = values[(i, S)] / n
+    var = values[(i, SS)] / n - mean * mean
+    out = {(i, Stat.ACT_MEAN): float(mean), (i, Stat.ACT_STD): math.sqrt(max(var, 0.0)) if var == var else math.nan}
+    if layer.is_activation:
+        out[(i, Stat.ACT_ZERO_FRAC)] = 1.0 - float(values[(i, NZ)]) / n
+        if (i, UNIT) in values:
+            out[(i, Stat.DEAD_FRAC)] = float(np.mean(values[(i, UNIT)] == 0.0))
+        if (i, SAT) in values:
+            out[(i, Stat.SATURATED_FRAC)] = float(values[(i, SAT)]) / n
+    return out
+
+
+def histograms(values: dict[Key, Any]) -> list[tuple[int, str, float, float, int, list[float]]]:
+    """(layer index, 'act'|'grad', lo, hi, nonfinite, counts) for every histogram of the step."""
+    out = []
+    for (i, code), vec in values.items():
+        if code in (HIST_ACT, HIST_GRAD):
+            kind = "act" if code == HIST_ACT else "grad"
+            out.append((i, kind, float(vec[0]), float(vec[1]), int(vec[2]), [float(c) for c in vec[3:]]))
+    return out

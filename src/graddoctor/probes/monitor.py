@@ -1,0 +1,427 @@
+"""Run: the object `graddoctor.watch` returns. Ties the plan, the hooks, the step records and the store.
+
+Timing of every reading (README, Statistics): activation statistics in forward hooks, dL/d output in
+tensor hooks during backward, parameter gradients and weights in the optimizer's step pre-hook
+(after any clipping or GradScaler unscaling the loop does before `step`), updates in its post-hook.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import RunStatus, Stat, WatchConfig
+from ..errors import ConfigError, ProbeError
+from ..store.sqlite import RunStore
+from ..store.view import RunView, read_run
+from ..store.writer import StoreWriter
+from . import stats
+from .hooks import HandleGroup
+from .derive import derive, histograms
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SS, UN, UNIT, WN, StepRecord, transfer
+from .select import LayerPlan, first_float_tensor, plan_layers
+
+
+class Run:
+    """A watched training run: a context manager that records into a run store.
+
+    Use it through `graddoctor.watch`. Inside the `with` block, `run.log(**scalars)` adds scalars
+    to the current step and, without an optimizer, `run.step()` marks the end of each step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        store: str | RunStore,
+        name: str | None,
+        config: WatchConfig,
+        scaler: Any = None,
+        user_config: dict[str, Any] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.model = _unwrap(model)
+        self._compiled = self.model is not model or _has_compiled_parts(self.model)
+        self.optimizer = optimizer
+        self.config = config
+        self.scaler = scaler
+        self._plan = plan_layers(self.model, config.include, config.exclude)
+        self._check_inputs(model, optimizer)
+        self._params = [p for layer in self._plan for p in layer.params]
+        self._owner = [i for i, layer in enumerate(self._plan) for _ in layer.params]
+        self._store = store if isinstance(store, RunStore) else RunStore(store)
+        self._owns_store = not isinstance(store, RunStore)
+        self.name = name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+        self._open_run(user_config, resume)
+        self._handles = HandleGroup()
+        self._snapshot: list[torch.Tensor] | None = None
+        self._record: StepRecord | None = None
+        self._late_logs: list[tuple[int, str, float | torch.Tensor]] = []
+        self._forward_seen = False
+        self._channels_first = False
+        self._fired_any = False
+        self._closed = False
+        self._first_nonfinite: dict[str, Any] | None = None
+        self._begin(self._start_step)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _check_inputs(self, model: nn.Module, optimizer: Any) -> None:
+        if not any(layer.params for layer in self._plan):
+            if not any(p.requires_grad for p in self.model.parameters()):
+                raise ConfigError(
+                    f"{type(model).__name__} has no trainable parameters (none with requires_grad=True): "
+                    f"there is no gradient to watch. Unfreeze some parameters first."
+                )
+            if self.config.include or self.config.exclude:
+                raise ConfigError(
+                    f"include={list(self.config.include)} / exclude={list(self.config.exclude)} leave no layer "
+                    f"with trainable parameters; layer names look like {_sample_names(self.model)}."
+                )
+        if optimizer is None:
+            return
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigError(
+                f"optimizer must be a torch.optim.Optimizer (or None and call run.step()), got {type(optimizer).__name__}."
+            )
+        owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not any(id(p) in owned for p in self.model.parameters() if p.requires_grad):
+            raise ConfigError(
+                f"the {type(optimizer).__name__} passed to watch() holds none of the model's trainable parameters: "
+                f"steps could never be detected. Pass the optimizer built from this model's parameters."
+            )
+
+    def _open_run(self, user_config: dict[str, Any] | None, resume: bool) -> None:
+        positions: dict[str, int] = {}
+        resumed = self._store.resume_run(self.name) if resume else None
+        if resumed is not None:
+            self.run_id, self._start_step = resumed
+            positions = self._store.layer_positions(self.run_id)
+        else:
+            self.run_id = self._store.create_run(self.name, self._config_json(user_config), _env(self.model))
+            self._start_step = 0
+        self._position = {i: positions[layer.name] for i, layer in enumerate(self._plan) if layer.name in positions}
+        self._writer = StoreWriter(self._store, self.run_id, flush_seconds=self.config.flush_seconds)
+
+    def _config_json(self, user_config: dict[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"watch": self.config.to_dict(), "model": type(self.model).__name__}
+        if self.optimizer is not None:
+            out["optimizer"] = {
+                "type": type(self.optimizer).__name__,
+                "groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups],
+            }
+        if user_config:
+            out["user"] = dict(user_config)
+        return out
+
+    def attach(self) -> "Run":
+        try:
+            for i, layer in enumerate(self._plan):
+                self._handles.add(layer.module.register_forward_hook(functools.partial(self._on_forward, i)))
+            if self.optimizer is not None:
+                self._handles.add(self.optimizer.register_step_pre_hook(self._on_pre_step))
+                self._handles.add(self.optimizer.register_step_post_hook(self._on_post_step))
+        except BaseException:
+            self._handles.remove()
+            raise
+        return self
+
+    # -- the context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.close(status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+
+    def close(self, status: RunStatus = RunStatus.FINISHED, error: str | None = None) -> None:
+        """Remove every hook, write what is left and mark the run finished (or failed)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._handles.remove()
+        try:
+            if self._late_logs:
+                self._flush_late_logs()
+        finally:
+            self._writer.close(str(status), error)
+            self._snapshot = None
+            if self._owns_store and self._store.path != ":memory:":
+                self._store.close()
+
+    # -- user calls ----------------------------------------------------------------------------
+
+    def log(self, **scalars: float | torch.Tensor) -> None:
+        """Add scalars (loss, accuracy...) to the step in progress; tensors are read without a sync.
+
+        Called after `optimizer.step()` and before the next forward pass, they belong to the
+        step just taken. Values logged on steps that are not recorded are dropped.
+        """
+        for key, value in scalars.items():
+            if not isinstance(value, (int, float, torch.Tensor)) or (isinstance(value, torch.Tensor) and value.numel() != 1):
+                raise ConfigError(f"run.log({key}=...) takes a number or a one-element tensor, got {value!r:.80}.")
+        self._check_open("log")
+        if not self._forward_seen and self._step > self._start_step:
+            step = self._step - 1
+            if step % self.config.every == 0:
+                self._late_logs.extend((step, k, _detached(v)) for k, v in scalars.items())
+        elif self._record is not None:
+            self._record.logged.update({k: _detached(v) for k, v in scalars.items()})
+
+    def step(self) -> None:
+        """Mark the end of a training step when watching without an optimizer (after backward)."""
+        self._check_open("step")
+        if self.optimizer is not None:
+            raise ConfigError("run.step() is for watching without an optimizer; steps are taken from optimizer.step() here.")
+        self._on_pre_step(None, (), {})
+        self._on_post_step(None, (), {})
+
+    def view(self) -> RunView:
+        """What this run has recorded so far, read back from the store."""
+        if self._late_logs:
+            self._flush_late_logs()
+        self._writer.flush()
+        return read_run(self._store, self.run_id)
+
+    @property
+    def path(self) -> str:
+        return self._store.path
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer.name for layer in self._plan]
+
+    def __repr__(self) -> str:
+        return f"Run(name={self.name!r}, store={self.path!r}, layers={len(self._plan)}, step={self._step})"
+
+    # -- hooks (the hot path) ------------------------------------------------------------------
+
+    def _counting(self) -> bool:
+        return torch.is_grad_enabled() and self.model.training
+
+    def _on_forward(self, i: int, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not self._counting():
+            return
+        self._forward_seen = True
+        rec = self._record
+        if rec is None:
+            return
+        y = first_float_tensor(output)
+        if y is None:
+            return
+        layer = self._plan[i]
+        self._fired_any = True
+        if i not in rec.numel:
+            rec.fired.append(i)
+        rec.numel[i] += y.numel()
+        y_ = y.detach()
+        total, squares = stats.sum_and_sumsq(y_)
+        rec.add(i, S, total)
+        rec.add(i, SS, squares)
+        if layer.is_activation:
+            rec.add(i, NZ, stats.nonzero_count(y_, nonnegative=layer.nonnegative))
+            unit = stats.unit_max_abs(y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative)
+            if unit is not None:
+                rec.add(i, UNIT, unit)
+            if layer.saturation is not None:
+                rec.add(i, SAT, stats.outside_count(y_, *layer.saturation))
+        else:
+            self._channels_first = layer.channels_first
+        if self._hist_step(rec) and (i, HIST_ACT) not in rec.keys:
+            rec.add(i, HIST_ACT, stats.histogram(y_))
+        if y.requires_grad:
+            y.register_hook(functools.partial(self._on_out_grad, i, rec))
+
+    def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
+        if rec is self._record:  # a backward run after its step closed is not this step's
+            rec.add(i, OG, stats.sumsq(grad.detach()))
+
+    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        rec = self._record
+        if rec is None:
+            return
+        grads = [p.grad for p in self._params]
+        present = [(i, g) for i, g in enumerate(grads) if g is not None]
+        for (i, _), norm in zip(present, stats.norms([g for _, g in present])):
+            rec.add(self._owner[i], GN, norm)
+        for i, norm in enumerate(stats.norms([p.detach() for p in self._params])):
+            rec.add(self._owner[i], WN, norm)
+        if self.config.update_ratio and self.optimizer is not None:
+            self._take_snapshot()
+        if self._hist_step(rec):
+            for li, layer in enumerate(self._plan):
+                layer_grads = [g.detach().reshape(-1) for g in (p.grad for p in layer.params) if g is not None]
+                if layer_grads:
+                    rec.add(li, HIST_GRAD, stats.histogram(torch.cat(layer_grads)))
+        scale = self._amp_scale()
+        if scale is not None:
+            rec.logged["amp_scale"] = scale
+
+    def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        rec = self._record
+        if rec is not None:
+            if self._snapshot is not None and self.optimizer is not None:
+                with torch.no_grad():
+                    torch._foreach_sub_(self._snapshot, [p.detach() for p in self._params])
+                for i, norm in enumerate(stats.norms(self._snapshot)):
+                    rec.add(self._owner[i], UN, norm)
+            self._close(rec)
+        self._begin(self._step + 1)
+
+    # -- step bookkeeping ----------------------------------------------------------------------
+
+    def _begin(self, step: int) -> None:
+        self._step = step
+        self._forward_seen = False
+        self._record = StepRecord(step) if step % self.config.every == 0 else None
+
+    def _hist_step(self, rec: StepRecord) -> bool:
+        return bool(self.config.hist_every) and rec.step % self.config.hist_every == 0
+
+    def _take_snapshot(self) -> None:
+        with torch.no_grad():
+            if self._snapshot is None:  # allocated once, reused: the memory cost of update_ratio
+                self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+            torch._foreach_copy_(self._snapshot, [p.detach() for p in self._params])
+
+    def _amp_scale(self) -> torch.Tensor | None:
+        if self.scaler is None or not self.scaler.is_enabled():
+            return None
+        scale = getattr(self.scaler, "_scale", None)  # the device tensor: get_scale() would sync
+        return scale.detach().reshape(()) if isinstance(scale, torch.Tensor) else None
+
+    def _close(self, rec: StepRecord) -> None:
+        """End a recorded step: one transfer to the host, then rows to the store's writer."""
+        rec.wall_time = time.time()
+        self._check_compiled(rec)
+        scalars = self._late_logs + [(rec.step, k, v) for k, v in rec.logged.items()]
+        self._late_logs = []
+        scalar_tensors = [v for _, _, v in scalars if isinstance(v, torch.Tensor)]
+        host = transfer(rec.values + scalar_tensors)
+        values = rec.aggregate(host[: len(rec.values)])
+        scalar_rows = _scalar_rows(scalars, host[len(rec.values):])
+        amp_scale = next((v for s, k, v in scalar_rows if k == "amp_scale" and s == rec.step), None)
+        derived = derive(self._plan, values, rec.numel, self._nonfinite_counts(values), amp_scale)
+        self._assign_positions(rec)
+        self._writer.put(**self._rows(rec, derived, values, scalar_rows))
+
+    def _rows(self, rec: StepRecord, derived: dict, values: dict, scalar_rows: list) -> dict[str, Any]:
+        pos = self._position
+        stat_rows = sorted((rec.step, pos[i], str(stat), v) for (i, stat), v in derived.items() if i in pos)
+        if self.optimizer is not None:
+            scalar_rows += [(rec.step, f"lr/group{g}", float(group["lr"])) for g, group in enumerate(self.optimizer.param_groups)]
+        rows: dict[str, Any] = {
+            "steps": [(rec.step, rec.wall_time)],
+            "stats": stat_rows,
+            "scalars": scalar_rows,
+            "hists": [(rec.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(values) if i in pos],
+        }
+        if self._first_nonfinite is None:
+            bad = next((r for r in stat_rows if not math.isfinite(r[3])), None)
+            if bad is not None:
+                self._first_nonfinite = {"step": bad[0], "layer": self._plan_name_at(bad[1]), "stat": bad[2]}
+                rows["first_nonfinite"] = self._first_nonfinite
+        return rows
+
+    def _plan_name_at(self, position: int) -> str:
+        return next(self._plan[i].name for i, p in self._position.items() if p == position)
+
+    def _flush_late_logs(self) -> None:
+        late, self._late_logs = self._late_logs, []
+        self._writer.put(scalars=_scalar_rows(late, transfer([v for _, _, v in late if isinstance(v, torch.Tensor)])))
+
+    def _nonfinite_counts(self, values: dict) -> dict[int, float]:
+        """Exact NaN/Inf counts, only for layers whose gradient norm is not finite (a 2nd transfer)."""
+        bad = [i for (i, code), v in values.items() if code == GN and not math.isfinite(v)]
+        if not bad:
+            return {}
+        counts = [stats.nonfinite_count([p.grad for p in self._plan[i].params if p.grad is not None]) for i in bad]
+        host = transfer([c for c in counts if c is not None])
+        it = iter(host)
+        return {i: float(next(it)) for i, c in zip(bad, counts) if c is not None}
+
+    def _assign_positions(self, rec: StepRecord) -> None:
+        """Positions in forward order: layers as they first fired, then param layers that never did."""
+        new = [i for i in rec.fired if i not in self._position]
+        if self._step == self._start_step or not self._position:
+            new += [i for i, layer in enumerate(self._plan) if layer.params and i not in self._position and i not in new]
+        else:
+            new += [i for (i, code) in rec.keys if code == GN and i not in self._position and i not in new]
+        rows = []
+        for i in new:
+            pos = len(self._position)
+            self._position[i] = pos
+            layer = self._plan[i]
+            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params))
+        if rows:
+            self._writer.put(layers=rows)
+
+    def _check_compiled(self, rec: StepRecord) -> None:
+        if self._compiled and not self._fired_any and any(code == GN for _, code in rec.keys):
+            self._handles.remove()
+            raise ProbeError(
+                "graddoctor.watch saw gradients but no forward pass: the model was compiled with torch.compile "
+                "and ran before watch() attached its hooks, so PyTorch ignores them. Call watch() before the "
+                "first call of the compiled model, or torch._dynamo.reset() before watch()."
+            )
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise ConfigError(f"run.{what}() was called after the watch block ended; call it inside the `with` block.")
+
+
+def _scalar_rows(scalars: list, host_tail: list[np.ndarray]) -> list[tuple[int, str, float]]:
+    it = iter(host_tail)
+    return [(s, k, float(next(it)) if isinstance(v, torch.Tensor) else float(v)) for s, k, v in scalars]
+
+
+def _detached(value: float | torch.Tensor) -> float | torch.Tensor:
+    return value.detach().reshape(()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _unwrap(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"watch() takes a torch.nn.Module, got {type(model).__name__}. Pass the model itself.")
+    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+    if isinstance(inner, nn.Module):
+        return inner
+    inner = getattr(model, "module", None)  # DistributedDataParallel / DataParallel
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(inner, nn.Module):
+        return inner
+    return model
+
+
+def _has_compiled_parts(model: nn.Module) -> bool:
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
+def _sample_names(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+    return ", ".join(repr(n) for n in names[:5]) or "(none)"
+
+
+def _env(model: nn.Module) -> dict[str, Any]:
+    import platform
+
+    param = next(model.parameters(), None)
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "device": str(param.device) if param is not None else "cpu",
+        "cuda": torch.cuda.get_device_name(param.device) if param is not None and param.is_cuda else None,
+        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }

@@ -1,0 +1,105 @@
+"""StepRecord: what one recorded step measured, kept on the device until the step closes.
+
+Hooks append 0-d or 1-d tensors with a key (layer index, code). `transfer` moves all of them to
+the host in one copy per device; `aggregate` combines partial results (several calls of a module,
+several micro-batches) in float64 on the host.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+# Codes of partial results. Summed over calls: S (sum), SS (sum of squares), NZ (nonzero count),
+# SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
+# gradient, weight, update). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
+S, SS, NZ, SAT, OG, GN, WN, UN, UNIT, HIST_ACT, HIST_GRAD = (
+    "s", "ss", "nz", "sat", "og", "gn", "wn", "un", "unit", "hist_act", "hist_grad",
+)
+Key = tuple[int, str]
+
+
+class StepRecord:
+    """Partial statistics of one optimizer step, as device tensors keyed by (layer, code)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.keys: list[Key] = []
+        self.values: list[torch.Tensor] = []
+        self.numel: dict[int, int] = defaultdict(int)   # activation elements seen per layer
+        self.fired: list[int] = []                      # layers in the order their forward ran
+        self.logged: dict[str, float | torch.Tensor] = {}
+        self.wall_time = 0.0
+
+    def add(self, layer: int, code: str, value: torch.Tensor) -> None:
+        self.keys.append((layer, code))
+        self.values.append(value)
+
+    def transfer(self) -> list[np.ndarray]:
+        """All values on the host (float64), in `keys` order: one device-to-host copy per device."""
+        tensors = self.values + [v for v in self.logged.values() if isinstance(v, torch.Tensor)]
+        return transfer(tensors)
+
+    def aggregate(self, host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
+        """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
+        out: dict[Key, np.ndarray | float] = {}
+        for key, value in zip(self.keys, host):
+            code = key[1]
+            if key not in out:
+                out[key] = value * value if code in (GN, WN, UN) else value
+            elif code in (GN, WN, UN):
+                out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
+            elif code == UNIT:
+                prev = out[key]
+                out[key] = np.fmax(prev, value) if prev.shape == value.shape else prev
+            elif code in (HIST_ACT, HIST_GRAD):
+                continue  # first call of the step only
+            else:
+                out[key] = out[key] + value
+        return out
+
+
+def transfer(self) -> list[np.ndarray]:
+        """All values on the host (float64), in `keys` order: one device-to-host copy per device."""
+        tensors = self.values + [v for v in self.logged.values() if isinstance(v, torch.Tensor)]
+        return transfer(tensors)
+
+    def aggregate(self, host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
+        """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
+        out: dict[Key, np.ndarray | float] = {}
+        for key, value in zip(self.keys, host):
+            code = key[1]
+            if key not in out:
+                out[key] = value * value if code in (GN, WN, UN) else value
+            elif code in (GN, WN, UN):
+                out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
+            elif code == UNIT:
+                prev = out[key]
+                out[key] = np.fmax(prev, value) if prev.shape == value.shape else prev
+            elif code in (HIST_ACT, HIST_GRAD):
+                continue  # first call of the step only
+            else:
+                out[key] = out[key] + value
+        return out
+
+    def logged_values(self, host_tail: list[np.ndarray]) -> dict[str, float]:
+        it = iter(host_tail)
+        return {k: float(next(it)) if isinstance(v, torch.Tensor) else float(v) for k, v in self.logged.items()}
+
+
+def transfer(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Move tensors to the host as float64 arrays (0-d become shape ()), one copy per device."""
+    by_device: dict[torch.device, list[int]] = defaultdict(list)
+    for i, t in enumerate(tensors):
+        by_device[t.device].append(i)
+    out: list[np.ndarray] = [None] * len(tensors)  # type: ignore[list-item]
+    for idx in by_device.values():
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx]).to("cpu", torch.float64).numpy()
+        offset = 0
+        for i in idx:
+            n = tensors[i].numel()
+            out[i] = flat[offset] if tensors[i].ndim == 0 else flat[offset:offset + n]
+            offset += n
+    return out

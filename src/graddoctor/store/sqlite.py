@@ -1,0 +1,221 @@
+"""RunStore: open/validate a store file, create and finish runs, write batches, read runs back."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import StoreError
+from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
+
+MEMORY = ":memory:"
+
+StatRow = tuple[int, int, str, float]          # step, position, stat, value
+ScalarRow = tuple[int, str, float]             # step, key, value
+HistRow = tuple[int, int, str, float, float, int, str]  # step, position, kind, lo, hi, nonfinite, counts
+
+
+def _nan_to_null(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+class RunStore:
+    """One SQLite file holding many runs (WAL mode: one writer, concurrent readers).
+
+    Opening validates the file first, read-only: a file that is not a graddoctor store raises
+    `StoreError` and is never modified.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = str(path)
+        self.readonly = readonly
+        if self.path != MEMORY:
+            _validate(Path(self.path), readonly=readonly)
+        self.con = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+                con = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+            else:
+                con = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a process kill
+                if con.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    with con:
+                        con.executescript(DDL)
+                        con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as err:
+            raise StoreError(
+                f"cannot open the run store {self.path!r}: {err}. Check that the folder exists and is "
+                f"writable, or pass another store path."
+            ) from None
+        return con
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def create_run(self, name: str, config: dict[str, Any], env: dict[str, Any]) -> int:
+        now = time.time()
+        with self.con:
+            cur = self.con.execute(
+                "INSERT INTO runs (name, status, created, updated, pid, host, config_json, env_json)"
+                " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                (name, now, now, os.getpid(), socket.gethostname(), _dumps(config), _dumps(env)),
+            )
+        return int(cur.lastrowid)
+
+    def resume_run(self, name: str) -> tuple[int, int] | None:
+        """Reopen the latest run called `name` for writing; returns (run_id, next step) or None."""
+        row = self.con.execute("SELECT run_id FROM runs WHERE name = ? ORDER BY run_id DESC LIMIT 1", (name,)).fetchone()
+        if row is None:
+            return None
+        run_id = row[0]
+        last = self.con.execute("SELECT MAX(step) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+        with self.con:
+            self.con.execute(
+                "UPDATE runs SET status='running', pid=?, host=?, updated=?, error=NULL WHERE run_id=?",
+                (os.getpid(), socket.gethostname(), time.time(), run_id),
+            )
+        return run_id, (last + 1 if last is not None else 0)
+
+    def set_layers(self, run_id: int, layers: Sequence[tuple[int, str, str, str, int]]) -> None:
+        """Record layers (position, name, type, kind, n_params); known positions are kept as they are."""
+        with self.con:
+            self.con.executemany(
+                "INSERT OR IGNORE INTO layers (run_id, position, layer, type, kind, n_params) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, *layer) for layer in layers],
+            )
+
+    def layer_positions(self, run_id: int) -> dict[str, int]:
+        return dict(self.con.execute("SELECT layer, position FROM layers WHERE run_id=?", (run_id,)))
+
+    def write(
+        self,
+        run_id: int,
+        *,
+        steps: Iterable[tuple[int, float]] = (),
+        stats: Iterable[StatRow] = (),
+        scalars: Iterable[ScalarRow] = (),
+        hists: Iterable[HistRow] = (),
+        first_nonfinite: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one batch in one transaction (all or nothing)."""
+        with self.con:
+            self.con.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)", [(run_id, s, t) for s, t in steps])
+            self.con.executemany(
+                "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)",
+                [(run_id, s, p, k, _nan_to_null(v)) for s, p, k, v in stats],
+            )
+            self.con.executemany(
+                "INSERT OR REPLACE INTO scalars VALUES (?, ?, ?, ?)",
+                [(run_id, s, k, _nan_to_null(v)) for s, k, v in scalars],
+            )
+            self.con.executemany(
+                "INSERT OR REPLACE INTO hists VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, *row) for row in hists],
+            )
+            if first_nonfinite is not None:
+                self.con.execute(
+                    "UPDATE runs SET first_nonfinite_json=? WHERE run_id=? AND first_nonfinite_json IS NULL",
+                    (_dumps(first_nonfinite), run_id),
+                )
+            self.con.execute("UPDATE runs SET updated=? WHERE run_id=?", (time.time(), run_id))
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        with self.con:
+            self.con.execute(
+                "UPDATE runs SET status=?, error=?, updated=? WHERE run_id=?", (status, error, time.time(), run_id)
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run in the file, oldest first, with its step and layer counts."""
+        rows = self.con.execute(
+            "SELECT r.run_id, r.name, r.status, r.created, r.updated, r.pid, r.host, r.error,"
+            " (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.run_id),"
+            " (SELECT MAX(step) FROM steps s WHERE s.run_id = r.run_id),"
+            " (SELECT COUNT(*) FROM layers l WHERE l.run_id = r.run_id)"
+            " FROM runs r ORDER BY r.run_id"
+        ).fetchall()
+        keys = ("run_id", "name", "status", "created", "updated", "pid", "host", "error", "n_steps", "last_step", "n_layers")
+        out = [dict(zip(keys, row)) for row in rows]
+        for run in out:
+            run["status"] = effective_status(run["status"], run["pid"], run["host"])
+        return out
+
+    def find_run(self, name: str | None = None) -> int:
+        """run_id of the latest run called `name` (or of the latest run when name is None)."""
+        if name is None:
+            row = self.con.execute("SELECT run_id FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+            if row is None:
+                raise StoreError(f"the store {self.path!r} holds no runs yet: record one with graddoctor.watch(...).")
+        else:
+            row = self.con.execute("SELECT run_id FROM runs WHERE name=? ORDER BY run_id DESC LIMIT 1", (name,)).fetchone()
+            if row is None:
+                names = sorted({r[0] for r in self.con.execute("SELECT name FROM runs")})
+                raise StoreError(f"no run named {name!r} in {self.path!r}; it holds: {', '.join(names) or 'no runs'}.")
+        return int(row[0])
+
+
+def effective_status(status: str, pid: int | None, host: str | None) -> str:
+    """'crashed' for a run still marked running whose writer process is gone from this host."""
+    if status != "running" or pid is None or host != socket.gethostname():
+        return status
+    if pid == os.getpid():
+        return status
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "crashed"
+    except PermissionError:
+        pass
+    return status
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=repr, allow_nan=True, sort_keys=True)
+
+
+def _validate(path: Path, *, readonly: bool) -> None:
+    """Refuse, without touching it, a file that is not a graddoctor store."""
+    if path.is_dir():
+        raise StoreError(f"the store path {str(path)!r} is a folder; give a file path such as {str(path / 'runs.db')!r}.")
+    if not path.exists() or path.stat().st_size == 0:
+        if readonly:
+            raise StoreError(f"no run store at {str(path)!r}: record a run with graddoctor.watch(..., store=...) first.")
+        if not path.parent.exists():
+            raise StoreError(f"cannot create the run store {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
+        return
+    try:
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            app_id = con.execute("PRAGMA application_id").fetchone()[0]
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        raise StoreError(
+            f"{str(path)!r} is not a graddoctor run store (not an SQLite database); it was left untouched. "
+            f"Pass a new file name to record a run."
+        ) from None
+    if app_id != APPLICATION_ID:
+        raise StoreError(
+            f"{str(path)!r} is an SQLite database but not a graddoctor run store (application_id={app_id}); "
+            f"it was left untouched. Pass a new file name."
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{str(path)!r} uses store schema {version}, newer than this graddoctor's {SCHEMA_VERSION}: upgrade graddoctor."
+        )

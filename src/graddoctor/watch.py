@@ -1,0 +1,79 @@
+"""`graddoctor.watch`: the public entry point of instrumentation."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import WatchConfig
+from .errors import ConfigError
+from .probes.monitor import Run
+from .store.sqlite import MEMORY, RunStore
+
+_OPTIONS = {f.name for f in dataclasses.fields(WatchConfig)} - {"every"}
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    store: str | os.PathLike[str] | RunStore = MEMORY,
+    name: str | None = None,
+    every: int = 1,
+    scaler: Any = None,
+    config: dict[str, Any] | None = None,
+    resume: bool = False,
+    **options: Any,
+) -> Run:
+    """Record per-layer gradient, activation and weight statistics of `model` while it trains.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> with graddoctor.watch(model, opt) as run:
+        ...     for _ in range(3):
+        ...         loss = model(torch.randn(16, 4)).pow(2).mean()
+        ...         opt.zero_grad(); loss.backward(); opt.step()
+        ...         run.log(loss=loss)
+        >>> graddoctor.load(run).steps
+        array([0, 1, 2])
+
+    Args:
+        model: any `nn.Module` (a `torch.compile`d or DDP-wrapped one is watched through its
+            inner module).
+        optimizer: steps are detected from it (one record per `optimizer.step()`); without one,
+            call `run.step()` after each backward.
+        store: path of the SQLite run store (created if missing), an open `RunStore`, or
+            ":memory:" (the default: readable through `graddoctor.load(run)` until exit).
+        name: run name (default: a timestamp). Several runs may share a name; readers take the latest.
+        every: record one optimizer step in `every`; steps in between cost next to nothing.
+        scaler: the `torch.amp.GradScaler` in use, so that dL/d output is recorded unscaled and
+            the loss scale is logged as `amp_scale`.
+        config: your own settings (JSON-able), stored with the run.
+        resume: continue the latest run called `name`, with its step numbering.
+        **options: `hist_every`, `update_ratio`, `include`, `exclude`, `flush_seconds` (see
+            `WatchConfig`).
+
+    Returns:
+        The `Run`, a context manager: hooks are attached on return and removed when the `with`
+        block exits, which also marks the run finished (or failed, if the block raised).
+
+    Raises:
+        ConfigError: a bad argument (not a Module, no trainable parameters, every=0, an optimizer
+            that does not hold the model's parameters, an unknown option).
+        StoreError: the store path is unwritable or is not a graddoctor store.
+    """
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ConfigError(f"watch() got unknown option(s) {sorted(unknown)}; the options are {sorted(_OPTIONS)}.")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"name must be a string, got {type(name).__name__}.")
+    if resume and name is None:
+        raise ConfigError("resume=True needs the name of the run to continue: watch(..., name='exp1', resume=True).")
+    cfg = WatchConfig(every=every, **options)
+    run = Run(model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=config, resume=resume)
+    return run.attach()
