@@ -37,11 +37,6 @@ class StepRecord:
         self.keys.append((layer, code))
         self.values.append(value)
 
-    def transfer(self) -> list[np.ndarray]:
-        """All values on the host (float64), in `keys` order: one device-to-host copy per device."""
-        tensors = self.values + [v for v in self.logged.values() if isinstance(v, torch.Tensor)]
-        return transfer(tensors)
-
     def aggregate(self, host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
         """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
         out: dict[Key, np.ndarray | float] = {}
@@ -60,33 +55,6 @@ class StepRecord:
                 out[key] = out[key] + value
         return out
 
-
-def transfer(self) -> list[np.ndarray]:
-        """All values on the host (float64), in `keys` order: one device-to-host copy per device."""
-        tensors = self.values + [v for v in self.logged.values() if isinstance(v, torch.Tensor)]
-        return transfer(tensors)
-
-    def aggregate(self, host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
-        """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
-        out: dict[Key, np.ndarray | float] = {}
-        for key, value in zip(self.keys, host):
-            code = key[1]
-            if key not in out:
-                out[key] = value * value if code in (GN, WN, UN) else value
-            elif code in (GN, WN, UN):
-                out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
-            elif code == UNIT:
-                prev = out[key]
-                out[key] = np.fmax(prev, value) if prev.shape == value.shape else prev
-            elif code in (HIST_ACT, HIST_GRAD):
-                continue  # first call of the step only
-            else:
-                out[key] = out[key] + value
-        return out
-
-    def logged_values(self, host_tail: list[np.ndarray]) -> dict[str, float]:
-        it = iter(host_tail)
-        return {k: float(next(it)) if isinstance(v, torch.Tensor) else float(v) for k, v in self.logged.items()}
 
 
 def transfer(tensors: list[torch.Tensor]) -> list[np.ndarray]:
