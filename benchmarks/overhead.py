@@ -1,0 +1,129 @@
+"""Step-time overhead of graddoctor.watch: watched / unwatched, measured interleaved in one process.
+
+    python benchmarks/overhead.py [--rounds 8] [--steps 15] [--quick] [--models mlp,cnn]
+
+For each model and schedule it alternates blocks of unwatched (A) and watched (B) training steps
+(A B A B ...), takes the median step time of each block, and prints the median over rounds of the
+ratio B/A with its min-max. "floor" is one fused read of every gradient and every activation
+output per step (the least any monitor reading them must pay). Everything except histograms is on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import graddoctor
+
+
+def mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    layers: list[nn.Module] = [nn.Linear(784, 512), nn.Tanh()]
+    for _ in range(18):
+        layers += [nn.Linear(512, 512), nn.Tanh()]
+    layers += [nn.Linear(512, 10)]
+    return nn.Sequential(*layers), torch.randn(256, 784), torch.randint(0, 10, (256,))
+
+
+def cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    chans = [3, 32, 32, 64, 64, 64, 64]
+    layers: list[nn.Module] = []
+    for cin, cout in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers), torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+
+
+MODELS = {"mlp": mlp, "cnn": cnn}
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def block(model, opt, x, y, steps: int, run=None) -> float:
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = train_step(model, opt, x, y)
+        if run is not None:
+            run.log(loss=loss)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class Floor:
+    """One read of every activation output (forward hooks, sum) and every gradient (foreach norm)."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.vals: list[torch.Tensor] = []
+        mods = [m for m in model.modules() if not list(m.children())]
+        self.handles = [m.register_forward_hook(lambda m, i, o: self.vals.append(o.detach().sum())) for m in mods]
+        self.handles.append(opt.register_step_pre_hook(self.pre))
+        self.params = [p for p in model.parameters()]
+
+    def pre(self, *args) -> None:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        self.vals.extend(torch._foreach_norm(grads))
+        torch.stack(self.vals).tolist()
+        self.vals = []
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[float]:
+    torch.manual_seed(0)
+    model, x, y = MODELS[name]()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(3):
+        train_step(model, opt, x, y)  # warm-up
+    ratios = []
+    for r in range(rounds):
+        base = block(model, opt, x, y, steps)
+        if mode == "floor":
+            floor = Floor(model, opt)
+            watched = block(model, opt, x, y, steps)
+            floor.close()
+        else:
+            every = int(mode.split("=")[1])
+            with graddoctor.watch(model, opt, store=store, name=f"{name}-{mode}-{r}", every=every, hist_every=0) as run:
+                block(model, opt, x, y, 1, run)  # the first record allocates the update snapshot
+                watched = block(model, opt, x, y, steps, run)
+        ratios.append(watched / base)
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=15, help="steps per block")
+    ap.add_argument("--models", default="mlp,cnn")
+    ap.add_argument("--modes", default="floor,every=1,every=10")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.steps = 2, 4
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; rounds={args.rounds}, steps/block={args.steps}")
+    print(f"{'model':6} {'mode':9} {'median':>8} {'min':>7} {'max':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            for mode in args.modes.split(","):
+                ratios = measure(name, mode, args.rounds, args.steps, Path(tmp) / "bench.db")
+                print(f"{name:6} {mode:9} {statistics.median(ratios):8.3f} {min(ratios):7.3f} {max(ratios):7.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
