@@ -8,7 +8,6 @@ tensor hooks during backward, parameter gradients and weights in the optimizer's
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 import warnings
@@ -25,8 +24,8 @@ from ..store.view import RunView, read_run
 from ..store.writer import StoreWriter
 from . import stats
 from .hooks import HandleGroup
-from .derive import derive, histograms
 from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SS, UN, UNIT, WN, StepRecord, transfer
+from .rows import RowBuilder, StepPayload
 from .select import LayerPlan, first_float_tensor, plan_layers
 
 
@@ -70,7 +69,6 @@ class Run:
         self._channels_first = False
         self._fired_any = False
         self._closed = False
-        self._first_nonfinite: dict[str, Any] | None = None
         self._begin(self._start_step)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -109,8 +107,10 @@ class Run:
         else:
             self.run_id = self._store.create_run(self.name, self._config_json(user_config), _env(self.model))
             self._start_step = 0
-        self._position = {i: positions[layer.name] for i, layer in enumerate(self._plan) if layer.name in positions}
-        self._writer = StoreWriter(self._store, self.run_id, flush_seconds=self.config.flush_seconds)
+        self._rows = RowBuilder(self._plan, positions, self._start_step)
+        self._writer = StoreWriter(
+            self._store, self.run_id, flush_seconds=self.config.flush_seconds, prepare=self._rows.build
+        )
 
     def _config_json(self, user_config: dict[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = {"watch": self.config.to_dict(), "model": type(self.model).__name__}
@@ -232,7 +232,7 @@ class Run:
         rec.add(i, SS, squares)
         if layer.is_activation:
             rec.add(i, NZ, stats.nonzero_count(y_, nonnegative=layer.nonnegative))
-            unit = stats.unit_max_abs(y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative)
+            unit = stats.unit_extremes(y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative)
             if unit is not None:
                 rec.add(i, UNIT, unit)
             if layer.saturation is not None:
@@ -303,70 +303,40 @@ class Run:
         return scale.detach().reshape(()) if isinstance(scale, torch.Tensor) else None
 
     def _close(self, rec: StepRecord) -> None:
-        """End a recorded step: one transfer to the host, then rows to the store's writer."""
-        rec.wall_time = time.time()
+        """End a recorded step: one transfer to the host; the rest happens in the writer's thread."""
         self._check_compiled(rec)
         scalars = self._late_logs + [(rec.step, k, v) for k, v in rec.logged.items()]
         self._late_logs = []
-        scalar_tensors = [v for _, _, v in scalars if isinstance(v, torch.Tensor)]
-        host = transfer(rec.values + scalar_tensors)
-        values = rec.aggregate(host[: len(rec.values)])
-        scalar_rows = _scalar_rows(scalars, host[len(rec.values):])
-        amp_scale = next((v for s, k, v in scalar_rows if k == "amp_scale" and s == rec.step), None)
-        derived = derive(self._plan, values, rec.numel, self._nonfinite_counts(values), amp_scale)
-        self._assign_positions(rec)
-        self._writer.put(**self._rows(rec, derived, values, scalar_rows))
-
-    def _rows(self, rec: StepRecord, derived: dict, values: dict, scalar_rows: list) -> dict[str, Any]:
-        pos = self._position
-        stat_rows = sorted((rec.step, pos[i], str(stat), v) for (i, stat), v in derived.items() if i in pos)
-        if self.optimizer is not None:
-            scalar_rows += [(rec.step, f"lr/group{g}", float(group["lr"])) for g, group in enumerate(self.optimizer.param_groups)]
-        rows: dict[str, Any] = {
-            "steps": [(rec.step, rec.wall_time)],
-            "stats": stat_rows,
-            "scalars": scalar_rows,
-            "hists": [(rec.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(values) if i in pos],
-        }
-        if self._first_nonfinite is None:
-            bad = next((r for r in stat_rows if not math.isfinite(r[3])), None)
-            if bad is not None:
-                self._first_nonfinite = {"step": bad[0], "layer": self._plan_name_at(bad[1]), "stat": bad[2]}
-                rows["first_nonfinite"] = self._first_nonfinite
-        return rows
-
-    def _plan_name_at(self, position: int) -> str:
-        return next(self._plan[i].name for i, p in self._position.items() if p == position)
+        if self.optimizer is not None:  # read now: a scheduler changes it before the next flush
+            scalars += [(rec.step, f"lr/group{g}", group["lr"]) for g, group in enumerate(self.optimizer.param_groups)]
+        n = len(rec.values)
+        host = transfer(rec.values + [v for _, _, v in scalars if isinstance(v, torch.Tensor)])
+        self._writer.put_record(StepPayload(
+            step=rec.step,
+            wall_time=time.time(),
+            keys=rec.keys,
+            values=host[:n],
+            numel=dict(rec.numel),
+            fired=rec.fired,
+            scalars=_scalar_rows(scalars, host[n:]),
+            nonfinite=self._nonfinite_counts(rec.keys, host),
+        ))
 
     def _flush_late_logs(self) -> None:
         late, self._late_logs = self._late_logs, []
         self._writer.put(scalars=_scalar_rows(late, transfer([v for _, _, v in late if isinstance(v, torch.Tensor)])))
 
-    def _nonfinite_counts(self, values: dict) -> dict[int, float]:
-        """Exact NaN/Inf counts, only for layers whose gradient norm is not finite (a 2nd transfer)."""
-        bad = [i for (i, code), v in values.items() if code == GN and not math.isfinite(v)]
+    def _nonfinite_counts(self, keys: list, host: list[np.ndarray]) -> dict[int, float]:
+        """Exact NaN/Inf gradient counts, only for layers whose gradient norm is not finite.
+
+        Costs a second transfer, on such steps only: a finite norm means every element is finite.
+        """
+        bad = sorted({i for (i, code), v in zip(keys, host) if code == GN and not math.isfinite(v)})
         if not bad:
             return {}
         counts = [stats.nonfinite_count([p.grad for p in self._plan[i].params if p.grad is not None]) for i in bad]
-        host = transfer([c for c in counts if c is not None])
-        it = iter(host)
-        return {i: float(next(it)) for i, c in zip(bad, counts) if c is not None}
-
-    def _assign_positions(self, rec: StepRecord) -> None:
-        """Positions in forward order: layers as they first fired, then param layers that never did."""
-        new = [i for i in rec.fired if i not in self._position]
-        if self._step == self._start_step or not self._position:
-            new += [i for i, layer in enumerate(self._plan) if layer.params and i not in self._position and i not in new]
-        else:
-            new += [i for (i, code) in rec.keys if code == GN and i not in self._position and i not in new]
-        rows = []
-        for i in new:
-            pos = len(self._position)
-            self._position[i] = pos
-            layer = self._plan[i]
-            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params))
-        if rows:
-            self._writer.put(layers=rows)
+        found = [(i, c) for i, c in zip(bad, counts) if c is not None]
+        return {i: float(v) for (i, _), v in zip(found, transfer([c for _, c in found]))}
 
     def _check_compiled(self, rec: StepRecord) -> None:
         if self._compiled and not self._fired_any and any(code == GN for _, code in rec.keys):

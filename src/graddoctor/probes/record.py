@@ -37,37 +37,47 @@ class StepRecord:
         self.keys.append((layer, code))
         self.values.append(value)
 
-    def aggregate(self, host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
-        """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
-        out: dict[Key, np.ndarray | float] = {}
-        for key, value in zip(self.keys, host):
-            code = key[1]
-            if key not in out:
-                out[key] = value * value if code in (GN, WN, UN) else value
-            elif code in (GN, WN, UN):
-                out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
-            elif code == UNIT:
-                prev = out[key]
-                out[key] = np.fmax(prev, value) if prev.shape == value.shape else prev
-            elif code in (HIST_ACT, HIST_GRAD):
-                continue  # first call of the step only
-            else:
-                out[key] = out[key] + value
-        return out
-
-
 
 def transfer(tensors: list[torch.Tensor]) -> list[np.ndarray]:
-    """Move tensors to the host as float64 arrays (0-d become shape ()), one copy per device."""
+    """Move tensors to the host as float64 arrays (0-d stay 0-d), one copy per device.
+
+    0-d tensors are stacked (one op) and the rest flattened and concatenated after them, so a
+    step's few hundred partial results cost a single device-to-host copy.
+    """
     by_device: dict[torch.device, list[int]] = defaultdict(list)
     for i, t in enumerate(tensors):
         by_device[t.device].append(i)
     out: list[np.ndarray] = [None] * len(tensors)  # type: ignore[list-item]
     for idx in by_device.values():
-        flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx]).to("cpu", torch.float64).numpy()
-        offset = 0
-        for i in idx:
+        scalars = [i for i in idx if tensors[i].ndim == 0]
+        others = [i for i in idx if tensors[i].ndim != 0]
+        parts = [torch.stack([tensors[i] for i in scalars])] if scalars else []
+        parts += [tensors[i].reshape(-1) for i in others]
+        flat = (torch.cat(parts) if len(parts) > 1 else parts[0]).detach().to("cpu", torch.float64).numpy()
+        for j, i in enumerate(scalars):
+            out[i] = flat[j]
+        offset = len(scalars)
+        for i in others:
             n = tensors[i].numel()
-            out[i] = flat[offset] if tensors[i].ndim == 0 else flat[offset:offset + n]
+            out[i] = flat[offset:offset + n].reshape(tensors[i].shape)
             offset += n
+    return out
+
+
+def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
+    """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
+    out: dict[Key, np.ndarray | float] = {}
+    for key, value in zip(keys, host):
+        code = key[1]
+        if key not in out:
+            out[key] = value * value if code in (GN, WN, UN) else np.abs(value) if code == UNIT else value
+        elif code in (GN, WN, UN):
+            out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
+        elif code == UNIT:  # any nonzero value in any call: the unit fired
+            prev = out[key]
+            out[key] = np.fmax(prev, np.abs(value)) if prev.shape == value.shape else prev
+        elif code in (HIST_ACT, HIST_GRAD):
+            continue  # first call of the step only
+        else:
+            out[key] = out[key] + value
     return out

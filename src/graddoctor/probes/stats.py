@@ -52,7 +52,8 @@ def outside_count(x: torch.Tensor, lo: float | None, hi: float | None) -> torch.
     if lo is not None and hi is not None:
         centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
         # hardshrink keeps exactly the elements with |x - centre| > half: one fused pass.
-        return F.hardshrink(x - centre, half).sign_().abs_().sum(dtype=torch.float32)
+        shrunk = F.hardshrink(x - centre if centre else x, half)
+        return shrunk.sign_().abs_().sum(dtype=torch.float32)
     if lo is not None:
         return torch.relu(lo - x).sign_().sum(dtype=torch.float32)
     if hi is not None:
@@ -60,17 +61,19 @@ def outside_count(x: torch.Tensor, lo: float | None, hi: float | None) -> torch.
     return x.new_zeros((), dtype=torch.float32)
 
 
-def unit_max_abs(x: torch.Tensor, channel_dim: int, *, nonnegative: bool = False) -> torch.Tensor | None:
-    """Per-unit max |x| over every dim but `channel_dim` (features or channels); None for 0/1-d x.
+def unit_extremes(x: torch.Tensor, channel_dim: int, *, nonnegative: bool = False) -> torch.Tensor | None:
+    """Per-unit [max, min] over every dim but `channel_dim` (features or channels): shape [2, C].
 
-    A unit whose value is 0 here produced an exact zero for every sample and position: it did not
-    fire. Combined across calls with an elementwise max.
+    None for 0/1-d x. A unit whose max and min are both 0 produced an exact zero for every sample
+    and position: it did not fire. Combined across calls with an elementwise max of |values|.
+    For outputs known to be >= 0 only the max is taken (shape [1, C]).
     """
     if x.ndim < 2:
         return None
     dims = tuple(d for d in range(x.ndim) if d != channel_dim % x.ndim)
-    y = x if nonnegative else x.abs()
-    return y.amax(dim=dims).float()
+    if nonnegative:
+        return x.amax(dim=dims).unsqueeze(0)
+    return torch.stack([x.amax(dim=dims), x.amin(dim=dims)])
 
 
 def norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -8,19 +8,28 @@ at most the last interval; everything committed before stays readable (WAL).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import StoreError
 from .sqlite import RunStore
 
 
 class StoreWriter:
-    def __init__(self, store: RunStore, run_id: int, *, flush_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: int,
+        *,
+        flush_seconds: float = 1.0,
+        prepare: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> None:
         self.store = store
+        self.prepare = prepare  # turns a queued record into rows, in the writer's thread
         self.run_id = run_id
         self.flush_seconds = flush_seconds
         self._lock = threading.Lock()  # guards the pending lists and the connection
         self._pending = _empty()
+        self._records: list[Any] = []
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="graddoctor-store", daemon=True)
@@ -30,16 +39,21 @@ class StoreWriter:
         """Queue rows: layers=, steps=, stats=, scalars=, hists= (lists), first_nonfinite= (dict)."""
         self._raise_if_failed()
         with self._lock:
-            for key, value in rows.items():
-                if key == "first_nonfinite":
-                    self._pending[key] = self._pending[key] or value
-                else:
-                    self._pending[key].extend(value)
+            _merge(self._pending, rows)
+
+    def put_record(self, record: Any) -> None:
+        """Queue a record for `prepare` to turn into rows at the next flush (cheap for the caller)."""
+        self._raise_if_failed()
+        with self._lock:
+            self._records.append(record)
 
     def flush(self) -> None:
         """Commit everything queued so far, now, from the calling thread."""
         with self._lock:
             batch, self._pending = self._pending, _empty()
+            records, self._records = self._records, []
+            for record in records:
+                _merge(batch, self.prepare(record))  # type: ignore[misc]
             if any(batch.values()):
                 layers = batch.pop("layers")
                 if layers:
@@ -72,3 +86,11 @@ class StoreWriter:
 
 def _empty() -> dict[str, Any]:
     return {"layers": [], "steps": [], "stats": [], "scalars": [], "hists": [], "first_nonfinite": None}
+
+
+def _merge(batch: dict[str, Any], rows: dict[str, Any]) -> None:
+    for key, value in rows.items():
+        if key == "first_nonfinite":
+            batch[key] = batch[key] or value
+        else:
+            batch[key].extend(value)

@@ -1,0 +1,83 @@
+"""From a closed step's host values to store rows: aggregation, derivation, layer positions.
+
+Runs in the store writer's thread, off the training step's critical path. The training thread
+only hands over a `StepPayload` (host numbers, no tensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from .derive import derive, histograms
+from .record import GN, Key, aggregate
+from .select import LayerPlan
+
+
+@dataclasses.dataclass
+class StepPayload:
+    """Everything one recorded step measured, on the host."""
+
+    step: int
+    wall_time: float
+    keys: list[Key]
+    values: list[np.ndarray]
+    numel: dict[int, int]
+    fired: list[int]                      # layer indices in the order their forward ran
+    scalars: list[tuple[int, str, float]]
+    nonfinite: dict[int, float]           # exact NaN/Inf gradient counts, for layers that have any
+
+
+class RowBuilder:
+    """Turns payloads into rows; owns the layer positions and the first non-finite value."""
+
+    def __init__(self, plan: list[LayerPlan], positions: dict[str, int], first_step: int) -> None:
+        self.plan = plan
+        self.position = {i: positions[layer.name] for i, layer in enumerate(plan) if layer.name in positions}
+        self.name_at = {p: name for name, p in positions.items()}
+        self.first_nonfinite: dict[str, Any] | None = None
+        self.first_step = first_step
+
+    def build(self, p: StepPayload) -> dict[str, Any]:
+        values = aggregate(p.keys, p.values)
+        amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
+        derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
+        layers = self._assign_positions(p)
+        pos = self.position
+        stat_rows = [(p.step, pos[i], stat.value, v) for (i, stat), v in derived.items() if i in pos]
+        rows: dict[str, Any] = {
+            "layers": layers,
+            "steps": [(p.step, p.wall_time)],
+            "stats": stat_rows,
+            "scalars": p.scalars,
+            "hists": [
+                (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(values) if i in pos
+            ],
+        }
+        if self.first_nonfinite is None:
+            bad = [r for r in stat_rows if not math.isfinite(r[3])]
+            if bad:
+                step, position, stat, _ = min(bad, key=lambda r: (r[1], r[2]))
+                self.first_nonfinite = {"step": step, "layer": self.name_at[position], "stat": stat}
+                rows["first_nonfinite"] = self.first_nonfinite
+        return rows
+
+    def _assign_positions(self, p: StepPayload) -> list[tuple[int, str, str, str, int]]:
+        """Positions in forward order: layers as they first fired, then param layers that never did."""
+        new = [i for i in p.fired if i not in self.position]
+        grad_layers = {i for (i, code) in p.keys if code == GN} | {
+            i for i, layer in enumerate(self.plan) if layer.params and p.step == self.first_step
+        }
+        new += sorted(i for i in grad_layers if i not in self.position and i not in new)
+        rows = []
+        for i in new:
+            pos = len(self.position)
+            self.position[i] = pos
+            layer = self.plan[i]
+            self.name_at[pos] = layer.name
+            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params))
+        return rows
