@@ -73,6 +73,12 @@ class RunView:
             return np.full((len(self.layer_info), len(self.steps)), np.nan)
         return self._stats[stat].copy()
 
+    def recorded(self, stat: str) -> np.ndarray:
+        """[n_layers, n_steps] bool: True where a value of `stat` was recorded (it may be NaN)."""
+        if stat not in self._recorded:
+            return np.zeros((len(self.layer_info), len(self.steps)), dtype=bool)
+        return self._recorded[stat].copy()
+
     def scalar(self, key: str) -> np.ndarray:
         """Per-step scalar (a `run.log` key, `lr/group0`, `amp_scale`), aligned with `steps`."""
         if key not in self._scalars:
@@ -83,6 +89,26 @@ class RunView:
         """Histograms of `layer` ('act' or 'grad'): (step, lo, hi, nonfinite, counts[64]) per step."""
         self._layer_index(layer)
         return list(self._hists.get((layer, kind), []))
+
+    def row(self, layer: str, step: int | None = None) -> dict[str, float]:
+        """Every statistic recorded for `layer` at `step` (default: the last recorded step)."""
+        i = self._layer_index(layer)
+        col = self.step_index(step)
+        return {s: float(self._stats[s][i, col]) for s in self.stats if self._recorded[s][i, col]}
+
+    def step_index(self, step: int | None = None) -> int:
+        """Column of `step` in the arrays (default: the last one); KeyError if it was not recorded."""
+        if len(self.steps) == 0:
+            raise KeyError(f"run {self.name!r} has no recorded step yet.")
+        if step is None:
+            return len(self.steps) - 1
+        hits = np.flatnonzero(self.steps == step)
+        if hits.size == 0:
+            raise KeyError(
+                f"step {step} was not recorded in run {self.name!r}; recorded steps run from "
+                f"{int(self.steps[0])} to {int(self.steps[-1])} ({len(self.steps)} of them)."
+            )
+        return int(hits[0])
 
     def latest(self, layer: str) -> dict[str, float]:
         """The last recorded value of every statistic of `layer` (a recorded NaN stays NaN)."""

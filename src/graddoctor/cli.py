@@ -1,0 +1,141 @@
+"""`graddoctor <verb>`: one subcommand per public function, no logic of its own. Nothing imports this.
+
+Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, later), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from .errors import GradDoctorError
+from .report.text import fmt, format_table, layer_table
+from .store.sqlite import RunStore
+from .store.view import load
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (GradDoctorError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"graddoctor {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `graddoctor export ... | head`
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graddoctor", description="Why do this network's gradients vanish or explode?")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    runs = sub.add_parser("runs", help="list the runs in a store")
+    runs.add_argument("path", help="run store (SQLite file written by graddoctor.watch)")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="per-layer table of a run's statistics at one step")
+    show.add_argument("path")
+    show.add_argument("--name", help="run name (default: the latest run)")
+    show.add_argument("--step", type=int, help="recorded step (default: the last one)")
+    show.set_defaults(func=cmd_show)
+
+    export = sub.add_parser("export", help="write a run's statistics as CSV or Parquet (long format)")
+    export.add_argument("path")
+    export.add_argument("--name", help="run name (default: the latest run)")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("-o", "--output", help="output file (CSV default: standard output)")
+    export.set_defaults(func=cmd_export)
+    return p
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore(args.path, readonly=True)
+    try:
+        runs = store.runs()
+    finally:
+        store.close()
+    if not runs:
+        print(f"{args.path}: no runs")
+        return 0
+    rows = [
+        [str(r["run_id"]), r["name"], r["status"], str(r["n_steps"]), "-" if r["last_step"] is None else str(r["last_step"]),
+         str(r["n_layers"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))]
+        for r in runs
+    ]
+    print(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
+                       right=[True, False, False, True, True, True, False]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = load(args.path, name=args.name)
+    print(layer_table(run, step=args.step))
+    if run.first_nonfinite:
+        nf = run.first_nonfinite
+        print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}")
+    return 0
+
+
+def export_rows(run) -> list[tuple[str, int, str, str, float]]:
+    """(run, step, layer, stat, value) rows; per-step scalars have layer ''."""
+    rows = []
+    for stat in run.stats:
+        matrix = run.stat_matrix(stat)
+        recorded = run.recorded(stat)
+        for i, layer in enumerate(run.layers):
+            for j, step in enumerate(run.steps):
+                if recorded[i, j]:
+                    rows.append((run.name, int(step), layer, stat, float(matrix[i, j])))
+    for key in run.scalars:
+        for step, value in zip(run.steps, run.scalar(key)):
+            rows.append((run.name, int(step), "", key, float(value)))
+    return rows
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run = load(args.path, name=args.name)
+    rows = export_rows(run)
+    header = ["run", "step", "layer", "stat", "value"]
+    if args.format == "parquet":
+        return _export_parquet(rows, header, args.output)
+    import csv
+
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows((r[0], r[1], r[2], r[3], repr(r[4])) for r in rows)
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"wrote {len(rows)} rows of run {run.name!r} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
+    if not output:
+        raise GradDoctorError("--format parquet needs an output file: add -o run.parquet.")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GradDoctorError(
+            "--format parquet needs pyarrow, which is not installed: pip install 'graddoctor[parquet]' "
+            "(or pip install pyarrow), or use --format csv."
+        ) from None
+    table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(header)})
+    pq.write_table(table, output)
+    print(f"wrote {len(rows)} rows to {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Rendering of recorded runs: terminal tables now; figures and HTML import matplotlib lazily."""

@@ -1,0 +1,58 @@
+"""Plain-text tables of recorded runs (no colour, safe to pipe). Computes nothing: it formats."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from ..store.view import RunView
+
+# Columns of the per-layer table, in reading order: gradient flow first, then activations.
+LAYER_COLUMNS = (
+    "grad_norm", "out_grad_norm", "weight_norm", "update_ratio",
+    "act_mean", "act_std", "act_zero_frac", "dead_frac", "saturated_frac", "nonfinite_frac",
+)
+SHORT = {
+    "grad_norm": "grad_norm", "out_grad_norm": "out_grad", "weight_norm": "weight",
+    "update_ratio": "upd_ratio", "act_mean": "act_mean", "act_std": "act_std",
+    "act_zero_frac": "zero", "dead_frac": "dead", "saturated_frac": "sat", "nonfinite_frac": "nonfin",
+}
+
+
+def fmt(value: float | None) -> str:
+    """A number in 4 significant digits; '-' for absent; NaN/Inf spelled out (never hidden)."""
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[bool] | None = None) -> str:
+    """Columns padded to their widest cell; text columns left-aligned, numbers right-aligned."""
+    right = right or [i > 0 for i in range(len(headers))]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def layer_table(run: RunView, step: int | None = None, columns: Sequence[str] = LAYER_COLUMNS) -> str:
+    """Per-layer table of `run` at `step` (default: the last recorded step)."""
+    if len(run.steps) == 0:
+        return f"run {run.name!r} ({run.status}): no step recorded yet."
+    col = run.step_index(step)
+    cols = [c for c in columns if c in run.stats]
+    rows = []
+    for info in run.layer_info:
+        values = run.row(info.name, int(run.steps[col]))
+        rows.append([info.name or "(root)", info.type, *(fmt(values.get(c)) for c in cols)])
+    title = f"run {run.name!r} ({run.status}), step {int(run.steps[col])}, {len(run.layer_info)} layers, input side first"
+    headers = ["layer", "type", *(SHORT[c] for c in cols)]
+    return title + "\n" + format_table(headers, rows, right=[False, False] + [True] * len(cols))
