@@ -367,7 +367,7 @@ CASES: list[Case] = [
     Case("nested", Nested, _regression((4,), 2)),
     Case("frozen", Frozen, _regression((6,), 2), optimizer=_sgd),
     Case("lstm", LSTMNet, _regression((7, 4), 2)),
-    Case("dict_out", DictOut, _regression((6,), 3)),
+    Case("dict_out", DictOut, _regression((6,), 3), loss=_dict_loss),
     Case("inplace_relu", inplace_relu, _regression((6,), 2)),
     Case("batchnorm", batchnorm_mlp, _regression((6,), 2), side_forwards=True),
     Case("no_grad_branch", NoGradBranch, _regression((6,), 2), loss=_first_mse, optimizer=_sgd),
