@@ -24,7 +24,7 @@ def sum_and_sumsq(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dtype in _FAST_DTYPES and x.is_contiguous():
         flat = x.view(-1)
         return flat.sum(), torch.dot(flat, flat)
-    return x.sum(dtype=torch.float32), sumsq(x)
+    return x.sum(dtype=_acc(x)), sumsq(x)
 
 
 def sumsq(x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,12 @@ def sumsq(x: torch.Tensor) -> torch.Tensor:
     if x.dtype in _FAST_DTYPES and x.is_contiguous():
         flat = x.view(-1)
         return torch.dot(flat, flat)
-    return torch.linalg.vector_norm(x, dtype=torch.float32).square()
+    return torch.linalg.vector_norm(x, dtype=_acc(x)).square()
+
+
+def _acc(x: torch.Tensor) -> torch.dtype:
+    """Accumulation dtype: float32 for half precision, the tensor's own otherwise."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def nonzero_count(x: torch.Tensor, *, nonnegative: bool = False) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""The pure reductions of probes/stats.py against obvious numpy computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from graddoctor.probes import stats
+
+
+def test_sum_and_sumsq_match_numpy_for_contiguous_and_strided():
+    x = torch.randn(33, 17, dtype=torch.float64)
+    for t in (x, x.t(), x.half().float()[:, ::2]):
+        s, ss = stats.sum_and_sumsq(t)
+        ref = t.double().numpy()
+        assert s.item() == pytest.approx(ref.sum(), rel=1e-5, abs=1e-5)
+        assert ss.item() == pytest.approx((ref**2).sum(), rel=1e-5)
+
+
+def test_nonzero_count_counts_exact_zeros_only():
+    x = torch.tensor([0.0, -0.0, 1e-30, -2.0, 0.0, 3.0])
+    assert stats.nonzero_count(x).item() == 3
+    assert stats.nonzero_count(torch.relu(x), nonnegative=True).item() == 2
+
+
+def test_outside_count_two_sided_one_sided_and_centred():
+    y = torch.tensor([-1.0, -0.995, -0.5, 0.0, 0.98, 0.991, 1.0])
+    assert stats.outside_count(y, -0.99, 0.99).item() == 4
+    s = torch.tensor([0.001, 0.009, 0.5, 0.99, 0.995])
+    assert stats.outside_count(s, 0.01, 0.99).item() == 3  # 0.99 itself is not saturated
+    assert stats.outside_count(y, -0.99, None).item() == 2
+    assert stats.outside_count(y, None, 0.99).item() == 2
+    assert stats.outside_count(y, None, None).item() == 0
+
+
+def test_unit_extremes_over_features_and_channels():
+    x = torch.randn(4, 3, 5, 6)
+    x[:, 1] = 0.0
+    ext = stats.unit_extremes(x, 1)
+    assert ext.shape == (2, 3)
+    fired = ext.abs().amax(0)
+    assert fired[1].item() == 0 and (fired[[0, 2]] > 0).all()
+    feats = torch.relu(torch.randn(8, 5))
+    feats[:, 2] = 0
+    ext = stats.unit_extremes(feats, -1, nonnegative=True)
+    assert ext.shape == (1, 5) and ext[0, 2].item() == 0
+    assert stats.unit_extremes(torch.randn(5), -1) is None
+
+
+def test_norms_group_dtypes_and_handle_sparse():
+    ts = [torch.randn(3, 4), torch.randn(5, dtype=torch.float64), torch.randn(7).half(), torch.randn(2, 2).to_sparse()]
+    got = [n.item() for n in stats.norms(ts)]
+    ref = [np.linalg.norm(t.to_dense().double().numpy()) for t in ts]
+    np.testing.assert_allclose(got, ref, rtol=1e-3)
+
+
+def test_nonfinite_count():
+    a = torch.tensor([1.0, float("nan"), float("inf")])
+    b = torch.tensor([-float("inf"), 2.0])
+    assert stats.nonfinite_count([a, b]).item() == 3
+    assert stats.nonfinite_count([]) is None
+
+
+def test_histogram_bins_its_own_range_and_counts_nonfinite_apart():
+    x = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, float("nan"), float("inf")])
+    h = stats.histogram(x, bins=4).numpy()
+    lo, hi, nonfinite, counts = h[0], h[1], h[2], h[3:]
+    assert (lo, hi, nonfinite) == (0.0, 4.0, 2.0)
+    np.testing.assert_array_equal(counts, [1, 1, 1, 2])  # the max falls in the last bin
+    ref, _ = np.histogram(np.random.default_rng(0).normal(size=1000), bins=64)
+    data = torch.tensor(np.random.default_rng(0).normal(size=1000))
+    np.testing.assert_array_equal(stats.histogram(data).numpy()[3:], ref)
+
+
+def test_histogram_of_constant_tensor_puts_everything_in_first_bin():
+    h = stats.histogram(torch.full((10,), 2.5)).numpy()
+    assert h[0] == h[1] == 2.5 and h[3] == 10 and h[4:].sum() == 0
