@@ -18,10 +18,10 @@ def test_sum_and_sumsq_match_numpy_for_contiguous_and_strided():
         assert ss.item() == pytest.approx((ref**2).sum(), rel=1e-5)
 
 
-def test_nonzero_count_counts_exact_zeros_only():
-    x = torch.tensor([0.0, -0.0, 1e-30, -2.0, 0.0, 3.0])
-    assert stats.nonzero_count(x).item() == 3
-    assert stats.nonzero_count(torch.relu(x), nonnegative=True).item() == 2
+def test_zero_counts_are_exact_zeros_only():
+    x = torch.tensor([[0.0, -0.0, 1e-30], [-2.0, 0.0, 3.0]])
+    assert stats.activation_counts(x, -1)[0].item() == 3
+    assert stats.activation_counts(torch.relu(x), -1, nonnegative=True)[0].item() == 2
 
 
 def test_outside_count_two_sided_one_sided_and_centred():
@@ -34,18 +34,23 @@ def test_outside_count_two_sided_one_sided_and_centred():
     assert stats.outside_count(y, None, None).item() == 0
 
 
-def test_unit_extremes_over_features_and_channels():
+def test_activation_counts_over_features_and_channels():
     x = torch.randn(4, 3, 5, 6)
     x[:, 1] = 0.0
-    ext = stats.unit_extremes(x, 1)
-    assert ext.shape == (2, 3)
-    fired = ext.abs().amax(0)
-    assert fired[1].item() == 0 and (fired[[0, 2]] > 0).all()
+    x[0, 0, 0, 0] = 0.0
+    nonzero, fired, saturated = stats.activation_counts(x, 1, saturation=(-0.5, 0.5))
+    assert nonzero.item() == x.numel() - 4 * 30 - 1
+    assert fired.shape == (3,) and fired[1].item() == 0 and (fired[[0, 2]] > 0).all()
+    assert saturated.item() == (x.abs() > 0.5).sum().item()
     feats = torch.relu(torch.randn(8, 5))
     feats[:, 2] = 0
-    ext = stats.unit_extremes(feats, -1, nonnegative=True)
-    assert ext.shape == (1, 5) and ext[0, 2].item() == 0
-    assert stats.unit_extremes(torch.randn(5), -1) is None
+    nonzero, fired, saturated = stats.activation_counts(feats, -1, nonnegative=True)
+    assert fired.shape == (5,) and fired[2].item() == 0 and saturated is None
+    assert nonzero.item() == (feats != 0).sum().item()
+    sig = torch.sigmoid(4 * torch.randn(100, 3))
+    _, _, saturated = stats.activation_counts(sig, -1, nonnegative=True, saturation=(0.01, 0.99))
+    assert saturated.item() == ((sig < 0.01) | (sig > 0.99)).sum().item()
+    assert stats.activation_counts(torch.randn(5), -1)[1] is None
 
 
 def test_norms_group_dtypes_and_handle_sparse():

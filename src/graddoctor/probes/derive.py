@@ -57,7 +57,7 @@ def _output_stats(i: int, layer: LayerPlan, values: dict[Key, Any], n: int) -> d
     if layer.is_activation:
         out[(i, Stat.ACT_ZERO_FRAC)] = 1.0 - float(values[(i, NZ)]) / n
         if (i, UNIT) in values:
-            fired = np.max(values[(i, UNIT)], axis=0)  # max |extreme| over calls, per unit
+            fired = values[(i, UNIT)]  # per unit: max |y| over samples, positions and calls
             out[(i, Stat.DEAD_FRAC)] = float(np.mean(fired == 0.0))
         if (i, SAT) in values:
             out[(i, Stat.SATURATED_FRAC)] = float(values[(i, SAT)]) / n

@@ -231,12 +231,14 @@ class Run:
         rec.add(i, S, total)
         rec.add(i, SS, squares)
         if layer.is_activation:
-            rec.add(i, NZ, stats.nonzero_count(y_, nonnegative=layer.nonnegative))
-            unit = stats.unit_extremes(y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative)
-            if unit is not None:
-                rec.add(i, UNIT, unit)
-            if layer.saturation is not None:
-                rec.add(i, SAT, stats.outside_count(y_, *layer.saturation))
+            nonzero, fired, saturated = stats.activation_counts(
+                y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative, saturation=layer.saturation
+            )
+            rec.add(i, NZ, nonzero)
+            if fired is not None:
+                rec.add(i, UNIT, fired)
+            if saturated is not None:
+                rec.add(i, SAT, saturated)
         else:
             self._channels_first = layer.channels_first
         if self._hist_step(rec) and (i, HIST_ACT) not in rec.keys:

@@ -70,12 +70,12 @@ def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, np.ndarray |
     for key, value in zip(keys, host):
         code = key[1]
         if key not in out:
-            out[key] = value * value if code in (GN, WN, UN) else np.abs(value) if code == UNIT else value
+            out[key] = value * value if code in (GN, WN, UN) else value
         elif code in (GN, WN, UN):
             out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
         elif code == UNIT:  # any nonzero value in any call: the unit fired
             prev = out[key]
-            out[key] = np.fmax(prev, np.abs(value)) if prev.shape == value.shape else prev
+            out[key] = np.fmax(prev, value) if prev.shape == value.shape else prev
         elif code in (HIST_ACT, HIST_GRAD):
             continue  # first call of the step only
         else:
