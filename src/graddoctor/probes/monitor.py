@@ -208,11 +208,8 @@ class Run:
 
     # -- hooks (the hot path) ------------------------------------------------------------------
 
-    def _counting(self) -> bool:
-        return torch.is_grad_enabled() and self.model.training
-
     def _on_forward(self, i: int, module: nn.Module, inputs: Any, output: Any) -> None:
-        if not self._counting():
+        if not (torch.is_grad_enabled() and self.model.training):  # validation passes don't count
             return
         self._forward_seen = True
         rec = self._record
@@ -241,7 +238,7 @@ class Run:
                 rec.add(i, SAT, saturated)
         else:
             self._channels_first = layer.channels_first
-        if self._hist_step(rec) and (i, HIST_ACT) not in rec.keys:
+        if rec.hist and (i, HIST_ACT) not in rec.keys:
             rec.add(i, HIST_ACT, stats.histogram(y_))
         if y.requires_grad:
             y.register_hook(functools.partial(self._on_out_grad, i, rec))
@@ -262,7 +259,7 @@ class Run:
             rec.add(self._owner[i], WN, norm)
         if self.config.update_ratio and self.optimizer is not None:
             self._take_snapshot()
-        if self._hist_step(rec):
+        if rec.hist:
             for li, layer in enumerate(self._plan):
                 layer_grads = [g.detach().reshape(-1) for g in (p.grad for p in layer.params) if g is not None]
                 if layer_grads:
@@ -287,10 +284,11 @@ class Run:
     def _begin(self, step: int) -> None:
         self._step = step
         self._forward_seen = False
-        self._record = StepRecord(step) if step % self.config.every == 0 else None
-
-    def _hist_step(self, rec: StepRecord) -> bool:
-        return bool(self.config.hist_every) and rec.step % self.config.hist_every == 0
+        if step % self.config.every:
+            self._record = None
+        else:
+            hist_every = self.config.hist_every
+            self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0)
 
     def _take_snapshot(self) -> None:
         with torch.no_grad():

@@ -24,8 +24,9 @@ Key = tuple[int, str]
 class StepRecord:
     """Partial statistics of one optimizer step, as device tensors keyed by (layer, code)."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, *, hist: bool = False) -> None:
         self.step = step
+        self.hist = hist  # take histograms at this step
         self.keys: list[Key] = []
         self.values: list[torch.Tensor] = []
         self.numel: dict[int, int] = defaultdict(int)   # activation elements seen per layer
