@@ -118,7 +118,7 @@ def histogram(x: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
     """
     x = x.detach().reshape(-1).float()
     finite = torch.isfinite(x)
-    inf = torch.tensor(float("inf"), device=x.device)
+    inf = torch.full((), float("inf"), device=x.device)  # a fill kernel: no host-to-device copy
     lo = torch.where(finite, x, inf).amin() if x.numel() else inf * 0
     hi = torch.where(finite, x, -inf).amax() if x.numel() else inf * 0
     width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))

@@ -1,0 +1,140 @@
+"""One short check on a CUDA machine: correct numbers, no hidden syncs, overhead.
+
+    python benchmarks/gpu_check.py
+
+1. The same seeded run on CPU and on CUDA records the same statistics (float32 tolerance).
+2. With torch.cuda.set_sync_debug_mode("warn"), a watched step causes exactly one synchronising
+   call per recorded step (the transfer), and none on unrecorded steps.
+3. Step-time ratio watched/unwatched (interleaved blocks, medians) for the overhead MLP at
+   every=1 and every=10, with AMP (bf16 autocast) and without.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import graddoctor  # noqa: E402
+from overhead import mlp  # noqa: E402
+
+
+def small(device: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 4),
+    ).to(device)
+    with torch.no_grad():
+        model[0].bias[:2] = -50.0  # two dead channels after the ReLU
+    return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+
+def record(device: str) -> graddoctor.RunView:
+    model, opt = small(device)
+    gen = torch.Generator().manual_seed(1)
+    with graddoctor.watch(model, opt, hist_every=2) as run:
+        for _ in range(4):
+            x = torch.randn(16, 3, 8, 8, generator=gen).to(device)
+            y = torch.randint(0, 4, (16,), generator=gen).to(device)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+        return graddoctor.load(run)
+
+
+def check_same_numbers() -> bool:
+    cpu, gpu = record("cpu"), record("cuda")
+    worst = 0.0
+    for stat in cpu.stats:
+        a, b = cpu.stat_matrix(stat), gpu.stat_matrix(stat)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), stat
+        diff = np.nanmax(np.abs(a - b) / (np.abs(a) + 1e-6)) if np.isfinite(a).any() else 0.0
+        worst = max(worst, float(diff))
+        print(f"  {stat:15} max rel diff CPU vs CUDA {diff:.2e}")
+    ok = worst < 5e-3 and cpu.layers == gpu.layers
+    print(f"1. same numbers on CPU and CUDA: {'OK' if ok else 'FAIL'} (worst {worst:.1e})")
+    return ok
+
+
+def check_syncs() -> bool:
+    model, opt = small("cuda")
+    x = torch.randn(16, 3, 8, 8, device="cuda")
+    y = torch.randint(0, 4, (16,), device="cuda")
+    counts = []
+    with graddoctor.watch(model, opt, every=2, hist_every=0) as run:
+        for step in range(6):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.log(loss=loss)
+                torch.cuda.set_sync_debug_mode(0)
+            syncs = [str(w.message)[:80] for w in caught if "synchroniz" in str(w.message)]
+            counts.append(len(syncs))
+            print(f"  step {step} ({'recorded' if step % 2 == 0 else 'skipped '}): {len(syncs)} sync(s) {syncs[:3]}")
+    ok = all(c <= 1 for c in counts[0::2]) and all(c == 0 for c in counts[1::2])
+    print(f"2. one sync per recorded step, none otherwise: {'OK' if ok else 'FAIL'} {counts}")
+    return ok
+
+
+def overhead(every: int, amp: bool, rounds: int = 6, steps: int = 20) -> list[float]:
+    torch.manual_seed(0)
+    model, x, y = mlp()
+    model, x, y = model.cuda(), x.cuda(), y.cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def block(n: int, run=None) -> float:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if run is not None:
+                run.log(loss=loss)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / n
+
+    block(5)
+    ratios = []
+    for _ in range(rounds):
+        base = block(steps)
+        with graddoctor.watch(model, opt, every=every, hist_every=0) as run:
+            block(1, run)
+            watched = block(steps, run)
+        ratios.append(watched / base)
+    return ratios
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("no CUDA device")
+        return 1
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
+    ok = check_same_numbers()
+    ok &= check_syncs()
+    print("3. overhead, MLP 20x512 batch 256 (ratio watched/unwatched: median [min, max])")
+    for amp in (False, True):
+        for every in (1, 10):
+            r = overhead(every, amp)
+            print(f"  amp={amp!s:5} every={every:2}: {statistics.median(r):.3f} [{min(r):.3f}, {max(r):.3f}]")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
