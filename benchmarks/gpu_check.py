@@ -33,7 +33,7 @@ def small(device: str) -> tuple[nn.Module, torch.optim.Optimizer]:
         nn.Linear(8 * 8 * 8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 4),
     ).to(device)
     with torch.no_grad():
-        model[0].bias[:2] = -50.0  # two dead channels after the ReLU
+        model[1].bias[:2] = -50.0  # BatchNorm shift: two dead channels after the ReLU
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
 

@@ -38,9 +38,9 @@ def dead_and_saturated() -> nn.Sequential:
     """Units built to be dead or saturated at step 0, so those fractions are far from 0 and 1.
 
     - "1" (ReLU): units 0..3 of "0" have bias -50 while |w.x| < 10: exactly 4 of 16 dead.
-    - "3" (Tanh): weights x6, so most |y| > 0.99; unit 0 has a zero weight row and zero bias,
+    - "3" (Tanh): weights x40, so about half the |y| > 0.99; unit 0 has a zero weight row and zero bias,
       so its output is exactly 0 for every sample: 1 of 16 dead (a signed activation).
-    - "5" (Sigmoid): weights x6: most outputs below 0.01 or above 0.99.
+    - "5" (Sigmoid): weights x40: most outputs below 0.01 or above 0.99.
     """
     model = nn.Sequential(
         nn.Linear(8, 16), nn.ReLU(),
@@ -51,16 +51,16 @@ def dead_and_saturated() -> nn.Sequential:
     with torch.no_grad():
         model[0].weight.mul_(0.5)
         model[0].bias[:4] = -50.0
-        model[2].weight.mul_(6.0)
+        model[2].weight.mul_(40.0)
         model[2].weight[0].zero_()
         model[2].bias[0] = 0.0
-        model[4].weight.mul_(6.0)
+        model[4].weight.mul_(40.0)
     return model
 
 
 def activation_zoo() -> nn.Sequential:
     """The other saturating activations (ReLU6, Hardtanh, Softsign, ELU with alpha != 1) and PReLU,
-    an activation module that owns a parameter; big weights so that the clamps are reached."""
+    an activation module that owns a parameter; weights scaled so that each saturates in part."""
     model = nn.Sequential(
         nn.Linear(6, 16), nn.ReLU6(),
         nn.Linear(16, 16), nn.Hardtanh(-0.5, 0.75),
@@ -71,8 +71,8 @@ def activation_zoo() -> nn.Sequential:
         nn.Linear(16, 2),
     )
     with torch.no_grad():
-        for i in (0, 2, 4, 6):
-            model[i].weight.mul_(8.0)
+        for i, scale in ((0, 8.0), (2, 0.3), (4, 64.0), (6, 64.0)):
+            model[i].weight.mul_(scale)
     return model
 
 
