@@ -82,7 +82,7 @@ def check_syncs() -> bool:
                 opt.step()
                 run.log(loss=loss)
                 torch.cuda.set_sync_debug_mode(0)
-            syncs = [str(w.message)[:80] for w in caught if "synchroniz" in str(w.message)]
+            syncs = [str(w.message)[:80] for w in caught if "called a synchronizing" in str(w.message)]
             counts.append(len(syncs))
             print(f"  step {step} ({'recorded' if step % 2 == 0 else 'skipped '}): {len(syncs)} sync(s) {syncs[:3]}")
     ok = all(c <= 1 for c in counts[0::2]) and all(c == 0 for c in counts[1::2])
