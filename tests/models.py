@@ -295,9 +295,10 @@ def nonfinite_grad() -> nn.Sequential:
 # -- cases ---------------------------------------------------------------------------------------
 
 
-def _regression(in_shape: tuple[int, ...], out_dim: int) -> Callable[[torch.Generator, int], Batch]:
+def _regression(in_shape: tuple[int, ...], out_dim: int, dtype: torch.dtype = torch.float32) -> Callable[[torch.Generator, int], Batch]:
     def make(gen: torch.Generator, n: int) -> Batch:
-        return torch.randn(n, *in_shape, generator=gen), torch.randn(n, out_dim, generator=gen)
+        return (torch.randn(n, *in_shape, generator=gen, dtype=dtype),
+                torch.randn(n, out_dim, generator=gen, dtype=dtype))
     return make
 
 
@@ -358,7 +359,7 @@ class Case:
 
 
 CASES: list[Case] = [
-    Case("mlp", mlp, _regression((6,), 3), optimizer=_sgd, clip=0.5, side_forwards=True),
+    Case("mlp", mlp, _regression((6,), 3), optimizer=_sgd, clip=0.1, side_forwards=True),
     Case("dead_and_saturated", dead_and_saturated, _regression((8,), 2), micro=(32,)),
     Case("activation_zoo", activation_zoo, _regression((6,), 2), micro=(24,)),
     Case("tied", TiedLM, _tokens(20, 5), loss=_lm_loss),
@@ -374,5 +375,6 @@ CASES: list[Case] = [
     Case("conv", conv_net, _regression((3, 10, 10), 2), micro=(4,)),
     Case("conv_accum", conv_net, _regression((3, 10, 10), 2), micro=(3, 2)),
     Case("mlp_accum", mlp, _regression((6,), 3), micro=(8, 5), optimizer=_sgd),
+    Case("mlp_float64", lambda: mlp().double(), _regression((6,), 3, torch.float64)),
 ]
 CASE = {case.name: case for case in CASES}

@@ -9,11 +9,15 @@ recorded step, for every layer and every statistic (including "not recorded": Na
 
 Both copies run the same float32 operations in the same order on a CPU, so they stay identical;
 the tolerances only cover float32 reductions on the fast path (rtol 1e-4). Counts (zero, dead,
-non-finite fractions) are compared exactly (up to float64 rounding of the division).
+non-finite fractions) are compared exactly (up to float64 rounding of the division); a saturated
+count may differ by one element, a value within a float32 ulp of a bound.
+
+The xfail(strict=True) tests at the end pin library bugs: they pass once the bug is fixed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -33,7 +37,6 @@ STATS = (
     "grad_norm", "grad_rms", "weight_norm", "update_ratio", "nonfinite_frac", "out_grad_norm",
     "act_mean", "act_std", "act_zero_frac", "dead_frac", "saturated_frac",
 )
-PARAM_STATS = ("grad_norm", "grad_rms", "weight_norm", "update_ratio", "nonfinite_frac")
 RTOL = 1e-4  # float32 sums and norms on the fast path vs float64 here
 
 # The reference's own list of activation modules: those the zoo uses.
@@ -56,7 +59,7 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, case: Case, batches, *, 
             nn.utils.clip_grad_norm_(model.parameters(), case.clip)
         if case.side_forwards:  # a metric under no_grad, a validation pass in eval mode: not counted
             x = batches[0][0][0]
-            with quiet() if quiet else _nothing():
+            with quiet() if quiet else contextlib.nullcontext():
                 with torch.no_grad():
                     model(x)
                 model.eval()
@@ -67,14 +70,6 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, case: Case, batches, *, 
         opt.step()
         if after_step:
             after_step(step)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # -- the reference ------------------------------------------------------------------------------
@@ -151,16 +146,14 @@ class Reference:
                 self.last_param_type = type(module)
         return hook
 
+    @contextlib.contextmanager
     def quiet(self):
-        ref = self
-
-        class Off:
-            def __enter__(self):
-                ref.on = False
-
-            def __exit__(self, *exc):
-                ref.on = True
-        return Off()
+        """Side forwards: the reference must not record them even if its own checks would."""
+        self.on = False
+        try:
+            yield
+        finally:
+            self.on = True
 
     def before_step(self, step: int) -> None:
         self._grads = {}
@@ -283,15 +276,20 @@ def compare(view, ref: Reference, steps: list[int] | None = None) -> int:
 # -- every statistic, every zoo model --------------------------------------------------------------
 
 
+def _out_of_place(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+
+
+# The reference of a model with in-place ReLUs is the same model with out-of-place ones: an in-place
+# op cannot change a statistic, and retain_grad on an overwritten tensor would be ambiguous.
+TWINS = {"inplace_relu": _out_of_place}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_every_statistic_matches_the_reference(case):
-    twin = None
-    if case.name == "inplace_relu":  # the reference runs the same model with out-of-place ReLUs
-        def twin(model):
-            for m in model.modules():
-                if isinstance(m, nn.ReLU):
-                    m.inplace = False
-    view, ref = record_both(case, twin=twin)
+    view, ref = record_both(case, twin=TWINS.get(case.name))
     checked = compare(view, ref)
     # Every layer got its full set of statistics at least once (the checks were not all NaN == NaN).
     assert checked >= len(view.layers) * 2 * case.steps
@@ -316,9 +314,10 @@ def _ref_only(case: Case) -> Reference:
 
 def test_zoo_dead_and_saturated_units_are_far_from_trivial():
     view, ref = record_both(CASE["dead_and_saturated"])
-    s0 = {k: v for k, v in ref.steps[0].items()}
+    s0 = ref.steps[0]
     assert view.stat("dead_frac", "1")[0] == s0[("dead_frac", "1")] == 4 / 16
     assert view.stat("dead_frac", "3")[0] == s0[("dead_frac", "3")] == 1 / 16  # a tanh unit that is exactly 0
+    assert view.stat("dead_frac", "3")[1] == 0.0  # which its gradient then revives
     assert 0.3 < view.stat("act_zero_frac", "1")[0] < 0.9
     assert 0.4 < view.stat("saturated_frac", "3")[0] < 0.95
     assert 0.4 < view.stat("saturated_frac", "5")[0] < 0.95
@@ -343,13 +342,11 @@ def test_zoo_conv_dead_channels_are_counted_over_channels():
 def test_zoo_tied_weight_belongs_to_its_first_owner():
     view, ref = record_both(CASE["tied"])
     info = {i.name: i.n_params for i in view.layer_info}
-    assert info == {"emb": 160, "act": 0, "proj": 72, "decoder": 20}
-    # The shared weight's gradient gets both uses: compare with the embedding use alone.
-    model = ref.model
-    shared = float(view.stat("grad_norm", "emb")[0])
-    assert shared == pytest.approx(ref.steps[0][("grad_norm", "emb")], rel=RTOL)
+    assert info == {"emb": 160, "act": 0, "proj": 72, "decoder": 20}  # the shared weight counted once
+    assert view.stat("weight_norm", "decoder")[0] == pytest.approx(ref.steps[0][("weight_norm", "decoder")], rel=RTOL)
+    assert ref.steps[0][("weight_norm", "decoder")] < 0.5 * ref.steps[0][("weight_norm", "emb")]  # the bias only
     view2, _ = record_both(CASE["tied_decoder_first"])
-    assert view2.layers == ["act", "decoder"]
+    assert view2.layers == ["act", "decoder"]  # emb owns nothing of its own: no layer, and it fires first
 
 
 def test_zoo_no_grad_branch_has_zero_gradient_and_no_output_gradient():
@@ -385,8 +382,9 @@ def test_nonfinite_gradient_fraction_counts_elements_of_the_layer():
     view, ref = record_both(case)
     compare(view, ref)
     assert view.stat("nonfinite_frac", "1")[0] == 3 / 16
-    assert math.isinf(view.stat("grad_norm", "1")[0]) or math.isnan(view.stat("grad_norm", "1")[0])
+    assert not math.isfinite(view.stat("grad_norm", "1")[0])
     assert view.stat("nonfinite_frac", "0")[0] == 0.0
+    assert math.isfinite(view.stat("grad_norm", "0")[0])
 
 
 def _data(in_shape, out_dim):
@@ -416,9 +414,35 @@ def test_dead_channels_after_a_frozen_conv_stem():
     assert view.stat("dead_frac", "1")[0] == 3 / 8
 
 
+def test_gradients_are_read_after_clipping():
+    view, _ = record_both(CASE["mlp"])  # clip_grad_norm_(..., 0.1) right before each step
+    total = np.sqrt(np.nansum(view.stat_matrix("grad_norm") ** 2, axis=0))
+    np.testing.assert_allclose(total, 0.1, rtol=1e-4)  # every step was clipped
+
+
+_ONE_PASS_VARIANCE = (
+    "act_std comes from float32 sum and sum of squares, var = E[y^2] - E[y]^2: when |mean| >> std "
+    "the difference is rounding noise (catastrophic cancellation)")
+
+
+@pytest.mark.xfail(strict=True, reason=_ONE_PASS_VARIANCE)
 def test_act_std_of_an_output_with_a_large_mean():
     case = Case("offset", offset_output, _data((6,), 2), micro=(64,), steps=1)
     view, ref = record_both(case)
     want = ref.steps[0][("act_std", "0")]
     assert 0.01 < want < 0.2 and abs(ref.steps[0][("act_mean", "0")] - 50) < 1
-    assert view.stat("act_std", "0")[0] == pytest.approx(want, rel=1e-3)
+    assert view.stat("act_std", "0")[0] == pytest.approx(want, rel=1e-3)  # got 0.02789 for 0.03079
+
+
+@pytest.mark.xfail(strict=True, reason=_ONE_PASS_VARIANCE)
+def test_act_std_of_a_constant_output_is_zero():
+    def build():
+        model = nn.Sequential(nn.Linear(6, 16), nn.Linear(16, 2))
+        with torch.no_grad():
+            model[0].weight.zero_()
+            model[0].bias.fill_(0.3)  # every output element is the same float32 number
+        return model
+
+    view, ref = record_both(Case("constant", build, _data((6,), 2), micro=(64,), steps=1))
+    assert ref.steps[0][("act_std", "0")] == 0.0
+    assert view.stat("act_std", "0")[0] <= 1e-6  # got 1.9e-4
