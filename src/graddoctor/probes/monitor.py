@@ -107,7 +107,7 @@ class Run:
         else:
             self.run_id = self._store.create_run(self.name, self._config_json(user_config), _env(self.model))
             self._start_step = 0
-        self._rows = RowBuilder(self._plan, positions, self._start_step)
+        self._rows = RowBuilder(self._plan, positions)
         self._writer = StoreWriter(
             self._store, self.run_id, flush_seconds=self.config.flush_seconds, prepare=self._rows.build
         )
@@ -215,6 +215,15 @@ class Run:
         rec = self._record
         if rec is None:
             return
+        try:
+            self._read_output(i, rec, output)
+        except Exception as err:
+            raise ProbeError(
+                f"graddoctor failed reading the output of layer {self._plan[i].name!r} "
+                f"({self._plan[i].type_name}) at step {rec.step}: {err}"
+            ) from err
+
+    def _read_output(self, i: int, rec: StepRecord, output: Any) -> None:
         y = first_float_tensor(output)
         if y is None:
             return

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .derive import derive, histograms
-from .record import GN, Key, aggregate
+from .record import WN, Key, aggregate
 from .select import LayerPlan
 
 
@@ -35,12 +35,11 @@ class StepPayload:
 class RowBuilder:
     """Turns payloads into rows; owns the layer positions and the first non-finite value."""
 
-    def __init__(self, plan: list[LayerPlan], positions: dict[str, int], first_step: int) -> None:
+    def __init__(self, plan: list[LayerPlan], positions: dict[str, int]) -> None:
         self.plan = plan
         self.position = {i: positions[layer.name] for i, layer in enumerate(plan) if layer.name in positions}
         self.name_at = {p: name for name, p in positions.items()}
         self.first_nonfinite: dict[str, Any] | None = None
-        self.first_step = first_step
 
     def build(self, p: StepPayload) -> dict[str, Any]:
         values = aggregate(p.keys, p.values)
@@ -69,10 +68,8 @@ class RowBuilder:
     def _assign_positions(self, p: StepPayload) -> list[tuple[int, str, str, str, int]]:
         """Positions in forward order: layers as they first fired, then param layers that never did."""
         new = [i for i in p.fired if i not in self.position]
-        grad_layers = {i for (i, code) in p.keys if code == GN} | {
-            i for i, layer in enumerate(self.plan) if layer.params and p.step == self.first_step
-        }
-        new += sorted(i for i in grad_layers if i not in self.position and i not in new)
+        param_layers = {i for (i, code) in p.keys if code == WN}
+        new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
         for i in new:
             pos = len(self.position)

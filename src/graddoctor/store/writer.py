@@ -27,7 +27,8 @@ class StoreWriter:
         self.prepare = prepare  # turns a queued record into rows, in the writer's thread
         self.run_id = run_id
         self.flush_seconds = flush_seconds
-        self._lock = threading.Lock()  # guards the pending lists and the connection
+        self._lock = threading.Lock()  # guards the pending lists: held for an append or a swap only
+        self._flush_lock = threading.Lock()  # one flush at a time (thread or caller) owns the connection
         self._pending = _empty()
         self._records: list[Any] = []
         self._error: BaseException | None = None
@@ -49,10 +50,11 @@ class StoreWriter:
 
     def flush(self) -> None:
         """Commit everything queued so far, now, from the calling thread."""
-        with self._lock:
-            batch, self._pending = self._pending, _empty()
-            records, self._records = self._records, []
-            for record in records:
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, _empty()
+                records, self._records = self._records, []
+            for record in records:  # the training thread keeps appending meanwhile
                 _merge(batch, self.prepare(record))  # type: ignore[misc]
             if any(batch.values()):
                 layers = batch.pop("layers")
