@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from ..config import Stat
-from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SS, UN, UNIT, WN, Key
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, WN, Key
 from .select import LayerPlan
 
 
 def derive(
     plan: list[LayerPlan],
     values: dict[Key, Any],
-    numel: dict[int, int],
+    numel: dict[int, list[int]],
     nonfinite: dict[int, float],
     amp_scale: float | None,
 ) -> dict[tuple[int, Stat], float]:
@@ -27,7 +27,7 @@ def derive(
     for i, layer in enumerate(plan):
         if layer.params and (i, WN) in values:
             out.update(_param_stats(i, layer, values, nonfinite))
-        if numel.get(i):
+        if sum(numel.get(i, ())):
             out.update(_output_stats(i, layer, values, numel[i]))
         if (i, OG) in values:
             og = math.sqrt(values[(i, OG)])
@@ -50,10 +50,25 @@ def _param_stats(i: int, layer: LayerPlan, values: dict[Key, Any], nonfinite: di
     return out
 
 
-def _output_stats(i: int, layer: LayerPlan, values: dict[Key, Any], n: int) -> dict:
-    mean = values[(i, S)] / n
-    var = values[(i, SS)] / n - mean * mean
-    out = {(i, Stat.ACT_MEAN): float(mean), (i, Stat.ACT_STD): math.sqrt(max(var, 0.0)) if var == var else math.nan}
+def moments(n: list[int], total: list[float], shifted: list[float], squares: list[float]) -> tuple[float, float]:
+    """Mean and population variance over several calls from per-call (n, sum, shifted sums).
+
+    Per call, M2 = sum(d**2) - sum(d)**2 / n is exact for the shifted values d; calls are combined
+    with Chan et al.'s parallel formula M2 = sum M2_c + sum n_c (mean_c - mean)**2.
+    """
+    count = float(sum(n))
+    mean = float(sum(total)) / count
+    m2 = 0.0
+    for n_c, s_c, d_c, q_c in zip(n, total, shifted, squares):
+        if n_c:
+            m2 += max(float(q_c) - float(d_c) ** 2 / n_c, 0.0) + n_c * (float(s_c) / n_c - mean) ** 2
+    return mean, m2 / count
+
+
+def _output_stats(i: int, layer: LayerPlan, values: dict[Key, Any], calls: list[int]) -> dict:
+    mean, var = moments(calls, values[(i, S)], values[(i, SD)], values[(i, SS)])
+    n = sum(calls)
+    out = {(i, Stat.ACT_MEAN): mean, (i, Stat.ACT_STD): math.sqrt(var) if var == var else math.nan}
     if layer.is_activation:
         out[(i, Stat.ACT_ZERO_FRAC)] = 1.0 - float(values[(i, NZ)]) / n
         if (i, UNIT) in values:

@@ -24,9 +24,9 @@ from ..store.view import RunView, read_run
 from ..store.writer import StoreWriter
 from . import stats
 from .hooks import HandleGroup
-from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SS, UN, UNIT, WN, StepRecord, transfer
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, WN, StepRecord, transfer
 from .rows import RowBuilder, StepPayload
-from .select import LayerPlan, first_float_tensor, plan_layers
+from .select import LayerPlan, first_float_tensor, layout_modules, plan_layers
 
 
 class Run:
@@ -127,6 +127,8 @@ class Run:
         try:
             for i, layer in enumerate(self._plan):
                 self._handles.add(layer.module.register_forward_hook(functools.partial(self._on_forward, i)))
+            for module, flag in layout_modules(self.model, self._plan):
+                self._handles.add(module.register_forward_hook(functools.partial(self._on_layout, flag)))
             if self.optimizer is not None:
                 self._handles.add(self.optimizer.register_step_pre_hook(self._on_pre_step))
                 self._handles.add(self.optimizer.register_step_post_hook(self._on_post_step))
@@ -231,10 +233,11 @@ class Run:
         self._fired_any = True
         if i not in rec.numel:
             rec.fired.append(i)
-        rec.numel[i] += y.numel()
+        rec.numel[i].append(y.numel())
         y_ = y.detach()
-        total, squares = stats.sum_and_sumsq(y_)
+        total, shifted, squares = stats.moments(y_)
         rec.add(i, S, total)
+        rec.add(i, SD, shifted)
         rec.add(i, SS, squares)
         if layer.is_activation:
             nonzero, fired, saturated = stats.activation_counts(
@@ -245,12 +248,16 @@ class Run:
                 rec.add(i, UNIT, fired)
             if saturated is not None:
                 rec.add(i, SAT, saturated)
-        else:
-            self._channels_first = layer.channels_first
+        elif layer.layout is not None:
+            self._channels_first = layer.layout
         if rec.hist and (i, HIST_ACT) not in rec.keys:
             rec.add(i, HIST_ACT, stats.histogram(y_))
         if y.requires_grad:
             y.register_hook(functools.partial(self._on_out_grad, i, rec))
+
+    def _on_layout(self, channels_first: bool, module: nn.Module, inputs: Any, output: Any) -> None:
+        if self._record is not None:  # an unwatched conv/linear still says where units are
+            self._channels_first = channels_first
 
     def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
         if rec is self._record:  # a backward run after its step closed is not this step's

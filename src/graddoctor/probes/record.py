@@ -8,16 +8,19 @@ several micro-batches) in float64 on the host.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import torch
 
-# Codes of partial results. Summed over calls: S (sum), SS (sum of squares), NZ (nonzero count),
+# Codes of partial results. Kept per call: S (sum), SD, SS (sum and sum of squares of the output
+# shifted by its first element), combined by derive.moments. Summed over calls: NZ (nonzero count),
 # SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
 # gradient, weight, update). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
-S, SS, NZ, SAT, OG, GN, WN, UN, UNIT, HIST_ACT, HIST_GRAD = (
-    "s", "ss", "nz", "sat", "og", "gn", "wn", "un", "unit", "hist_act", "hist_grad",
+S, SD, SS, NZ, SAT, OG, GN, WN, UN, UNIT, HIST_ACT, HIST_GRAD = (
+    "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "unit", "hist_act", "hist_grad",
 )
+PER_CALL = (S, SD, SS)
 Key = tuple[int, str]
 
 
@@ -29,7 +32,7 @@ class StepRecord:
         self.hist = hist  # take histograms at this step
         self.keys: list[Key] = []
         self.values: list[torch.Tensor] = []
-        self.numel: dict[int, int] = defaultdict(int)   # activation elements seen per layer
+        self.numel: dict[int, list[int]] = defaultdict(list)  # output elements per call, per layer
         self.fired: list[int] = []                      # layers in the order their forward ran
         self.logged: dict[str, float | torch.Tensor] = {}
         self.wall_time = 0.0
@@ -65,12 +68,15 @@ def transfer(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     return out
 
 
-def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, np.ndarray | float]:
-    """Combine partial values per (layer, code): sums, sums of squares, or elementwise max."""
+def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, Any]:
+    """Combine partial values per (layer, code): sums, sums of squares, elementwise max, or a
+    list per call (moments)."""
     out: dict[Key, np.ndarray | float] = {}
     for key, value in zip(keys, host):
         code = key[1]
-        if key not in out:
+        if code in PER_CALL:
+            out.setdefault(key, []).append(value)
+        elif key not in out:
             out[key] = value * value if code in (GN, WN, UN) else value
         elif code in (GN, WN, UN):
             out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares

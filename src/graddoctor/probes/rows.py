@@ -26,7 +26,7 @@ class StepPayload:
     wall_time: float
     keys: list[Key]
     values: list[np.ndarray]
-    numel: dict[int, int]
+    numel: dict[int, list[int]]         # output elements per call, per layer
     fired: list[int]                      # layer indices in the order their forward ran
     scalars: list[tuple[int, str, float]]
     nonfinite: dict[int, float]           # exact NaN/Inf gradient counts, for layers that have any

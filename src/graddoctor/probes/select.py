@@ -30,7 +30,7 @@ NONNEGATIVE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Hardsigmoid, n
 # Modules whose outputs put units (channels) in dim 1 rather than in the last dim.
 CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
     nn.GroupNorm, nn.LocalResponseNorm,
 )
 
@@ -83,7 +83,8 @@ class LayerPlan:
     is_activation: bool
     saturation: Bounds | None
     nonnegative: bool
-    channels_first: bool
+    layout: bool | None  # see `layout`
+
 
     @property
     def kind(self) -> str:
@@ -114,9 +115,33 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
             is_activation=is_act,
             saturation=saturation_bounds(module) if is_act else None,
             nonnegative=isinstance(module, NONNEGATIVE),
-            channels_first=isinstance(module, CHANNELS_FIRST),
+            layout=layout(module),
         ))
     return layers
+
+
+def layout(module: nn.Module) -> bool | None:
+    """Where the units of this module's output are: True for dim 1 (channels), False for the last
+    dim (features), None when it does not decide (containers, pooling, activations, reshapes).
+
+    An activation's units follow the last deciding module that ran before it, watched or not.
+    """
+    if isinstance(module, CHANNELS_FIRST):
+        return True
+    if next(module.children(), None) is None and next(module.parameters(recurse=False), None) is not None:
+        return False  # a leaf with weights that is not conv-like: Linear, LayerNorm, Embedding, LSTM...
+    return None
+
+
+def layout_modules(model: nn.Module, plan: list[LayerPlan]) -> list[tuple[nn.Module, bool]]:
+    """Modules outside the plan (excluded, frozen) that still decide where units are."""
+    planned = {id(layer.module) for layer in plan}
+    found = []
+    for module in model.modules():
+        flag = layout(module)
+        if flag is not None and id(module) not in planned:
+            found.append((module, flag))
+    return found
 
 
 def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:

@@ -19,12 +19,22 @@ HIST_BINS = 64
 _FAST_DTYPES = (torch.float32, torch.float64)
 
 
-def sum_and_sumsq(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (sum(x), sum(x**2)) over all elements, accumulated in at least float32."""
-    if x.dtype in _FAST_DTYPES and x.is_contiguous():
-        flat = x.view(-1)
-        return flat.sum(), torch.dot(flat, flat)
-    return x.sum(dtype=_acc(x)), sumsq(x)
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (sum(x), sum(d), sum(d**2)) with d = x - x[0], accumulated in at least float32.
+
+    The shift by one of the tensor's own values keeps the variance exact when the mean is far
+    larger than the spread (outputs near 50 with std 0.03; a constant output): sum(x**2) - n*mean**2
+    would cancel away every digit in float32. `x.view(-1)[0]` is read by the subtraction kernel
+    itself, before any later in-place op: no copy, no sync.
+    """
+    flat = x.reshape(-1)
+    if flat.numel() == 0:
+        zero = flat.new_zeros((), dtype=_acc(flat))
+        return zero, zero, zero
+    d = flat - flat[0]
+    if d.dtype in _FAST_DTYPES:
+        return flat.sum(), d.sum(), torch.dot(d, d)
+    return flat.sum(dtype=_acc(x)), d.sum(dtype=_acc(x)), sumsq(d)
 
 
 def sumsq(x: torch.Tensor) -> torch.Tensor:
