@@ -1,0 +1,133 @@
+"""How a run ends when training does not end well: SIGKILL mid-training, an exception in the block."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import graddoctor
+
+WORKER = Path(__file__).with_name("store_worker.py")
+FLUSH_SECONDS = 0.2
+MARGIN = 0.5  # a step printed this long before the kill was flushed (2.5 flush intervals)
+
+
+def _model_and_opt():
+    torch.manual_seed(0)  # the same architecture as the worker's, for resume
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+@pytest.mark.slow
+def test_sigkill_keeps_flushed_steps_and_run_reads_as_crashed(store_path):
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "train", str(store_path), str(FLUSH_SECONDS)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    printed: list[tuple[float, int]] = []  # (when this process read it, step)
+
+    def pump():
+        for line in proc.stdout:
+            line = line.strip()
+            if line.isdigit():
+                printed.append((time.monotonic(), int(line)))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not (len(printed) >= 20 and printed[-1][0] - printed[0][0] >= 1.5):
+            if proc.poll() is not None:
+                pytest.fail(f"the training worker exited early ({proc.returncode}): {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the training worker printed only {len(printed)} steps in 90 s")
+            time.sleep(0.05)
+        killed_at = time.monotonic()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)  # reaped: its pid no longer exists
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    r = graddoctor.load(store_path)
+    assert r.name == "crashy"
+    assert r.status == "crashed", r.status
+    assert r.error is None
+    steps = r.steps.tolist()
+    assert steps == list(range(len(steps))), "recorded steps are not 0, 1, 2, ... without a gap"
+    last_printed = printed[-1][1]
+    assert steps[-1] <= last_printed + 1  # a step is queued in optimizer.step(), just before the print
+    flushed = [s for t, s in printed if t <= killed_at - MARGIN]
+    assert flushed, "no step was printed long enough before the kill"
+    missing = sorted(set(flushed) - set(steps))
+    assert not missing, f"steps printed >{MARGIN}s before SIGKILL are not in the store: {missing}"
+    assert r.layers == ["0", "1", "2"]
+    assert np.isfinite(r.stat("grad_norm", "0")).all()
+    assert np.isfinite(r.stat("act_mean", "1")).all()
+    assert np.isfinite(r.scalar("loss")[:-1]).all()  # the last step's loss may be the one lost
+    runs = graddoctor.RunStore(store_path, readonly=True)
+    try:
+        assert [run["status"] for run in runs.runs()] == ["crashed"]
+    finally:
+        runs.close()
+
+    # The store survives the crash: the run can be resumed, with its numbering.
+    model, opt = _model_and_opt()
+    with graddoctor.watch(model, opt, store=store_path, name="crashy", resume=True):
+        for _ in range(2):
+            loss = model(torch.randn(4, 8)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    r2 = graddoctor.load(store_path, name="crashy")
+    assert r2.run_id == r.run_id
+    assert r2.steps.tolist() == steps + [steps[-1] + 1, steps[-1] + 2]
+    assert r2.status == "finished"
+
+
+@pytest.mark.parametrize("exc", [ValueError("boom at step 2"), KeyboardInterrupt("stop")], ids=["ValueError", "KeyboardInterrupt"])
+def test_exception_in_block_marks_run_failed_and_propagates(store_path, exc):
+    model, opt = _model_and_opt()
+    with pytest.raises(type(exc)) as info:
+        with graddoctor.watch(model, opt, store=store_path, name="bad") as run:
+            for step in range(3):
+                loss = model(torch.randn(4, 8)).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.log(loss=loss)
+            raise exc
+    assert info.value is exc  # the user's own exception, not wrapped
+    r = graddoctor.load(store_path, name="bad")
+    assert r.status == "failed"
+    assert r.error is not None
+    assert type(exc).__name__ in r.error
+    assert str(exc) in r.error
+    assert r.steps.tolist() == [0, 1, 2]  # what was recorded before the error is kept
+    assert np.isfinite(r.scalar("loss")).all()
+    assert all(not m._forward_hooks for m in model.modules())
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_finished_run_status(store_path):
+    model, opt = _model_and_opt()
+    with graddoctor.watch(model, opt, store=store_path, name="ok"):
+        loss = model(torch.randn(4, 8)).pow(2).mean()
+        loss.backward()
+        opt.step()
+    r = graddoctor.load(store_path)
+    assert r.status == "finished"
+    assert r.error is None
