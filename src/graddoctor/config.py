@@ -44,8 +44,9 @@ class WatchConfig:
 
     Attributes:
         every: record one optimizer step in `every` (steps 0, every, 2*every, ...).
-        hist_every: record 64-bin histograms at recorded steps that are multiples of this;
-            0 turns histograms off. Must be a multiple of `every`.
+        hist_every: record 64-bin histograms at optimizer steps that are multiples of this;
+            0 turns histograms off; None (the default) means 100 * every, one recorded step in
+            100. Must be a multiple of `every`.
         update_ratio: keep a copy of the trainable parameters on recorded steps to measure
             ||Δw||/||w|| across the optimizer step (memory: one copy of the parameters).
         include: fnmatch patterns over layer names; only matching layers are watched.
@@ -54,7 +55,7 @@ class WatchConfig:
     """
 
     every: int = 1              # every step: the hot path is cheap enough (README, Overhead)
-    hist_every: int = 100       # histograms cost ~10x a plain record: keep them rare
+    hist_every: int | None = None  # histograms cost ~10x a plain record: one record in 100
     update_ratio: bool = True   # the snapshot is the one cost proportional to model size
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -62,6 +63,8 @@ class WatchConfig:
 
     def __post_init__(self) -> None:
         _check_int("every", self.every, minimum=1)
+        if self.hist_every is None:
+            object.__setattr__(self, "hist_every", 100 * self.every)
         _check_int("hist_every", self.hist_every, minimum=0)
         if self.hist_every and self.hist_every % self.every:
             raise ConfigError(

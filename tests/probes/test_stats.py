@@ -9,13 +9,29 @@ import torch
 from graddoctor.probes import stats
 
 
-def test_sum_and_sumsq_match_numpy_for_contiguous_and_strided():
+def test_moments_match_numpy_for_contiguous_strided_and_half():
     x = torch.randn(33, 17, dtype=torch.float64)
-    for t in (x, x.t(), x.half().float()[:, ::2]):
-        s, ss = stats.sum_and_sumsq(t)
-        ref = t.double().numpy()
-        assert s.item() == pytest.approx(ref.sum(), rel=1e-5, abs=1e-5)
-        assert ss.item() == pytest.approx((ref**2).sum(), rel=1e-5)
+    for t in (x, x.t(), x.float()[:, ::2], x.half()):
+        total, shifted, squares = stats.moments(t)
+        ref = t.double().numpy().reshape(-1)
+        d = ref - ref[0]
+        assert total.item() == pytest.approx(ref.sum(), rel=1e-3, abs=1e-3)
+        assert shifted.item() == pytest.approx(d.sum(), rel=1e-3, abs=1e-3)
+        assert squares.item() == pytest.approx((d**2).sum(), rel=1e-3)
+
+
+def test_moments_keep_the_variance_of_a_large_mean_output():
+    from graddoctor.probes.derive import moments
+
+    y = (50 + 0.03 * torch.randn(64, 16)).float()
+    calls = [y[:40], y[40:]]
+    parts = [stats.moments(c) for c in calls]
+    mean, var = moments([c.numel() for c in calls], *([p[k].item() for p in parts] for k in range(3)))
+    ref = y.double().numpy()
+    assert mean == pytest.approx(ref.mean(), rel=1e-6)
+    assert var ** 0.5 == pytest.approx(ref.std(), rel=1e-4)
+    const = torch.full((8, 4), 0.3)
+    assert moments([32], *([v.item()] for v in stats.moments(const)))[1] == 0.0
 
 
 def test_zero_counts_are_exact_zeros_only():

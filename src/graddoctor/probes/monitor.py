@@ -23,7 +23,7 @@ from ..store.sqlite import RunStore
 from ..store.view import RunView, read_run
 from ..store.writer import StoreWriter
 from . import stats
-from .hooks import HandleGroup
+from .hooks import AttributePatch, HandleGroup
 from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, WN, StepRecord, transfer
 from .rows import RowBuilder, StepPayload
 from .select import LayerPlan, first_float_tensor, layout_modules, plan_layers
@@ -49,7 +49,6 @@ class Run:
         resume: bool = False,
     ) -> None:
         self.model = _unwrap(model)
-        self._compiled = self.model is not model or _has_compiled_parts(self.model)
         self.optimizer = optimizer
         self.config = config
         self.scaler = scaler
@@ -68,6 +67,8 @@ class Run:
         self._forward_seen = False
         self._channels_first = False
         self._fired_any = False
+        self._steps_taken = self._steps_at_update = self._amp_skipped = 0
+        self._warned_no_forward = False
         self._closed = False
         self._begin(self._start_step)
 
@@ -132,6 +133,8 @@ class Run:
             if self.optimizer is not None:
                 self._handles.add(self.optimizer.register_step_pre_hook(self._on_pre_step))
                 self._handles.add(self.optimizer.register_step_post_hook(self._on_post_step))
+            if self.scaler is not None and callable(getattr(self.scaler, "update", None)):
+                self._handles.add(AttributePatch(self.scaler, "update", self._wrap_scaler_update(self.scaler.update)))
         except BaseException:
             self._handles.remove()
             raise
@@ -283,6 +286,7 @@ class Run:
         scale = self._amp_scale()
         if scale is not None:
             rec.logged["amp_scale"] = scale
+            rec.logged["amp_skipped_steps"] = float(self._amp_skipped)
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         rec = self._record
@@ -293,12 +297,29 @@ class Run:
                 for i, norm in enumerate(stats.norms(self._snapshot)):
                     rec.add(self._owner[i], UN, norm)
             self._close(rec)
+        self._steps_taken += 1
         self._begin(self._step + 1)
+
+    def _wrap_scaler_update(self, update: Any) -> Any:
+        """GradScaler.update runs once per iteration, after scaler.step: if no optimizer step ran in
+        between, GradScaler skipped it (inf/NaN in the scaled gradients). That iteration is not a
+        step: its partial statistics are dropped, not merged into the next step, and counted."""
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if self._steps_taken == self._steps_at_update and self._record is not None:
+                self._amp_skipped += 1
+                self._begin(self._step)
+                self._forward_seen = True  # a run.log after this belongs to the step to come
+            self._steps_at_update = self._steps_taken
+            return update(*args, **kwargs)
+
+        return wrapped
 
     # -- step bookkeeping ----------------------------------------------------------------------
 
     def _begin(self, step: int) -> None:
         self._step = step
+        self._writer.next_step = step
         self._forward_seen = False
         if step % self.config.every:
             self._record = None
@@ -320,7 +341,7 @@ class Run:
 
     def _close(self, rec: StepRecord) -> None:
         """End a recorded step: one transfer to the host; the rest happens in the writer's thread."""
-        self._check_compiled(rec)
+        self._check_forwards_seen(rec)
         scalars = self._late_logs + [(rec.step, k, v) for k, v in rec.logged.items()]
         self._late_logs = []
         if self.optimizer is not None:  # read now: a scheduler changes it before the next flush
@@ -354,14 +375,26 @@ class Run:
         found = [(i, c) for i, c in zip(bad, counts) if c is not None]
         return {i: float(v) for (i, _), v in zip(found, transfer([c for _, c in found]))}
 
-    def _check_compiled(self, rec: StepRecord) -> None:
-        if self._compiled and not self._fired_any and any(code == GN for _, code in rec.keys):
-            self._handles.remove()
-            raise ProbeError(
-                "graddoctor.watch saw gradients but no forward pass: the model was compiled with torch.compile "
-                "and ran before watch() attached its hooks, so PyTorch ignores them. Call watch() before the "
-                "first call of the compiled model, or torch._dynamo.reset() before watch()."
+    def _check_forwards_seen(self, rec: StepRecord) -> None:
+        """Refuse, at the first recorded step, a training step whose forward our hooks never saw."""
+        if self._fired_any or self._warned_no_forward or not any(code == GN for _, code in rec.keys):
+            return
+        if not self.model.training:
+            self._warned_no_forward = True
+            warnings.warn(
+                "graddoctor.watch: the model is in eval() mode while training, so forward passes are not "
+                "counted (they look like validation): no activation or dL/d output statistics are recorded. "
+                "Call model.train() to record them.",
+                stacklevel=4,
             )
+            return
+        self._handles.remove()
+        raise ProbeError(
+            "graddoctor.watch saw gradients but no forward pass of the watched model: it probably ran through "
+            "a torch.compile'd wrapper that was called before watch() attached its hooks, and PyTorch ignores "
+            "hooks added after compilation. Call watch() before the first call of the compiled model, or "
+            "torch._dynamo.reset() before watch()."
+        )
 
     def _check_open(self, what: str) -> None:
         if self._closed:
@@ -387,10 +420,6 @@ def _unwrap(model: Any) -> nn.Module:
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(inner, nn.Module):
         return inner
     return model
-
-
-def _has_compiled_parts(model: nn.Module) -> bool:
-    return any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
 
 
 def _sample_names(model: nn.Module) -> str:

@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS runs (
     config_json TEXT NOT NULL,            -- watch options and the user's own config
     env_json    TEXT NOT NULL,            -- python/torch versions, device, model class
     error       TEXT,                     -- the exception that ended a failed run
-    first_nonfinite_json TEXT             -- {"step", "layer", "stat"} of the first NaN/Inf recorded
+    first_nonfinite_json TEXT,            -- {"step", "layer", "stat"} of the first NaN/Inf recorded
+    next_step   INTEGER NOT NULL DEFAULT 0  -- optimizer steps taken (recorded or not) as of the last flush
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs(name);
 CREATE TABLE IF NOT EXISTS layers (

@@ -82,12 +82,13 @@ class RunStore:
             return None
         run_id = row[0]
         last = self.con.execute("SELECT MAX(step) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+        taken = self.con.execute("SELECT next_step FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
         with self.con:
             self.con.execute(
                 "UPDATE runs SET status='running', pid=?, host=?, updated=?, error=NULL WHERE run_id=?",
                 (os.getpid(), socket.gethostname(), time.time(), run_id),
             )
-        return run_id, (last + 1 if last is not None else 0)
+        return run_id, max(taken or 0, last + 1 if last is not None else 0)
 
     def set_layers(self, run_id: int, layers: Sequence[tuple[int, str, str, str, int]]) -> None:
         """Record layers (position, name, type, kind, n_params); known positions are kept as they are."""
@@ -109,6 +110,7 @@ class RunStore:
         scalars: Iterable[ScalarRow] = (),
         hists: Iterable[HistRow] = (),
         first_nonfinite: dict[str, Any] | None = None,
+        next_step: int | None = None,
     ) -> None:
         """Write one batch in one transaction (all or nothing)."""
         with self.con:
@@ -131,6 +133,8 @@ class RunStore:
                     (_dumps(first_nonfinite), run_id),
                 )
             self.con.execute("UPDATE runs SET updated=? WHERE run_id=?", (time.time(), run_id))
+            if next_step is not None:
+                self.con.execute("UPDATE runs SET next_step=? WHERE run_id=?", (next_step, run_id))
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         with self.con:

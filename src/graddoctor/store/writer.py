@@ -31,6 +31,8 @@ class StoreWriter:
         self._flush_lock = threading.Lock()  # one flush at a time (thread or caller) owns the connection
         self._pending = _empty()
         self._records: list[Any] = []
+        self.next_step: int | None = None  # set by the training thread; written at each flush
+        self._flushed_step: int | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="graddoctor-store", daemon=True)
@@ -56,11 +58,13 @@ class StoreWriter:
                 records, self._records = self._records, []
             for record in records:  # the training thread keeps appending meanwhile
                 _merge(batch, self.prepare(record))  # type: ignore[misc]
-            if any(batch.values()):
+            next_step = self.next_step
+            if any(batch.values()) or next_step != self._flushed_step:
                 layers = batch.pop("layers")
                 if layers:
                     self.store.set_layers(self.run_id, layers)
-                self.store.write(self.run_id, **batch)
+                self.store.write(self.run_id, next_step=next_step, **batch)
+                self._flushed_step = next_step
         self._raise_if_failed()
 
     def close(self, status: str, error: str | None = None) -> None:
