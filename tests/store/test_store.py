@@ -226,15 +226,8 @@ FOREIGN = {
     "sqlite_delete_journal": (_sqlite_db("DELETE"), "not a graddoctor run store"),
     "sqlite_wal": (_sqlite_db("WAL"), "not a graddoctor run store"),
 }
-WAL_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: validating a foreign SQLite file that is in WAL mode opens it with sqlite3 (mode=ro), which "
-    "creates <file>-wal and <file>-shm next to it and leaves them there: the file is not 'left untouched'."))
-
-
 @pytest.mark.parametrize("opener", sorted(OPENERS))
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=WAL_BUG) if k == "sqlite_wal" else k for k in sorted(FOREIGN)
-])
+@pytest.mark.parametrize("kind", sorted(FOREIGN))
 def test_foreign_file_is_refused_and_left_untouched(tmp_path, kind, opener):
     folder = tmp_path / "data"
     folder.mkdir()
@@ -337,10 +330,6 @@ def test_load_live_run_inside_block(store_path):
     assert graddoctor.load(store_path).steps.tolist() == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: graddoctor.load(run) after the with block of a run with a file store raises "
-    "sqlite3.ProgrammingError('Cannot operate on a closed database.'): close() closed the store "
-    "that view() still reads. Expected the run read back from its file (or at least a StoreError)."))
 def test_load_run_after_block_with_file_store(store_path):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -194,7 +194,15 @@ class Run:
         self._on_post_step(None, (), {})
 
     def view(self) -> RunView:
-        """What this run has recorded so far, read back from the store."""
+        """What this run has recorded so far, read back from the store (also after the block)."""
+        if self._closed:
+            if self._store.path == ":memory:":
+                return read_run(self._store, self.run_id)
+            store = RunStore(self._store.path, readonly=True)
+            try:
+                return read_run(store, self.run_id)
+            finally:
+                store.close()
         if self._late_logs:
             self._flush_late_logs()
         self._writer.flush()

@@ -46,13 +46,14 @@ class RunStore:
                 con = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
             else:
                 con = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+                if con.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    # Still in rollback-journal mode: the header fields land in the main file.
+                    con.executescript(
+                        f"BEGIN; {DDL} PRAGMA application_id={APPLICATION_ID}; "
+                        f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                    )
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a process kill
-                if con.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    with con:
-                        con.executescript(DDL)
-                        con.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as err:
             raise StoreError(
                 f"cannot open the run store {self.path!r}: {err}. Check that the folder exists and is "
@@ -192,6 +193,23 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=repr, allow_nan=True, sort_keys=True)
 
 
+def _read_header(path: Path) -> tuple[int, int]:
+    """(application_id, user_version) from the 100-byte SQLite header, read as plain bytes.
+
+    Opening a foreign WAL-mode database with sqlite3, even read-only, would leave -wal and -shm
+    files beside it; reading the header touches nothing. A graddoctor store writes both fields
+    before it switches to WAL, so they are always in the main file.
+    """
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise StoreError(
+            f"{str(path)!r} is not a graddoctor run store (not an SQLite database); it was left untouched. "
+            f"Pass a new file name to record a run."
+        )
+    return int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
+
+
 def _validate(path: Path, *, readonly: bool) -> None:
     """Refuse, without touching it, a file that is not a graddoctor store."""
     if path.is_dir():
@@ -202,18 +220,7 @@ def _validate(path: Path, *, readonly: bool) -> None:
         if not path.parent.exists():
             raise StoreError(f"cannot create the run store {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
         return
-    try:
-        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            app_id = con.execute("PRAGMA application_id").fetchone()[0]
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        raise StoreError(
-            f"{str(path)!r} is not a graddoctor run store (not an SQLite database); it was left untouched. "
-            f"Pass a new file name to record a run."
-        ) from None
+    app_id, version = _read_header(path)
     if app_id != APPLICATION_ID:
         raise StoreError(
             f"{str(path)!r} is an SQLite database but not a graddoctor run store (application_id={app_id}); "
