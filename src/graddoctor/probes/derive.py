@@ -50,18 +50,20 @@ def _param_stats(i: int, layer: LayerPlan, values: dict[Key, Any], nonfinite: di
     return out
 
 
-def moments(n: list[int], total: list[float], shifted: list[float], squares: list[float]) -> tuple[float, float]:
-    """Mean and population variance over several calls from per-call (n, sum, shifted sums).
+def moments(n: list[int], shift: list[float], shifted: list[float], squares: list[float]) -> tuple[float, float]:
+    """Mean and population variance over several calls from per-call (n, k, sum(d), sum(d**2)).
 
-    Per call, M2 = sum(d**2) - sum(d)**2 / n is exact for the shifted values d; calls are combined
-    with Chan et al.'s parallel formula M2 = sum M2_c + sum n_c (mean_c - mean)**2.
+    Per call d = y - k: mean_c = k + sum(d)/n and M2_c = sum(d**2) - sum(d)**2/n, exact for the
+    shifted values; calls are combined with Chan et al.'s parallel formula
+    M2 = sum M2_c + sum n_c (mean_c - mean)**2.
     """
     count = float(sum(n))
-    mean = float(sum(total)) / count
+    means = [float(k) + float(d) / n_c if n_c else 0.0 for n_c, k, d in zip(n, shift, shifted)]
+    mean = sum(n_c * m for n_c, m in zip(n, means)) / count
     m2 = 0.0
-    for n_c, s_c, d_c, q_c in zip(n, total, shifted, squares):
+    for n_c, m_c, d_c, q_c in zip(n, means, shifted, squares):
         if n_c:
-            m2 += max(float(q_c) - float(d_c) ** 2 / n_c, 0.0) + n_c * (float(s_c) / n_c - mean) ** 2
+            m2 += max(float(q_c) - float(d_c) ** 2 / n_c, 0.0) + n_c * (m_c - mean) ** 2
     return mean, m2 / count
 
 

@@ -24,7 +24,7 @@ from ..store.view import RunView, read_run
 from ..store.writer import StoreWriter
 from . import stats
 from .hooks import AttributePatch, HandleGroup
-from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, WN, StepRecord, transfer
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UNIT, USQ, WN, WSQ, StepRecord, transfer
 from .rows import RowBuilder, StepPayload
 from .select import LayerPlan, first_float_tensor, layout_modules, plan_layers
 
@@ -62,6 +62,7 @@ class Run:
         self._open_run(user_config, resume)
         self._handles = HandleGroup()
         self._snapshot: list[torch.Tensor] | None = None
+        self._scratch = stats.Scratch()
         self._record: StepRecord | None = None
         self._late_logs: list[tuple[int, str, float | torch.Tensor]] = []
         self._forward_seen = False
@@ -163,6 +164,7 @@ class Run:
         finally:
             self._writer.close(str(status), error)
             self._snapshot = None
+            self._scratch = stats.Scratch()
             if self._owns_store and self._store.path != ":memory:":
                 self._store.close()
 
@@ -246,13 +248,14 @@ class Run:
             rec.fired.append(i)
         rec.numel[i].append(y.numel())
         y_ = y.detach()
-        total, shifted, squares = stats.moments(y_)
+        total, shifted, squares = stats.moments(y_, self._scratch)
         rec.add(i, S, total)
         rec.add(i, SD, shifted)
         rec.add(i, SS, squares)
         if layer.is_activation:
             nonzero, fired, saturated = stats.activation_counts(
-                y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative, saturation=layer.saturation
+                y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative,
+                saturation=layer.saturation, scratch=self._scratch,
             )
             rec.add(i, NZ, nonzero)
             if fired is not None:
@@ -282,10 +285,12 @@ class Run:
         present = [(i, g) for i, g in enumerate(grads) if g is not None]
         for (i, _), norm in zip(present, stats.norms([g for _, g in present])):
             rec.add(self._owner[i], GN, norm)
-        for i, norm in enumerate(stats.norms([p.detach() for p in self._params])):
-            rec.add(self._owner[i], WN, norm)
         if self.config.update_ratio and self.optimizer is not None:
-            self._take_snapshot()
+            for i, squares in enumerate(stats.snapshot_sumsq(self._snapshot_buffers(), self._params)):
+                rec.add(self._owner[i], WSQ, squares)
+        else:
+            for i, norm in enumerate(stats.norms([p.detach() for p in self._params])):
+                rec.add(self._owner[i], WN, norm)
         if rec.hist:
             for li, layer in enumerate(self._plan):
                 layer_grads = [g.detach().reshape(-1) for g in (p.grad for p in layer.params) if g is not None]
@@ -300,10 +305,8 @@ class Run:
         rec = self._record
         if rec is not None:
             if self._snapshot is not None and self.optimizer is not None:
-                with torch.no_grad():
-                    torch._foreach_sub_(self._snapshot, [p.detach() for p in self._params])
-                for i, norm in enumerate(stats.norms(self._snapshot)):
-                    rec.add(self._owner[i], UN, norm)
+                for i, squares in enumerate(stats.update_sumsq(self._snapshot, self._params)):
+                    rec.add(self._owner[i], USQ, squares)
             self._close(rec)
         self._steps_taken += 1
         self._begin(self._step + 1)
@@ -335,11 +338,10 @@ class Run:
             hist_every = self.config.hist_every
             self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0)
 
-    def _take_snapshot(self) -> None:
-        with torch.no_grad():
-            if self._snapshot is None:  # allocated once, reused: the memory cost of update_ratio
-                self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
-            torch._foreach_copy_(self._snapshot, [p.detach() for p in self._params])
+    def _snapshot_buffers(self) -> list[torch.Tensor]:
+        if self._snapshot is None:  # allocated once, reused: the memory cost of update_ratio
+            self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+        return self._snapshot
 
     def _amp_scale(self) -> torch.Tensor | None:
         if self.scaler is None or not self.scaler.is_enabled():

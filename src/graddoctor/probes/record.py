@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-# Codes of partial results. Kept per call: S (sum), SD, SS (sum and sum of squares of the output
-# shifted by its first element), combined by derive.moments. Summed over calls: NZ (nonzero count),
+# Codes of partial results. Kept per call: S (the shift k, the output's first element), SD, SS (sum
+# and sum of squares of the output minus k), combined by derive.moments. Summed over calls: NZ (nonzero count),
 # SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
-# gradient, weight, update). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
-S, SD, SS, NZ, SAT, OG, GN, WN, UN, UNIT, HIST_ACT, HIST_GRAD = (
-    "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "unit", "hist_act", "hist_grad",
+# gradient, weight, update), or WSQ, USQ: their sums of squares. Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
+S, SD, SS, NZ, SAT, OG, GN, WN, UN, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
+    "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "wsq", "usq", "unit", "hist_act", "hist_grad",
 )
+SQUARED = {WSQ: WN, USQ: UN}  # sums of squares, added into the norm codes' layer sums of squares
 PER_CALL = (S, SD, SS)
 Key = tuple[int, str]
 
@@ -76,6 +77,9 @@ def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, Any]:
         code = key[1]
         if code in PER_CALL:
             out.setdefault(key, []).append(value)
+        elif code in SQUARED:
+            key = (key[0], SQUARED[code])
+            out[key] = out.get(key, 0.0) + value
         elif key not in out:
             out[key] = value * value if code in (GN, WN, UN) else value
         elif code in (GN, WN, UN):

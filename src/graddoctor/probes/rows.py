@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .derive import derive, histograms
-from .record import WN, Key, aggregate
+from .record import WN, WSQ, Key, aggregate
 from .select import LayerPlan
 
 
@@ -68,7 +68,7 @@ class RowBuilder:
     def _assign_positions(self, p: StepPayload) -> list[tuple[int, str, str, str, int]]:
         """Positions in forward order: layers as they first fired, then param layers that never did."""
         new = [i for i in p.fired if i not in self.position]
-        param_layers = {i for (i, code) in p.keys if code == WN}
+        param_layers = {i for (i, code) in p.keys if code in (WN, WSQ)}
         new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
         for i in new:

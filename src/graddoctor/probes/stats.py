@@ -13,28 +13,49 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 HIST_BINS = 64
 _FAST_DTYPES = (torch.float32, torch.float64)
 
 
-def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return (sum(x), sum(d), sum(d**2)) with d = x - x[0], accumulated in at least float32.
+class Scratch:
+    """Work buffers reused across calls and steps, so that no reduction allocates.
 
-    The shift by one of the tensor's own values keeps the variance exact when the mean is far
-    larger than the spread (outputs near 50 with std 0.03; a constant output): sum(x**2) - n*mean**2
-    would cancel away every digit in float32. `x.view(-1)[0]` is read by the subtraction kernel
-    itself, before any later in-place op: no copy, no sync.
+    A fresh 0.5 MiB temporary per call costs about as much as the arithmetic on CPU (allocation and
+    first-touch page faults). One flat buffer per (device, dtype, slot), grown to the largest
+    output seen: memory about two activations of the largest watched layer.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
+
+    def get(self, like: torch.Tensor, slot: int) -> torch.Tensor:
+        key = (like.device, like.dtype, slot)
+        buf = self._buffers.get(key)
+        n = like.numel()
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, device=like.device, dtype=like.dtype)
+            self._buffers[key] = buf
+        return buf[:n]
+
+
+def moments(x: torch.Tensor, scratch: Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (k, sum(d), sum(d**2)) with d = x - k and k = x.flatten()[0], in at least float32.
+
+    The mean is k + sum(d)/n. Shifting by one of the tensor's own values keeps the variance exact
+    when the mean is far larger than the spread (outputs near 50 with std 0.03; a constant
+    output), where sum(x**2) - n*mean**2 would cancel away every digit in float32. k is copied
+    (one element) before any later in-place op can change it; nothing syncs.
     """
     flat = x.reshape(-1)
     if flat.numel() == 0:
         zero = flat.new_zeros((), dtype=_acc(flat))
         return zero, zero, zero
-    d = flat - flat[0]
+    shift = flat[0].clone()
+    d = torch.sub(flat, shift, out=scratch.get(flat, 0)) if scratch is not None else flat - shift
     if d.dtype in _FAST_DTYPES:
-        return flat.sum(), d.sum(), torch.dot(d, d)
-    return flat.sum(dtype=_acc(x)), d.sum(dtype=_acc(x)), sumsq(d)
+        return shift, d.sum(), torch.dot(d, d)
+    return shift.float(), d.sum(dtype=_acc(x)), sumsq(d)
 
 
 def sumsq(x: torch.Tensor) -> torch.Tensor:
@@ -50,18 +71,21 @@ def _acc(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def outside_count(x: torch.Tensor, lo: float | None, hi: float | None) -> torch.Tensor:
+def outside_count(
+    x: torch.Tensor, lo: float | None, hi: float | None, scratch: Scratch | None = None
+) -> torch.Tensor:
     """Number of elements with x < lo or x > hi (a side that is None is unbounded)."""
-    if lo is not None and hi is not None:
-        centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
-        # hardshrink keeps exactly the elements with |x - centre| > half: one fused pass.
-        shrunk = F.hardshrink(x - centre if centre else x, half)
-        return shrunk.sign_().abs_().sum(dtype=torch.float32)
-    if lo is not None:
-        return torch.relu(lo - x).sign_().sum(dtype=torch.float32)
-    if hi is not None:
-        return torch.relu(x - hi).sign_().sum(dtype=torch.float32)
-    return x.new_zeros((), dtype=torch.float32)
+    flat = x.reshape(-1)
+    work = scratch.get(flat, 1) if scratch is not None else torch.empty_like(flat)
+    if lo is not None and hi is not None:  # |x - centre| - half > 0
+        torch.sub(flat, (lo + hi) / 2.0, out=work).abs_().sub_((hi - lo) / 2.0)
+    elif lo is not None:  # lo - x > 0
+        torch.mul(flat, -1.0, out=work).add_(lo)
+    elif hi is not None:  # x - hi > 0
+        torch.sub(flat, hi, out=work)
+    else:
+        return x.new_zeros((), dtype=torch.float32)
+    return work.clamp_min_(0).sign_().sum(dtype=torch.float32)
 
 
 def activation_counts(
@@ -70,6 +94,7 @@ def activation_counts(
     *,
     nonnegative: bool = False,
     saturation: tuple[float | None, float | None] | None = None,
+    scratch: Scratch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Counts behind act_zero_frac, dead_frac and saturated_frac, sharing one |x| pass.
 
@@ -77,19 +102,22 @@ def activation_counts(
     None for 0/1-d x, number of saturated elements or None). A unit whose max |x| is 0 produced
     an exact zero for every sample and position: it did not fire.
     """
-    magnitude = x if nonnegative else x.abs()
-    nonzero = torch.sign(magnitude).sum(dtype=torch.float32)
+    scratch = scratch if scratch is not None else Scratch()
+    flat = x.reshape(-1)
+    magnitude = flat if nonnegative else torch.abs(flat, out=scratch.get(flat, 0))
+    nonzero = torch.sign(magnitude, out=scratch.get(flat, 1)).sum(dtype=torch.float32)
     fired = None
     if x.ndim >= 2:
         dims = tuple(d for d in range(x.ndim) if d != channel_dim % x.ndim)
-        fired = magnitude.amax(dim=dims).float()
+        fired = magnitude.view(x.shape).amax(dim=dims).float()
     saturated = None
     if saturation is not None:
         lo, hi = saturation
-        if lo is not None and hi is not None and lo == -hi and not nonnegative:
-            saturated = F.hardshrink(magnitude, hi).sign_().sum(dtype=torch.float32)  # |x| > hi
+        if lo is not None and hi is not None and lo == -hi and not nonnegative:  # |x| > hi
+            work = torch.sub(magnitude, hi, out=scratch.get(flat, 1))
+            saturated = work.clamp_min_(0).sign_().sum(dtype=torch.float32)
         else:
-            saturated = outside_count(x, lo, hi)
+            saturated = outside_count(flat, lo, hi, scratch)
     return nonzero, fired, saturated
 
 
@@ -111,6 +139,30 @@ def norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         for i, n in zip(idx, torch._foreach_norm([tensors[i] for i in idx])):
             out[i] = n
     return out  # type: ignore[return-value]
+
+
+def snapshot_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Copy `params` into `snapshot` and return sum(w**2) of each, read from the fresh copy.
+
+    Tensor by tensor, so that the squares are summed while the copy is still in cache: the weight
+    norm then costs almost no memory traffic beyond the copy that update_ratio needs anyway.
+    """
+    out = []
+    with torch.no_grad():
+        for snap, p in zip(snapshot, params):
+            snap.copy_(p)
+            out.append(sumsq(snap))
+    return out
+
+
+def update_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """snapshot <- snapshot - params in place (w_before - w_after); return sum(dw**2) of each."""
+    out = []
+    with torch.no_grad():
+        for snap, p in zip(snapshot, params):
+            snap.sub_(p)
+            out.append(sumsq(snap))
+    return out
 
 
 def nonfinite_count(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
