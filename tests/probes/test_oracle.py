@@ -41,6 +41,8 @@ RTOL = 1e-4  # float32 sums and norms on the fast path vs float64 here
 
 # The reference's own list of activation modules: those the zoo uses.
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Softsign, nn.ELU, nn.PReLU, nn.LeakyReLU)
+# Layers whose output zeros carry no meaning (affine layers, RNN states): no zero/dead counts.
+from graddoctor.probes.select import NO_ZERO_COUNTS  # noqa: E402
 CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -192,7 +194,8 @@ class Reference:
                     grads.append(float(np.sum(y.grad.double().numpy() ** 2)))
             if grads:  # no call's output got a gradient: not recorded
                 out[("out_grad_norm", name)] = math.sqrt(sum(grads))
-            if isinstance(module, ACTIVATIONS):
+            owns_params = any(p.requires_grad for p in module.parameters(recurse=False))
+            if isinstance(module, ACTIVATIONS) or (owns_params and not isinstance(module, NO_ZERO_COUNTS)):
                 out[("act_zero_frac", name)] = float(np.mean(values == 0.0))
                 fired = None
                 for v, _, _, dim in calls:
@@ -200,7 +203,7 @@ class Reference:
                     f = np.any(per_unit != 0.0, axis=1)
                     fired = f if fired is None else fired | f
                 out[("dead_frac", name)] = float(np.mean(~fired))
-                sat = saturated(module, values)
+                sat = saturated(module, values) if isinstance(module, ACTIVATIONS) else None
                 if sat is not None:
                     out[("saturated_frac", name)] = float(np.mean(sat))
         self.steps.append(out)

@@ -71,13 +71,13 @@ def _output_stats(i: int, layer: LayerPlan, values: dict[Key, Any], calls: list[
     mean, var = moments(calls, values[(i, S)], values[(i, SD)], values[(i, SS)])
     n = sum(calls)
     out = {(i, Stat.ACT_MEAN): mean, (i, Stat.ACT_STD): math.sqrt(var) if var == var else math.nan}
-    if layer.is_activation:
+    if (i, NZ) in values:
         out[(i, Stat.ACT_ZERO_FRAC)] = 1.0 - float(values[(i, NZ)]) / n
-        if (i, UNIT) in values:
-            fired = values[(i, UNIT)]  # per unit: max |y| over samples, positions and calls
-            out[(i, Stat.DEAD_FRAC)] = float(np.mean(fired == 0.0))
-        if (i, SAT) in values:
-            out[(i, Stat.SATURATED_FRAC)] = float(values[(i, SAT)]) / n
+    if (i, UNIT) in values:
+        fired = values[(i, UNIT)]  # per unit: max |y| over samples, positions and calls
+        out[(i, Stat.DEAD_FRAC)] = float(np.mean(fired == 0.0))
+    if (i, SAT) in values:
+        out[(i, Stat.SATURATED_FRAC)] = float(values[(i, SAT)]) / n
     return out
 
 

@@ -252,7 +252,7 @@ class Run:
         rec.add(i, S, total)
         rec.add(i, SD, shifted)
         rec.add(i, SS, squares)
-        if layer.is_activation:
+        if layer.counts_zeros:
             nonzero, fired, saturated = stats.activation_counts(
                 y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative,
                 saturation=layer.saturation, scratch=self._scratch,
@@ -262,7 +262,7 @@ class Run:
                 rec.add(i, UNIT, fired)
             if saturated is not None:
                 rec.add(i, SAT, saturated)
-        elif layer.layout is not None:
+        if not layer.is_activation and layer.layout is not None:
             self._channels_first = layer.layout
         if rec.hist and (i, HIST_ACT) not in rec.keys:
             rec.add(i, HIST_ACT, stats.histogram(y_))

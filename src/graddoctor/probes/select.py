@@ -27,6 +27,16 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
 # Outputs known to be >= 0: the dead-unit and zero counts can skip an `abs` pass.
 NONNEGATIVE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Hardsigmoid, nn.Sigmoid, nn.Softplus)
 
+# Layers whose output is affine in their input (or a gated RNN state): an exact zero there says
+# nothing about the layer, so act_zero_frac and dead_frac are not computed for them. Any other
+# module that owns parameters (a custom block that applies F.relu inside, PReLU) gets them.
+NO_ZERO_COUNTS: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+    nn.ConvTranspose3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.Embedding, nn.EmbeddingBag,
+    nn.RNNBase, nn.MultiheadAttention,
+)
+
 # Modules whose outputs put units (channels) in dim 1 rather than in the last dim.
 CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
@@ -83,6 +93,7 @@ class LayerPlan:
     is_activation: bool
     saturation: Bounds | None
     nonnegative: bool
+    counts_zeros: bool   # act_zero_frac and dead_frac are computed for its output
     layout: bool | None  # see `layout`
 
 
@@ -115,6 +126,7 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
             is_activation=is_act,
             saturation=saturation_bounds(module) if is_act else None,
             nonnegative=isinstance(module, NONNEGATIVE),
+            counts_zeros=is_act or not isinstance(module, NO_ZERO_COUNTS),
             layout=layout(module),
         ))
     return layers
