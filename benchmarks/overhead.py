@@ -83,6 +83,19 @@ class Floor:
             h.remove()
 
 
+def watched_block(model, opt, x, y, steps: int, mode: str, store: Path, run_name: str) -> float:
+    if mode == "floor":
+        floor = Floor(model, opt)
+        try:
+            return block(model, opt, x, y, steps)
+        finally:
+            floor.close()
+    every = int(mode.split("=")[1])
+    with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0) as run:
+        block(model, opt, x, y, 1, run)  # the first record allocates the update snapshot
+        return block(model, opt, x, y, steps, run)
+
+
 def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[float]:
     torch.manual_seed(0)
     model, x, y = MODELS[name]()
@@ -91,16 +104,12 @@ def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[
         train_step(model, opt, x, y)  # warm-up
     ratios = []
     for r in range(rounds):
-        base = block(model, opt, x, y, steps)
-        if mode == "floor":
-            floor = Floor(model, opt)
-            watched = block(model, opt, x, y, steps)
-            floor.close()
+        if r % 2 == 0:  # A B, then B A: no order bias
+            base = block(model, opt, x, y, steps)
+            watched = watched_block(model, opt, x, y, steps, mode, store, f"{name}-{mode}-{r}")
         else:
-            every = int(mode.split("=")[1])
-            with graddoctor.watch(model, opt, store=store, name=f"{name}-{mode}-{r}", every=every, hist_every=0) as run:
-                block(model, opt, x, y, 1, run)  # the first record allocates the update snapshot
-                watched = block(model, opt, x, y, steps, run)
+            watched = watched_block(model, opt, x, y, steps, mode, store, f"{name}-{mode}-{r}")
+            base = block(model, opt, x, y, steps)
         ratios.append(watched / base)
     return ratios
 

@@ -144,25 +144,42 @@ def norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 def snapshot_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Copy `params` into `snapshot` and return sum(w**2) of each, read from the fresh copy.
 
-    Tensor by tensor, so that the squares are summed while the copy is still in cache: the weight
-    norm then costs almost no memory traffic beyond the copy that update_ratio needs anyway.
+    On CPU, tensor by tensor, so that the squares are summed while the copy is still in cache (the
+    weight norm then costs little beyond the copy update_ratio needs anyway); where foreach kernels
+    are fused (CUDA), as two multi-tensor launches.
     """
-    out = []
     with torch.no_grad():
+        if _fused_foreach(params):
+            torch._foreach_copy_(list(snapshot), list(params))
+            return _squared_norms(snapshot)
+        out = []
         for snap, p in zip(snapshot, params):
             snap.copy_(p)
             out.append(sumsq(snap))
-    return out
+        return out
 
 
 def update_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """snapshot <- snapshot - params in place (w_before - w_after); return sum(dw**2) of each."""
-    out = []
     with torch.no_grad():
+        if _fused_foreach(params):
+            torch._foreach_sub_(list(snapshot), list(params))
+            return _squared_norms(snapshot)
+        out = []
         for snap, p in zip(snapshot, params):
             snap.sub_(p)
             out.append(sumsq(snap))
-    return out
+        return out
+
+
+def _fused_foreach(tensors: Sequence[torch.Tensor]) -> bool:
+    """True when foreach ops run as fused multi-tensor kernels (CUDA), not as a per-tensor loop."""
+    return bool(tensors) and all(t.is_cuda and t.dtype in _FAST_DTYPES for t in tensors)
+
+
+def _squared_norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    found = torch._foreach_norm(list(tensors))
+    return list(torch._foreach_mul(found, found))
 
 
 def nonfinite_count(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:

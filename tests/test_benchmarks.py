@@ -1,0 +1,20 @@
+"""The benchmark scripts run (their numbers are measured by hand, never asserted in tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_runs_and_prints_every_mode(capsys):
+    import overhead
+
+    assert overhead.main(["--rounds", "1", "--steps", "1", "--models", "cnn"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines[2:]] == ["floor", "every=1", "every=10"]
+    assert all(float(line.split()[2]) > 0 for line in lines[2:])
