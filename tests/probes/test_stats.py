@@ -97,3 +97,28 @@ def test_histogram_bins_its_own_range_and_counts_nonfinite_apart():
 def test_histogram_of_constant_tensor_puts_everything_in_first_bin():
     h = stats.histogram(torch.full((10,), 2.5)).numpy()
     assert h[0] == h[1] == 2.5 and h[3] == 10 and h[4:].sum() == 0
+
+
+def test_snapshot_and_update_sums_of_squares():
+    params = [torch.randn(5, 3), torch.randn(7), torch.randn(4, 4).t()]  # one non-contiguous
+    snap = [torch.empty_like(p) for p in params]
+    before = [p.clone() for p in params]
+    got = [v.item() for v in stats.snapshot_sumsq(snap, params)]
+    np.testing.assert_allclose(got, [(p.double() ** 2).sum().item() for p in params], rtol=1e-6)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.01 * torch.randn_like(p))
+    scratch = stats.Scratch()
+    got = [v.item() for v in stats.update_sumsq(snap, params, scratch)]
+    want = [((b.double() - p.double()) ** 2).sum().item() for b, p in zip(before, params)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert all(torch.equal(s, b) for s, b in zip(snap, before))  # the snapshot is not overwritten on CPU
+
+
+def test_scratch_reuses_and_grows_buffers():
+    scratch = stats.Scratch()
+    small = scratch.get(torch.empty(10), 0)
+    assert scratch.get(torch.empty(10), 0).data_ptr() == small.data_ptr()
+    big = scratch.get(torch.empty(100), 0)
+    assert big.numel() == 100 and scratch.get(torch.empty(10), 0).data_ptr() == big.data_ptr()
+    assert scratch.get(torch.empty(10), 1).data_ptr() != big.data_ptr()

@@ -305,7 +305,7 @@ class Run:
         rec = self._record
         if rec is not None:
             if self._snapshot is not None and self.optimizer is not None:
-                for i, squares in enumerate(stats.update_sumsq(self._snapshot, self._params)):
+                for i, squares in enumerate(stats.update_sumsq(self._snapshot, self._params, self._scratch)):
                     rec.add(self._owner[i], USQ, squares)
             self._close(rec)
         self._steps_taken += 1

@@ -28,15 +28,21 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
+        self._views: dict[tuple[tuple[torch.device, torch.dtype, int], int], torch.Tensor] = {}
 
     def get(self, like: torch.Tensor, slot: int) -> torch.Tensor:
-        key = (like.device, like.dtype, slot)
-        buf = self._buffers.get(key)
         n = like.numel()
+        key = (like.device, like.dtype, slot)
+        view = self._views.get((key, n))
+        if view is not None:
+            return view
+        buf = self._buffers.get(key)
         if buf is None or buf.numel() < n:
             buf = torch.empty(n, device=like.device, dtype=like.dtype)
             self._buffers[key] = buf
-        return buf[:n]
+            self._views = {k: v for k, v in self._views.items() if k[0] != key}  # views of the old buffer
+        self._views[(key, n)] = buf[:n]
+        return self._views[(key, n)]
 
 
 def moments(x: torch.Tensor, scratch: Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,16 +165,27 @@ def snapshot_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tens
         return out
 
 
-def update_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """snapshot <- snapshot - params in place (w_before - w_after); return sum(dw**2) of each."""
+def update_sumsq(
+    snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor], scratch: Scratch | None = None
+) -> list[torch.Tensor]:
+    """Return sum((w_before - w_after)**2) of each parameter; `snapshot` holds w_before.
+
+    On CPU each difference goes to a small reused buffer that stays in cache, instead of being
+    written back over the snapshot: two reads of the parameters' size, no write to memory. With
+    fused foreach kernels (CUDA), the snapshot is overwritten in place by one launch.
+    """
     with torch.no_grad():
         if _fused_foreach(params):
             torch._foreach_sub_(list(snapshot), list(params))
             return _squared_norms(snapshot)
+        scratch = scratch if scratch is not None else Scratch()
         out = []
         for snap, p in zip(snapshot, params):
-            snap.sub_(p)
-            out.append(sumsq(snap))
+            if snap.is_contiguous() and p.is_contiguous():
+                diff = torch.sub(snap.view(-1), p.view(-1), out=scratch.get(snap.view(-1), 2))
+            else:
+                diff = snap - p
+            out.append(sumsq(diff))
         return out
 
 
