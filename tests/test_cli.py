@@ -91,7 +91,7 @@ def test_bad_input_exits_2_with_a_message(recorded, tmp_path, capsys, argv, mess
 def test_show_reports_first_nonfinite(store_path, capsys):
     model = nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with graddoctor.watch(model, opt, store=store_path) as run:
+    with graddoctor.watch(model, opt, store=store_path):
         for k in range(3):
             loss = model(torch.randn(4, 3)).sum() * (float("nan") if k == 1 else 1.0)
             opt.zero_grad()

@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from .errors import GradDoctorError
-from .report.text import fmt, format_table, layer_table
+from .report.text import format_table, layer_table
 from .store.sqlite import RunStore
 from .store.view import load
 

@@ -164,7 +164,6 @@ def test_nan_and_inf_values_read_back_as_nan_and_inf(store_path):
 
 
 def test_store_level_nan_inf_round_trip(store_path):
-    from graddoctor.store.view import read_run
 
     store = graddoctor.RunStore(store_path)
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RunStatus, Stat, WatchConfig
+from ..config import RunStatus, WatchConfig
 from ..errors import ConfigError, ProbeError
 from ..store.sqlite import RunStore
 from ..store.view import RunView, read_run
@@ -26,7 +26,8 @@ from . import stats
 from .hooks import AttributePatch, HandleGroup
 from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UNIT, USQ, WN, WSQ, StepRecord, transfer
 from .rows import RowBuilder, StepPayload
-from .select import LayerPlan, first_float_tensor, layout_modules, plan_layers
+from .select import first_float_tensor, layout_modules, plan_layers
+from .setup import check_inputs, environment, run_config, unwrap
 
 
 class Run:
@@ -48,12 +49,12 @@ class Run:
         user_config: dict[str, Any] | None = None,
         resume: bool = False,
     ) -> None:
-        self.model = _unwrap(model)
+        self.model = unwrap(model)
         self.optimizer = optimizer
         self.config = config
         self.scaler = scaler
         self._plan = plan_layers(self.model, config.include, config.exclude)
-        self._check_inputs(model, optimizer)
+        check_inputs(self.model, self._plan, optimizer, config)
         self._params = [p for layer in self._plan for p in layer.params]
         self._owner = [i for i, layer in enumerate(self._plan) for _ in layer.params]
         self._store = store if isinstance(store, RunStore) else RunStore(store)
@@ -75,31 +76,6 @@ class Run:
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def _check_inputs(self, model: nn.Module, optimizer: Any) -> None:
-        if not any(layer.params for layer in self._plan):
-            if not any(p.requires_grad for p in self.model.parameters()):
-                raise ConfigError(
-                    f"{type(model).__name__} has no trainable parameters (none with requires_grad=True): "
-                    f"there is no gradient to watch. Unfreeze some parameters first."
-                )
-            if self.config.include or self.config.exclude:
-                raise ConfigError(
-                    f"include={list(self.config.include)} / exclude={list(self.config.exclude)} leave no layer "
-                    f"with trainable parameters; layer names look like {_sample_names(self.model)}."
-                )
-        if optimizer is None:
-            return
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ConfigError(
-                f"optimizer must be a torch.optim.Optimizer (or None and call run.step()), got {type(optimizer).__name__}."
-            )
-        owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if not any(id(p) in owned for p in self.model.parameters() if p.requires_grad):
-            raise ConfigError(
-                f"the {type(optimizer).__name__} passed to watch() holds none of the model's trainable parameters: "
-                f"steps could never be detected. Pass the optimizer built from this model's parameters."
-            )
-
     def _open_run(self, user_config: dict[str, Any] | None, resume: bool) -> None:
         positions: dict[str, int] = {}
         resumed = self._store.resume_run(self.name) if resume else None
@@ -107,23 +83,13 @@ class Run:
             self.run_id, self._start_step = resumed
             positions = self._store.layer_positions(self.run_id)
         else:
-            self.run_id = self._store.create_run(self.name, self._config_json(user_config), _env(self.model))
+            config_json = run_config(self.model, self.optimizer, self.config, user_config)
+            self.run_id = self._store.create_run(self.name, config_json, environment(self.model))
             self._start_step = 0
         self._rows = RowBuilder(self._plan, positions)
         self._writer = StoreWriter(
             self._store, self.run_id, flush_seconds=self.config.flush_seconds, prepare=self._rows.build
         )
-
-    def _config_json(self, user_config: dict[str, Any] | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"watch": self.config.to_dict(), "model": type(self.model).__name__}
-        if self.optimizer is not None:
-            out["optimizer"] = {
-                "type": type(self.optimizer).__name__,
-                "groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups],
-            }
-        if user_config:
-            out["user"] = dict(user_config)
-        return out
 
     def attach(self) -> "Run":
         try:
@@ -418,35 +384,3 @@ def _scalar_rows(scalars: list, host_tail: list[np.ndarray]) -> list[tuple[int, 
 
 def _detached(value: float | torch.Tensor) -> float | torch.Tensor:
     return value.detach().reshape(()) if isinstance(value, torch.Tensor) else float(value)
-
-
-def _unwrap(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"watch() takes a torch.nn.Module, got {type(model).__name__}. Pass the model itself.")
-    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-    if isinstance(inner, nn.Module):
-        return inner
-    inner = getattr(model, "module", None)  # DistributedDataParallel / DataParallel
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(inner, nn.Module):
-        return inner
-    return model
-
-
-def _sample_names(model: nn.Module) -> str:
-    names = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
-    return ", ".join(repr(n) for n in names[:5]) or "(none)"
-
-
-def _env(model: nn.Module) -> dict[str, Any]:
-    import platform
-
-    param = next(model.parameters(), None)
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "device": str(param.device) if param is not None else "cpu",
-        "cuda": torch.cuda.get_device_name(param.device) if param is not None and param.is_cuda else None,
-        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
