@@ -12,10 +12,13 @@ from .errors import ConfigError, GradDoctorError, ProbeError, StoreError
 from .probes.monitor import Run
 from .store import RunStore, RunView, load
 from .watch import watch
+from .diagnose import Diagnosis, Finding, Thresholds, diagnose
+from .check import check
 
 __version__ = "0.1.0"
 
 __all__ = [
     "watch", "load", "Run", "RunView", "RunStore", "Stat", "WatchConfig",
     "GradDoctorError", "ConfigError", "ProbeError", "StoreError", "__version__",
+    "diagnose", "check", "Diagnosis", "Finding", "Thresholds",
 ]

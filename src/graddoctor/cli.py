@@ -1,6 +1,6 @@
 """`graddoctor <verb>`: one subcommand per public function, no logic of its own. Nothing imports this.
 
-Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, later), 2 bad input.
+Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, check), 2 bad input.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
     export.add_argument("-o", "--output", help="output file (CSV default: standard output)")
     export.set_defaults(func=cmd_export)
+    _add_diagnose_verbs(sub)
     return p
 
 
@@ -135,6 +136,46 @@ def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
     pq.write_table(table, output)
     print(f"wrote {len(rows)} rows to {output}", file=sys.stderr)
     return 0
+
+
+def _add_diagnose_verbs(sub: argparse._SubParsersAction) -> None:
+    fail_on = {"choices": ("info", "warning", "error"), "default": "error",
+               "help": "exit 1 when a finding is at least this severe (default: error)"}
+    diag = sub.add_parser("diagnose", help="name what is wrong with a recorded run: findings, causes, remedies")
+    diag.add_argument("path", help="run store (SQLite file written by graddoctor.watch)")
+    diag.add_argument("--name", help="run name (default: the latest run)")
+    diag.add_argument("--json", action="store_true", help="print the Findings JSON instead of text")
+    diag.add_argument("--fail-on", **fail_on)
+    diag.set_defaults(func=cmd_diagnose)
+
+    check = sub.add_parser("check", help="train a model a few watched steps on one batch and diagnose it "
+                           "(imports and runs MODEL's code)")
+    check.add_argument("model", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
+    check.add_argument("--input-shape", help="batch size then sample shape, e.g. 64,784 (random N(0,1) inputs)")
+    check.add_argument("--classes", type=int, help="random class targets in [0, CLASSES) and cross-entropy")
+    check.add_argument("--data", help=".npz file with arrays x (and y): real inputs (and targets)")
+    check.add_argument("--steps", type=int, default=20, help="training steps to record (default: 20)")
+    check.add_argument("--json", action="store_true", help="print the Findings JSON instead of text")
+    check.add_argument("--fail-on", **fail_on)
+    check.set_defaults(func=cmd_check)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import diagnose
+
+    return _report(diagnose(args.path, name=args.name), args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_spec
+
+    d = check_spec(args.model, input_shape=args.input_shape, classes=args.classes, data=args.data, steps=args.steps)
+    return _report(d, args)
+
+
+def _report(d, args: argparse.Namespace) -> int:
+    print(d.to_json() if args.json else d, end="\n" if args.json else "")
+    return 1 if d.reaches(args.fail_on) else 0
 
 
 if __name__ == "__main__":

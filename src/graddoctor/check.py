@@ -1,0 +1,232 @@
+"""`graddoctor.check`: train a model for a few watched steps on one batch and diagnose it.
+
+The model is left as it was: parameters, buffers, gradients, training modes, the optimizer's
+state and the RNG streams are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .diagnose import Diagnosis, diagnose
+from .errors import ConfigError, GradDoctorError
+from .modelspec import expected_input, load_data, load_model, parse_shape, random_inputs
+from .probes.select import first_float_tensor
+from .store.view import load
+from .watch import watch
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def check(
+    model: nn.Module,
+    batch: Any,
+    loss_fn: LossFn | None = None,
+    steps: int = 20,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Diagnosis:
+    """Diagnose `model` before (or early in) training: `steps` watched steps on one batch, then rules.
+
+    Example:
+        >>> model = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Sigmoid())
+        ...                               for _ in range(12)], torch.nn.Linear(32, 10))
+        >>> d = graddoctor.check(model, torch.randn(64, 32))        # random class targets
+        >>> "vanishing_gradient" in d.kinds
+        True
+
+    Args:
+        model: any `nn.Module`; it is restored afterwards.
+        batch: the inputs, or `(inputs, targets)`. Inputs may be a tensor, a tuple of tensors
+            (positional arguments) or a dict (keyword arguments). The same batch is used at every step.
+        loss_fn: `loss_fn(output, targets) -> scalar`. Default: cross-entropy for integer targets,
+            mean squared error for float targets. Without targets, random ones are drawn: class
+            labels when the output has a class dimension (dim 1 of size >= 2), else N(0, 1) values.
+        steps: optimizer steps to run and record (each one is recorded).
+        optimizer: default `Adam(lr=1e-3)` over the trainable parameters; yours is restored afterwards.
+
+    Returns:
+        The `Diagnosis`; its notes say how targets were made.
+
+    Raises:
+        ConfigError: not a Module, steps < 1, or inputs the model cannot take (the message names the
+            shape its first layer expects when it can).
+        GradDoctorError: the model raised during a later training step.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"check() takes a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}.")
+    inputs, targets = _split(batch)
+    saved = _Snapshot(model, optimizer)
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            view, notes = _train(model, inputs, targets, loss_fn, steps, optimizer)
+    finally:
+        saved.restore()
+    return diagnose(view, notes=notes)
+
+
+def _split(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    return batch, None
+
+
+class _Snapshot:
+    """Everything `check` changes on the model and optimizer, to put back (parameter identities kept)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.grads = [(p, p.grad) for p in model.parameters()]
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.opt_state = _clone(optimizer.state_dict()) if optimizer is not None else None
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            self.model.load_state_dict(self.state)  # copies into the existing tensors
+        for p, g in self.grads:
+            p.grad = g
+        for m, mode in self.modes:
+            m.training = mode
+        if self.optimizer is not None and self.opt_state is not None:
+            self.optimizer.load_state_dict(self.opt_state)
+
+
+def _clone(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    return obj
+
+
+def _train(model: nn.Module, inputs: Any, targets: Any, loss_fn: LossFn | None, steps: int,
+           optimizer: torch.optim.Optimizer | None) -> tuple[Any, list[str]]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"{type(model).__name__} has no trainable parameters: there is no gradient to check.")
+    opt = optimizer or torch.optim.Adam(params, lr=1e-3)
+    notes = [f"{steps} steps of {type(opt).__name__} on one batch, repeated (graddoctor check)."]
+    model.train()
+    with watch(model, opt, hist_every=0, name="check", config={"check": {"steps": steps}}) as run:
+        for step in range(steps):
+            output = _forward(model, inputs, step)
+            if step == 0:
+                targets, default_loss, note = _targets_and_loss(output, targets)
+                loss_fn = loss_fn or default_loss
+                notes += [note] if note else []
+            loss = _loss(loss_fn, output, targets, step)
+            for p in params:
+                p.grad = None
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+            if not math.isfinite(float(loss.detach())):  # one non-finite step is recorded; more would say nothing new
+                break
+    return load(run), notes
+
+
+def _forward(model: nn.Module, inputs: Any, step: int) -> Any:
+    try:
+        if isinstance(inputs, dict):
+            return model(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return model(*inputs)
+        return model(inputs)
+    except GradDoctorError:
+        raise
+    except Exception as err:
+        if step > 0:
+            raise GradDoctorError(f"the model raised at training step {step}: {type(err).__name__}: {err}") from err
+        hint = expected_input(model)
+        raise ConfigError(
+            f"the model failed on its first forward pass with inputs of shape {_shape(inputs)}: "
+            f"{type(err).__name__}: {err}" + (f". Expected input: {hint}." if hint else "")
+        ) from err
+
+
+def _shape(inputs: Any) -> str:
+    if isinstance(inputs, torch.Tensor):
+        return str(tuple(inputs.shape))
+    if isinstance(inputs, dict):
+        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in inputs.items()) + "}"
+    if isinstance(inputs, (tuple, list)):
+        return "(" + ", ".join(_shape(v) for v in inputs) + ")"
+    return type(inputs).__name__
+
+
+def _targets_and_loss(output: Any, targets: Any) -> tuple[Any, LossFn, str | None]:
+    """Targets (random ones when none are given) and the default loss for them."""
+    y = first_float_tensor(output)
+    if y is None:
+        raise ConfigError(f"the model's output ({type(output).__name__}) holds no floating-point tensor to take a loss of.")
+    if targets is not None:
+        integer = isinstance(targets, torch.Tensor) and not targets.is_floating_point()
+        return targets, (_cross_entropy if integer else _mse), None
+    gen = torch.Generator().manual_seed(0)
+    if y.dim() >= 2 and y.shape[1] >= 2:
+        shape = (y.shape[0], *y.shape[2:])
+        labels = torch.randint(0, y.shape[1], shape, generator=gen).to(y.device)
+        return labels, _cross_entropy, f"no targets given: random class labels in [0, {y.shape[1]}) and cross-entropy."
+    values = torch.randn(y.shape, generator=gen).to(y.device, y.dtype)
+    return values, _mse, "no targets given: random N(0, 1) targets and mean squared error."
+
+
+def _cross_entropy(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(first_float_tensor(output), targets)
+
+
+def _mse(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(first_float_tensor(output), targets)
+
+
+def _loss(loss_fn: LossFn, output: Any, targets: Any, step: int) -> torch.Tensor:
+    try:
+        loss = loss_fn(output, targets)
+    except Exception as err:
+        raise ConfigError(
+            f"the loss failed at step {step}: {type(err).__name__}: {err}. Pass loss_fn=..., or targets that fit "
+            f"the output (output shape {_shape(first_float_tensor(output))}, targets {_shape(targets)})."
+        ) from err
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ConfigError(f"loss_fn must return a one-element tensor, got {loss!r:.80}.")
+    return loss.reshape(())
+
+
+def check_spec(
+    spec: str, *, input_shape: str | None = None, classes: int | None = None, data: str | None = None, steps: int = 20
+) -> Diagnosis:
+    """`graddoctor check`: build the model from `spec` (runs the user's code), make a batch, check it.
+
+    Without `data`, inputs are N(0, 1) of `input_shape` (token ids for an Embedding-first model) and
+    targets are random class labels in [0, classes), or N(0, 1) regression targets without `classes`.
+    """
+    model = load_model(spec)
+    shape = parse_shape(input_shape) if input_shape else None
+    gen = torch.Generator().manual_seed(0)
+    notes = [f"model from {spec} (this ran its code)."]
+    if data is not None:
+        x, y = load_data(data, shape[0] if shape else 256)
+        notes.append(f"data: the first {len(x)} samples of {data}" + ("" if y is not None else ", random targets") + ".")
+    elif shape is None:
+        raise ConfigError("graddoctor check needs --input-shape (e.g. 64,784) or --data file.npz.")
+    else:
+        x, y = random_inputs(model, shape, gen), None
+        notes.append(f"random {'token ids' if not x.is_floating_point() else 'N(0, 1) inputs'} of shape {shape}; "
+                     "a reading of the architecture and init, not of your data.")
+    if y is None and classes is not None:
+        if classes < 2:
+            raise ConfigError(f"--classes must be at least 2, got {classes}.")
+        y = torch.randint(0, classes, (len(x),), generator=gen).to(x.device)
+        notes.append(f"random class labels in [0, {classes}) and cross-entropy.")
+    d = check(model, (x, y) if y is not None else x, steps=steps)
+    return Diagnosis(run=d.run, findings=d.findings, layers=d.layers, notes=tuple(notes) + d.notes)

@@ -1,0 +1,101 @@
+"""Plain text of a Diagnosis: findings with evidence, cause and ranked remedies, then a per-layer table.
+
+Formats only (no colour, safe to pipe). diagnose/ may not import report/, so the few formatting
+helpers it needs live here.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from .findings import Diagnosis, Finding
+
+WIDTH = 100
+SUMMARY_COLUMNS = (
+    ("out_grad_start", "out_grad@start"), ("out_grad_end", "out_grad@end"), ("grad_norm_end", "grad_norm"),
+    ("update_ratio_end", "upd_ratio"), ("dead_frac_end", "dead"), ("saturated_frac_end", "sat"),
+)
+
+
+def num(value: Any) -> str:
+    """A value in about 3 significant digits; '-' when absent; NaN/Inf spelled out, never hidden."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def layer_list(layers: Sequence[str], limit: int = 8) -> str:
+    """'0, 2, 4' or, when long, the first few, an ellipsis and the last two, with the count."""
+    shown = [repr(name) for name in layers]
+    if len(shown) > limit:
+        shown = shown[: limit - 2] + ["\u2026"] + shown[-2:]
+        return ", ".join(shown) + f" ({len(layers)} layers)"
+    return ", ".join(shown)
+
+
+def render_finding(k: int, f: "Finding") -> list[str]:
+    steps = "" if f.step_range is None else (
+        f"  step {f.step_range[0]}" if f.step_range[0] == f.step_range[1] else f"  steps {f.step_range[0]}-{f.step_range[1]}")
+    head = f"{k}. {str(f.severity).upper()}  {f.kind}{steps}"
+    lines = [head]
+    if f.layers:
+        lines += _wrap(f"layers: {layer_list(f.layers)}", "   ")
+    evidence = ", ".join(f"{key}={num(value)}" for key, value in f.evidence.items())
+    lines += _wrap(f"evidence: {evidence}", "   ")
+    lines += _wrap(f"cause: {f.cause}", "   ")
+    if f.remedies:
+        lines.append("   try, in this order:")
+        for rank, advice in enumerate(f.remedies, 1):
+            lines += _wrap(f"{rank}. {advice.title} [{advice.id}]: {advice.why}", "     ", hanging="        ")
+    return lines
+
+
+def render_text(d: "Diagnosis") -> str:
+    run = d.run
+    title = (f"graddoctor diagnosis of run {run.get('name')!r} ({run.get('status')}): {run.get('n_steps')} recorded "
+             f"steps, {run.get('n_layers')} layers")
+    lines = [title]
+    lines += [f"note: {note}" for note in d.notes]
+    lines.append("")
+    if not d.findings:
+        lines.append("No finding: gradients, activations and updates look healthy by every rule.")
+    for k, finding in enumerate(d.findings, 1):
+        lines += render_finding(k, finding)
+        lines.append("")
+    lines.append("per layer (input side first; out_grad = ||dL/d output||, medians over the first/last steps):")
+    lines.append(layer_table(d.layers))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def layer_table(layers: Sequence[dict[str, Any]]) -> str:
+    headers = ["layer", "type", *(h for _, h in SUMMARY_COLUMNS), "findings"]
+    rows = [
+        [layer["name"] or "(root)", layer["type"], *(num(layer.get(key)) for key, _ in SUMMARY_COLUMNS),
+         ",".join(layer.get("findings", ())) or "-"]
+        for layer in layers
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    right = [False, False] + [True] * len(SUMMARY_COLUMNS) + [False]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _wrap(text: str, indent: str, hanging: str | None = None) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=hanging or indent + "  ",
+                         break_on_hyphens=False) or [indent]
