@@ -196,7 +196,8 @@ def dead(run: RunView, flagged: list[int], all_dead: list[int], now: np.ndarray,
              + (f"; {len(flagged) - 1} more layer(s) have at least {t.dead_warning:.0%} dead." if len(flagged) > 1 else ".")]
     if all_dead:
         names = ", ".join(f"'{run.layer_info[i].name}'" for i in all_dead)
-        parts.append(f"Every unit of {names} is dead: no gradient passes below it, so nothing under it learns.")
+        parts.append(f"Every unit of {names} is dead on most of these steps: no gradient passes below it then, so "
+                     "nothing under it learns.")
     died = bool(np.all([before[i] < t.dead_warning for i in flagged if np.isfinite(before[i])]))
     shifted = "preact_mean" in ev and ev["preact_mean"] < -abs(ev["preact_std"])
     if died and ev["dead_frac_at_start"] < ev["dead_frac_max"]:

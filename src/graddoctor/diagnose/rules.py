@@ -176,7 +176,10 @@ def dead_units(run: RunView, t: Thresholds) -> list[Finding]:
     if not flagged:
         return []
     enough = late.cols.size >= t.min_window_steps
-    all_dead = [i for i in flagged if now[i] >= t.dead_all]
+    # All units dead on most steps: the gradient below is zero then, even if an outlier sample
+    # wakes a unit now and again.
+    typical = window_values(dead_frac, late.cols)
+    all_dead = [i for i in flagged if typical[i] >= t.dead_all]
     severity = (Severity.ERROR if all_dead else Severity.WARNING) if enough else Severity.INFO
     ev = evidence.dead_evidence(run, flagged, now, before, late)
     cause, remedies = advice.dead(run, flagged, all_dead, now, before, ev, t)

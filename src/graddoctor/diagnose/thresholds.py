@@ -52,7 +52,8 @@ class Thresholds:
     dead_warning: float = 0.4        # >=40% of a layer's units silent on every batch of the window; a
                                      # healthy He-init ReLU net keeps ~10% (512 wide, batch 256) to ~20%
                                      # (32 wide) silent by chance at depth 10
-    dead_all: float = 1.0 - 1e-9     # every unit dead: nothing below this layer gets a gradient (error)
+    dead_all: float = 1.0 - 1e-9     # every unit dead on most steps (median over the window): nothing below
+                                     # the layer gets a gradient then (error)
 
     # -- saturated units -----------------------------------------------------------------------
     saturated_warning: float = 0.25  # a quarter of the outputs in the flat region (derivative <~2-4% of its
