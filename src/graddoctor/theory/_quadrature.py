@@ -32,6 +32,9 @@ _BASE = np.array([0.0, 0.4, 0.8, 1.3, 2.0, 2.8, 3.8, 5.0, 6.5, 8.0, 10.0])
 _BASE = np.concatenate([-_BASE[:0:-1], _BASE])
 # Extra edges at +-scale * these, mapped into z, resolve features narrower than a panel.
 _SCALE_STEPS = np.array([0.25, 1.0, 4.0])
+# Edges graded towards the ends of the support: a sphere marginal (1 - t^2)^p with small p is not
+# smooth at t = +-1.
+_END_STEPS = np.array([1.0, 1 - 1e-2, 1 - 1e-4, 1 - 1e-6])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,8 @@ def sphere_marginal(exponent: float) -> Density:
         raise ValueError(f"sphere_marginal needs exponent >= 0, got {exponent}")
 
     def log_pdf(t: np.ndarray) -> np.ndarray:
+        if exponent == 0:
+            return np.zeros_like(t)
         with np.errstate(divide="ignore"):
             return exponent * np.log1p(-np.minimum(t * t, 1.0))
 
@@ -71,7 +76,8 @@ def _edges(mean: np.ndarray, std: np.ndarray, kinks: tuple[float, ...], scale: f
     mapped = (xs[None, :] - mean[:, None]) / safe[:, None]
     mapped = np.where(std[:, None] > 0, mapped, 0.0)
     edges = np.clip(np.concatenate([base, mapped], axis=1), -density.half_width, density.half_width)
-    edges = np.concatenate([edges, np.full((rows, 2), density.half_width) * [-1, 1]], axis=1)
+    ends = density.half_width * _END_STEPS
+    edges = np.concatenate([edges, np.broadcast_to(np.concatenate([-ends, ends]), (rows, 2 * ends.size))], axis=1)
     return np.sort(edges, axis=1)
 
 
