@@ -11,6 +11,7 @@ from .config import Stat, WatchConfig
 from .errors import ConfigError, GradDoctorError, ProbeError, StoreError
 from .probes.monitor import Run
 from .store import RunStore, RunView, load
+from .theory import Prediction, predict
 from .watch import watch
 from .diagnose import Diagnosis, Finding, Thresholds, diagnose
 from .check import check
@@ -18,7 +19,7 @@ from .check import check
 __version__ = "0.1.0"
 
 __all__ = [
-    "watch", "load", "Run", "RunView", "RunStore", "Stat", "WatchConfig",
+    "watch", "load", "predict", "Prediction", "Run", "RunView", "RunStore", "Stat", "WatchConfig",
     "GradDoctorError", "ConfigError", "ProbeError", "StoreError", "__version__",
     "diagnose", "check", "Diagnosis", "Finding", "Thresholds",
 ]
