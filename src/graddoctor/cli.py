@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", help="output file (CSV default: standard output)")
     export.set_defaults(func=cmd_export)
     _add_diagnose_verbs(sub)
+    _add_predict_verb(sub)
     return p
 
 
@@ -176,6 +177,41 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _report(d, args: argparse.Namespace) -> int:
     print(d.to_json() if args.json else d, end="\n" if args.json else "")
     return 1 if d.reaches(args.fail_on) else 0
+
+
+def _add_predict_verb(sub: argparse._SubParsersAction) -> None:
+    pred = sub.add_parser("predict", help="predict gradient flow at initialization from mean-field theory "
+                          "(MODEL: imports and runs its code; or a plain MLP from --activation --sigma-w2 --depth)")
+    pred.add_argument("model", nargs="?", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
+    pred.add_argument("--input-shape", help="batch size then sample shape, e.g. 256,784 (the batch matters for BatchNorm)")
+    pred.add_argument("--activation", help="without MODEL: a plain MLP's activation, e.g. tanh, relu, leaky_relu:0.2")
+    pred.add_argument("--sigma-w2", type=float, help="without MODEL: weight variance x fan_in (He: 2, Xavier: 1)")
+    pred.add_argument("--sigma-b2", type=float, default=0.0, help="without MODEL: bias variance (default: 0)")
+    pred.add_argument("--depth", type=int, help="without MODEL: number of Linear layers")
+    pred.add_argument("--json", action="store_true", help="print the prediction as JSON instead of text")
+    pred.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .modelspec import load_model, parse_shape
+    from .theory import predict, predict_mlp
+
+    free = {"--activation": args.activation, "--sigma-w2": args.sigma_w2, "--depth": args.depth}
+    if args.model is None:
+        missing = [flag for flag, value in free.items() if value is None]
+        if missing:
+            raise ConfigError(f"give a MODEL (path/to/file.py:factory), or describe a plain MLP: missing {', '.join(missing)} "
+                              "(e.g. graddoctor predict --activation tanh --sigma-w2 1.5 --sigma-b2 0.05 --depth 50).")
+        prediction = predict_mlp(args.activation, args.sigma_w2, args.sigma_b2, args.depth)
+    elif any(value is not None for value in free.values()):
+        raise ConfigError("give either MODEL or --activation/--sigma-w2/--depth, not both.")
+    else:
+        shape = parse_shape(args.input_shape) if args.input_shape else None
+        prediction = predict(load_model(args.model), input_shape=shape[1:] if shape else None,
+                             batch=shape[0] if shape else None)
+    print(prediction.to_json() if args.json else prediction)
+    return 0
 
 
 if __name__ == "__main__":
