@@ -37,8 +37,8 @@ def _activation_name(run: RunView, fam: str) -> str:
     return max(set(matching), key=matching.count) if matching else "activation"
 
 
-def depth(run: RunView, p: DepthProfile, ev: Ev, *, vanishing: bool) -> Explained:
-    """Cause and remedies of a gradient that shrinks (or grows) with depth."""
+def depth(run: RunView, p: DepthProfile, ev: Ev, *, vanishing: bool, resolved: bool = False) -> Explained:
+    """Cause and remedies of a gradient that shrinks (or grows) with depth; `resolved`: gone by the end."""
     when = "in the first recorded steps" if p.window.label == "start" else "in the last recorded steps"
     parts = [
         f"The gradient at the pre-activations is multiplied by about {_g(p.factor)} per weight layer on its way back to "
@@ -50,7 +50,9 @@ def depth(run: RunView, p: DepthProfile, ev: Ev, *, vanishing: bool) -> Explaine
         parts.append(f"At the {other_key.rsplit('_', 1)[1]} of the run the ratio is {_g(ev[other_key])}.")
     mechanism, remedies = (_vanishing_mechanism if vanishing else _exploding_mechanism)(run, p, ev)
     parts.append(mechanism)
-    parts.append(_optimizer_sentence(run, ev, p.ratio) if vanishing else "")
+    parts.append(_optimizer_sentence(run, ev, p.ratio) if vanishing and not resolved else "")
+    if resolved:
+        parts.append("It had resolved itself by the end of the run, so it only slowed the first steps.")
     return " ".join(s for s in parts if s), remedies
 
 
@@ -58,6 +60,12 @@ def _vanishing_mechanism(run: RunView, p: DepthProfile, ev: Ev) -> Explained:
     fam, ff = dominant_family(run), ev.get("forward_factor_per_layer", math.nan)
     shrinking = math.isfinite(ff) and ff <= 0.9
     sat = ev.get("saturated_frac_median", math.nan)
+    if "zero_init_layer" in ev:
+        return (f"Layer '{ev['zero_init_layer']}' started with all-zero weights, so it passes no gradient below it "
+                "until it has learned some: by design in zero-initialised heads and residual branches.",
+                (advise("warmup", "The input side catches up once the zero-initialised layer has grown; short warm-up "
+                        "keeps the first steps from being wasted."),
+                 advise("residual", "A skip path around the zero-initialised layer carries the gradient from step 0.")))
     if "all_dead_layer" in ev:
         return (f"Layer '{ev['all_dead_layer']}' has no live unit, so no gradient passes below it.",
                 (advise("leaky_relu", "A unit that cannot die keeps a path for the gradient through that layer."),

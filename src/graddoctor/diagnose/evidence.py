@@ -14,7 +14,7 @@ import numpy as np
 from ..config import Stat
 from ..store.view import RunView
 from .families import SATURATING, activation_layers, family
-from .profile import DepthProfile, Window, finite_columns, forward_factor, largest_step, loss_series, window_values
+from .profile import DepthProfile, Window, forward_factor, largest_step, loss_series, nonfinite_columns, window_values
 from .thresholds import Thresholds
 
 MAX_PER_LAYER = 12  # per-layer entries in one finding's evidence: enough to read, short enough to print
@@ -50,7 +50,17 @@ def depth_evidence(run: RunView, p: DepthProfile, other_ratio: float) -> dict[st
     dead = all_dead_layer(run, p)
     if dead is not None:
         ev["all_dead_layer"] = dead
+    zero = zero_init_layer(run, p)
+    if zero is not None:
+        ev["zero_init_layer"] = zero
     return ev
+
+
+def zero_init_layer(run: RunView, p: DepthProfile) -> str | None:
+    """The output-most weight layer of the profile whose weights were all zero at the first recorded step."""
+    weights = run.stat_matrix(Stat.WEIGHT_NORM.value)[:, 0]
+    zero = [i for i in p.layers[1:] if weights[i] == 0]
+    return run.layer_info[zero[-1]].name if zero else None
 
 
 def saturating_median(run: RunView, window: Window) -> float:
@@ -167,7 +177,7 @@ def stalled_evidence(
 
 def nonfinite_evidence(run: RunView, step: int, layer: str, stat: str, total: np.ndarray, t: Thresholds) -> dict[str, Any]:
     """Where NaN/Inf first appeared, how often, and what the total gradient norm did before."""
-    bad_cols = sorted(set(range(len(run.steps))) - set(finite_columns(run).tolist()) | _bad_loss_cols(run))
+    bad_cols = nonfinite_columns(run).tolist()
     first_col = int(np.searchsorted(run.steps, step))
     before = [j for j in range(first_col) if math.isfinite(total[j])]
     ev: dict[str, Any] = {
@@ -188,8 +198,3 @@ def nonfinite_evidence(run: RunView, step: int, layer: str, stat: str, total: np
     if loss is not None and before and math.isfinite(loss[before[-1]]):
         ev["loss_before"] = float(loss[before[-1]])
     return ev
-
-
-def _bad_loss_cols(run: RunView) -> set[int]:
-    loss = loss_series(run)
-    return set() if loss is None else {int(j) for j in np.flatnonzero(~np.isfinite(loss))}

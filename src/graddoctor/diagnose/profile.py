@@ -38,6 +38,38 @@ def finite_columns(run: RunView) -> np.ndarray:
     return np.flatnonzero(~nonfinite.any(axis=0))
 
 
+def nonfinite_mask(run: RunView, stat: str) -> np.ndarray:
+    """[n_layers, n_steps] bool: a recorded value of `stat` is NaN or infinite.
+
+    An infinite update_ratio of a layer whose weights are exactly zero (a zero-initialised head) is
+    ||dw|| / 0 by definition, not a numerical failure: it is left out.
+    """
+    mask = run.recorded(stat) & ~np.isfinite(run.stat_matrix(stat))
+    if stat == Stat.UPDATE_RATIO.value:
+        mask &= run.stat_matrix(Stat.WEIGHT_NORM.value) != 0
+    return mask
+
+
+def nonfinite_cells(run: RunView, col: int) -> list[tuple[int, str]]:
+    """(layer index, stat) of every non-finite statistic recorded at column `col`."""
+    return [(int(i), stat) for stat in run.stats for i in np.flatnonzero(nonfinite_mask(run, stat)[:, col])]
+
+
+def nonfinite_columns(run: RunView) -> np.ndarray:
+    """Columns holding a non-finite statistic, or an infinite logged loss.
+
+    A NaN scalar is not counted: the view cannot tell it from a step where nothing was logged. A NaN
+    loss that was back-propagated makes the gradient statistics NaN, which are counted.
+    """
+    bad = np.zeros(len(run.steps), dtype=bool)
+    for stat in run.stats:
+        bad |= nonfinite_mask(run, stat).any(axis=0)
+    loss = loss_series(run)
+    if loss is not None:
+        bad |= np.isinf(loss)
+    return np.flatnonzero(bad)
+
+
 def windows(run: RunView, early: int, late: int) -> tuple[Window, Window] | None:
     """The first `early` and the last `late` finite columns (None when no step is finite)."""
     cols = finite_columns(run)

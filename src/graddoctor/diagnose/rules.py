@@ -18,7 +18,8 @@ from . import advice, evidence
 from .families import SPARSE_UPDATE, activation_layers, weight_layers
 from .findings import Finding, Kind, Severity
 from .profile import (
-    DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, total_grad_norm, window_values,
+    DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, nonfinite_cells,
+    nonfinite_columns, total_grad_norm, window_values,
     windows,
 )
 from .thresholds import Thresholds
@@ -50,21 +51,24 @@ def exploding_gradient(run: RunView, t: Thresholds) -> list[Finding]:
     return found
 
 
+def _profiles(run: RunView, t: Thresholds) -> list[DepthProfile]:
+    """Depth profiles of the first and the last window (fewer when layers or finite steps are missing)."""
+    wins = windows(run, t.early_steps, t.late_steps) or ()
+    return [p for p in (depth_profile(run, w, t.min_weight_layers) for w in wins) if p is not None]
+
+
+def _flagged(p: DepthProfile, t: Thresholds, vanishing: bool) -> bool:
+    if vanishing:
+        return p.ratio <= t.vanishing_warning and p.factor <= t.trend_factor
+    return p.ratio >= t.exploding_warning and p.factor >= 1 / t.trend_factor
+
+
 def _worst_profile(run: RunView, t: Thresholds, *, vanishing: bool) -> DepthProfile | None:
     """The window (start or end) whose depth profile passes the thresholds furthest, if any."""
-    wins = windows(run, t.early_steps, t.late_steps)
-    if wins is None:
+    hits = [p for p in _profiles(run, t) if _flagged(p, t, vanishing)]
+    if not hits:
         return None
-    best = None
-    for window in wins:
-        p = depth_profile(run, window, t.min_weight_layers)
-        if p is None:
-            continue
-        if vanishing and p.ratio <= t.vanishing_warning and p.factor <= t.trend_factor:
-            best = p if best is None or p.ratio < best.ratio else best
-        if not vanishing and p.ratio >= t.exploding_warning and p.factor >= 1 / t.trend_factor:
-            best = p if best is None or p.ratio > best.ratio else best
-    return best
+    return min(hits, key=lambda p: p.ratio) if vanishing else max(hits, key=lambda p: p.ratio)
 
 
 def _depth_finding(run: RunView, t: Thresholds, p: DepthProfile, *, vanishing: bool) -> Finding:
@@ -75,25 +79,20 @@ def _depth_finding(run: RunView, t: Thresholds, p: DepthProfile, *, vanishing: b
     else:
         flagged = [i for i, g in zip(p.layers, p.grads) if g >= t.exploding_warning * last]
         severe = p.ratio >= t.exploding_error
-    other = _other_window_ratio(run, t, p)
-    ev = evidence.depth_evidence(run, p, other)
-    cause, remedies = advice.depth(run, p, ev, vanishing=vanishing)
+    other = next((q for q in _profiles(run, t) if q.window.label != p.window.label), None)
+    # Present at the start, gone in a later, separate window: it resolved itself during training.
+    resolved = other is not None and other.window.cols[0] > p.window.cols[-1] and not _flagged(other, t, vanishing)
+    ev = evidence.depth_evidence(run, p, other.ratio if other is not None else math.nan)
+    cause, remedies = advice.depth(run, p, ev, vanishing=vanishing, resolved=resolved)
     return Finding(
         kind=Kind.VANISHING_GRADIENT if vanishing else Kind.EXPLODING_GRADIENT,
-        severity=Severity.ERROR if severe else Severity.WARNING,
+        severity=Severity.INFO if resolved else Severity.ERROR if severe else Severity.WARNING,
         layers=layer_names(run, flagged),
         step_range=p.window.steps(run),
         evidence=ev,
         cause=cause,
         remedies=remedies,
     )
-
-
-def _other_window_ratio(run: RunView, t: Thresholds, p: DepthProfile) -> float:
-    wins = windows(run, t.early_steps, t.late_steps)
-    other = [w for w in wins or () if w.label != p.window.label]
-    q = depth_profile(run, other[0], t.min_weight_layers) if other else None
-    return q.ratio if q is not None else math.nan
 
 
 def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
@@ -234,18 +233,13 @@ def nonfinite(run: RunView, t: Thresholds) -> list[Finding]:
 
 
 def _first_nonfinite(run: RunView) -> tuple[int, str, str] | None:
-    """(step, layer, stat) of the first non-finite statistic, or of a non-finite logged loss."""
-    if run.first_nonfinite:
-        nf = run.first_nonfinite
-        return int(nf["step"]), str(nf["layer"]), str(nf["stat"])
-    for j in range(len(run.steps)):
-        for stat in run.stats:
-            bad = np.flatnonzero(run.recorded(stat)[:, j] & ~np.isfinite(run.stat_matrix(stat)[:, j]))
-            if bad.size:
-                return int(run.steps[j]), run.layer_info[int(bad[0])].name, stat
-        for key in run.scalars:
-            if not math.isfinite(run.scalar(key)[j]):
-                return int(run.steps[j]), "", key
+    """(step, layer, stat) of the first non-finite statistic (input-most layer), or of a non-finite scalar."""
+    for j in nonfinite_columns(run)[:1]:
+        cells = nonfinite_cells(run, int(j))
+        if cells:
+            i, stat = min(cells)
+            return int(run.steps[j]), run.layer_info[i].name, stat
+        return int(run.steps[j]), "", "loss"  # an infinite logged loss with finite statistics
     return None
 
 
