@@ -11,7 +11,7 @@ from ..config import Stat
 from ..errors import ConfigError, GradDoctorError
 from ..store.view import RunView, load
 from .findings import Diagnosis, Finding, Kind
-from .profile import windows, window_values
+from .profile import nonfinite_mask, window_values, windows
 from .rules import RULES, RuleSpec
 from .thresholds import Thresholds
 
@@ -91,11 +91,15 @@ def layer_summary(run: RunView, findings: list[Finding], t: Thresholds) -> list[
     }
     values = {key: window_values(run.stat_matrix(stat.value), cols) for key, (stat, cols) in reading.items()}
     recorded = {key: run.recorded(stat.value).any(axis=1) for key, (stat, _) in reading.items()}
+    bad = np.zeros((len(run.layer_info), len(run.steps)), dtype=bool)
+    for stat in run.stats:
+        bad |= nonfinite_mask(run, stat)
     out = []
     for i, info in enumerate(run.layer_info):
         row: dict[str, Any] = {"name": info.name, "type": info.type, "kind": info.kind, "n_params": info.n_params}
-        for key in reading:
+        for key in reading:  # medians over the window's finite steps; the count below shows the others
             row[key] = float(values[key][i]) if recorded[key][i] else None
+        row["nonfinite_steps"] = int(bad[i].sum())
         row["findings"] = sorted({str(f.kind) for f in findings if info.name in f.layers})
         out.append(row)
     return out

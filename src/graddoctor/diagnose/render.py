@@ -17,6 +17,7 @@ WIDTH = 100
 SUMMARY_COLUMNS = (
     ("out_grad_start", "out_grad@start"), ("out_grad_end", "out_grad@end"), ("grad_norm_end", "grad_norm"),
     ("update_ratio_end", "upd_ratio"), ("dead_frac_end", "dead"), ("saturated_frac_end", "sat"),
+    ("nonfinite_steps", "nonfinite"),
 )
 
 
@@ -75,7 +76,8 @@ def render_text(d: "Diagnosis") -> str:
     for k, finding in enumerate(d.findings, 1):
         lines += render_finding(k, finding)
         lines.append("")
-    lines.append("per layer (input side first; out_grad = ||dL/d output||, medians over the first/last steps):")
+    lines.append("per layer (input side first; out_grad = ||dL/d output||; medians over the first/last finite steps;"
+                 " nonfinite = steps with NaN/Inf):")
     lines.append(layer_table(d.layers))
     return "\n".join(lines).rstrip() + "\n"
 
