@@ -22,6 +22,9 @@ Explained = tuple[str, tuple[Advice, ...]]
 Ev = Mapping[str, Any]
 
 _SATURATES_AT = {"sigmoid": "|z| > 4.6", "tanh": "|z| > 2.6"}
+# The forward signal "shrinks" or "grows" with depth beyond this per-layer factor: the same bar as
+# Thresholds.trend_factor, used here only to choose the explanation, never to decide a finding.
+_FORWARD_TREND = 0.9
 
 
 def _g(x: float) -> str:
@@ -58,7 +61,7 @@ def depth(run: RunView, p: DepthProfile, ev: Ev, *, vanishing: bool, resolved: b
 
 def _vanishing_mechanism(run: RunView, p: DepthProfile, ev: Ev) -> Explained:
     fam, ff = dominant_family(run), ev.get("forward_factor_per_layer", math.nan)
-    shrinking = math.isfinite(ff) and ff <= 0.9
+    shrinking = math.isfinite(ff) and ff <= _FORWARD_TREND
     sat = ev.get("saturated_frac_median", math.nan)
     if "zero_init_layer" in ev:
         return (f"Layer '{ev['zero_init_layer']}' started with all-zero weights, so it passes no gradient below it "
@@ -81,9 +84,10 @@ def _vanishing_mechanism(run: RunView, p: DepthProfile, ev: Ev) -> Explained:
                  _sgd_advice(run)))
     if shrinking:
         init = "he_init" if fam in ("relu", "leaky", "smooth") else "xavier_init"
+        default = (", as with PyTorch's default init for ReLU, whose weight variance is 1/6 of He's"
+                   if fam in ("relu", "leaky") else "")
         return (f"The forward signal shrinks as well (activation std \u00d7{_g(ff)} per layer): the weights are below "
-                f"the critical scale of this activation (chi_1 < 1), as with PyTorch's default init for ReLU, "
-                f"whose weight variance is 1/6 of He's.",
+                f"the critical scale of this activation (chi_1 < 1){default}.",
                 (advise(init, "Scales the weights so each layer keeps the norm of both the signal and the gradient."),
                  advise("batch_norm", "Restores the scale of the pre-activations at every layer, whatever the weights."),
                  advise("residual", "The identity path carries the gradient to the input side unchanged."),
@@ -113,7 +117,7 @@ def _exploding_mechanism(run: RunView, p: DepthProfile, ev: Ev) -> Explained:
                  advise("warmup", "The growth is largest at init: small first steps let the net leave that state."),
                  advise("grad_clip", "Caps the oversized steps of the input-side layers meanwhile.")))
     init = "he_init" if fam in ("relu", "leaky", "smooth") else "xavier_init"
-    grows = math.isfinite(ff) and ff >= 1 / 0.9
+    grows = math.isfinite(ff) and ff >= 1 / _FORWARD_TREND
     sentence = (f"The forward signal grows as well (activation std \u00d7{_g(ff)} per layer): the weights are above "
                 f"the critical scale of this activation (chi_1 > 1)." if grows else
                 "The weights are large enough that each layer amplifies the back-propagated signal (chi_1 > 1)"
@@ -194,8 +198,7 @@ def spikes(run: RunView, ev: Ev, *, nonfinite_followed: bool) -> Explained:
         advise("warmup", "Spikes early in training calm down when the first steps are small."))
 
 
-def dead(run: RunView, flagged: list[int], all_dead: list[int], now: np.ndarray, before: np.ndarray, ev: Ev,
-         t: Thresholds) -> Explained:
+def dead(run: RunView, flagged: list[int], all_dead: list[int], before: np.ndarray, ev: Ev, t: Thresholds) -> Explained:
     """Cause and remedies of units that output exactly 0 on every sample of every step in the window."""
     worst = ev["worst_layer"]
     kind = next(i.type for i in run.layer_info if i.name == worst)
@@ -207,28 +210,36 @@ def dead(run: RunView, flagged: list[int], all_dead: list[int], now: np.ndarray,
         parts.append(f"Every unit of {names} is dead on most of these steps: no gradient passes below it then, so "
                      "nothing under it learns.")
     died = bool(np.all([before[i] < t.dead_warning for i in flagged if np.isfinite(before[i])]))
-    shifted = "preact_mean" in ev and ev["preact_mean"] < -abs(ev["preact_std"])
     if died and ev["dead_frac_at_start"] < ev["dead_frac_max"]:
-        parts.append(f"At the start only {ev['dead_frac_at_start']:.0%} were dead: the units died during training, "
-                     "typically when large updates push their pre-activations negative for every input.")
-        if "preact_mean" in ev:
-            parts.append(f"Their input, the output of '{ev['preact_layer']}', now has mean {_g(ev['preact_mean'])} "
-                         f"and std {_g(ev['preact_std'])}.")
-        remedies = (advise("lower_lr", "The units died during training: smaller steps do not throw them off."),
-                    advise("leaky_relu", "A negative-side slope keeps a gradient, so pushed-off units can come back."),
-                    advise("warmup", "The first large steps are the usual killers."),
-                    advise("batch_norm", "Re-centres pre-activations at every step, so they cannot all drift negative."))
+        cause, remedies = _died_in_training(ev)
     else:
-        if shifted:
-            parts.append(f"Its input, the output of '{ev['preact_layer']}', has mean {_g(ev['preact_mean'])} and std "
-                         f"{_g(ev['preact_std'])}: shifted negative for every sample, as by a negative bias.")
-        else:
-            parts.append("They were dead from the first steps: the inputs reaching them are negative for every sample.")
-        remedies = (advise("he_init", "Re-initialising with zero biases and He-scaled weights puts units back in "
-                           "their active range."),
-                    advise("leaky_relu", "A negative-side slope keeps a gradient, so the units can recover."),
-                    advise("batch_norm", "Re-centres pre-activations, so no shift can silence a whole layer."))
-    return " ".join(parts), remedies
+        cause, remedies = _dead_from_start(ev)
+    return " ".join(parts + [cause]), remedies
+
+
+def _died_in_training(ev: Ev) -> Explained:
+    cause = (f"At the start only {ev['dead_frac_at_start']:.0%} were dead: the units died during training, "
+             "typically when large updates push their pre-activations negative for every input.")
+    if "preact_mean" in ev:
+        cause += (f" Their input, the output of '{ev['preact_layer']}', now has mean {_g(ev['preact_mean'])} "
+                  f"and std {_g(ev['preact_std'])}.")
+    return cause, (
+        advise("lower_lr", "The units died during training: smaller steps do not throw them off."),
+        advise("leaky_relu", "A negative-side slope keeps a gradient, so pushed-off units can come back."),
+        advise("warmup", "The first large steps are the usual killers."),
+        advise("batch_norm", "Re-centres pre-activations at every step, so they cannot all drift negative."))
+
+
+def _dead_from_start(ev: Ev) -> Explained:
+    if "preact_mean" in ev and ev["preact_mean"] < -abs(ev["preact_std"]):
+        cause = (f"Its input, the output of '{ev['preact_layer']}', has mean {_g(ev['preact_mean'])} and std "
+                 f"{_g(ev['preact_std'])}: shifted negative for every sample, as by a negative bias.")
+    else:
+        cause = "They were dead from the first steps: the inputs reaching them are negative for every sample."
+    return cause, (
+        advise("he_init", "Re-initialising with zero biases and He-scaled weights puts units back in their active range."),
+        advise("leaky_relu", "A negative-side slope keeps a gradient, so the units can recover."),
+        advise("batch_norm", "Re-centres pre-activations, so no shift can silence a whole layer."))
 
 
 def saturation(run: RunView, flagged: list[int], ev: Ev, *, threshold: float, developed: bool,

@@ -18,9 +18,8 @@ from . import advice, evidence
 from .families import SPARSE_UPDATE, activation_layers, weight_layers
 from .findings import Finding, Kind, Severity
 from .profile import (
-    DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, nonfinite_cells,
-    nonfinite_columns, total_grad_norm, window_values,
-    windows,
+    DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, nonfinite_cells, nonfinite_columns,
+    total_grad_norm, window_values, windows,
 )
 from .thresholds import Thresholds
 
@@ -134,10 +133,10 @@ def _spikes(run: RunView, t: Thresholds) -> Finding | None:
     first_k = spikes[0][1] if spikes else len(cols) - 1
     worst = max((r for r, _ in spikes), default=math.nan)
     layers = _spiking_layers(run, cols, first_k, t)
-    bad = np.setdiff1d(np.arange(len(run.steps)), finite_columns(run))
+    bad = nonfinite_columns(run)
     after_nonfinite = bool(bad.size and bad[-1] > cols[first_k])
     ev = evidence.spike_evidence(run, total, cols, spikes, growth)
-    severe = (spikes and worst >= t.spike_error) or after_nonfinite
+    severe = bool(spikes) and worst >= t.spike_error or after_nonfinite
     cause, remedies = advice.spikes(run, ev, nonfinite_followed=after_nonfinite)
     return Finding(Kind.EXPLODING_GRADIENT, Severity.ERROR if severe else Severity.WARNING, layers,
                    (int(run.steps[cols[first_k]]), int(run.steps[cols[-1]])), ev, cause, remedies)
@@ -181,7 +180,7 @@ def dead_units(run: RunView, t: Thresholds) -> list[Finding]:
     all_dead = [i for i in flagged if typical[i] >= t.dead_all]
     severity = (Severity.ERROR if all_dead else Severity.WARNING) if enough else Severity.INFO
     ev = evidence.dead_evidence(run, flagged, now, before, late)
-    cause, remedies = advice.dead(run, flagged, all_dead, now, before, ev, t)
+    cause, remedies = advice.dead(run, flagged, all_dead, before, ev, t)
     return [Finding(Kind.DEAD_UNITS, severity, layer_names(run, flagged), late.steps(run), ev, cause, remedies)]
 
 
