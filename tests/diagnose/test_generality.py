@@ -104,3 +104,14 @@ def test_synthetic_regression_head_and_sgd_healthy_mlp():
     torch.manual_seed(0)
     d = diagnose(train(mlp(4, 32, nn.ReLU, init=he, d_in=32, d_out=4), data=synthetic, steps=30, opt="sgd", lr=0.05))
     assert not d.findings, [str(f.kind) for f in d.findings]
+
+
+def test_units_silent_on_one_batch_by_chance_are_not_dead():
+    # Issue 3's baseline: in a healthy He-init ReLU MLP of width 512, about a tenth of layer 10's units
+    # are zero on a whole batch of 256. They are not reported; a narrow net's larger share neither.
+    torch.manual_seed(0)
+    wide = train(mlp(10, 512, nn.ReLU, init=he), steps=4, batch=256)
+    assert max(wide.stat("dead_frac", name)[0] for name in ("13", "15", "17")) > 0.05
+    assert not diagnose(wide).of_kind("dead_units")
+    narrow = train(mlp(10, 16, nn.ReLU, init=he), steps=20, batch=16)
+    assert not diagnose(narrow).of_kind("dead_units")
