@@ -72,7 +72,7 @@ def render_text(d: "Diagnosis") -> str:
     lines += [f"note: {note}" for note in d.notes]
     lines.append("")
     if not d.findings:
-        lines.append("No finding: gradients, activations and updates look healthy by every rule.")
+        lines += ["No finding: gradients, activations and updates look healthy by every rule.", ""]
     for k, finding in enumerate(d.findings, 1):
         lines += render_finding(k, finding)
         lines.append("")
