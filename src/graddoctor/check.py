@@ -216,6 +216,8 @@ def check_spec(
     notes = [f"model from {spec} (this ran its code)."]
     if data is not None:
         x, y = load_data(data, shape[0] if shape else 256)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        x, y = x.to(device), (y.to(device) if y is not None else None)
         notes.append(f"data: the first {len(x)} samples of {data}" + ("" if y is not None else ", random targets") + ".")
     elif shape is None:
         raise ConfigError("graddoctor check needs --input-shape (e.g. 64,784) or --data file.npz.")
