@@ -88,10 +88,10 @@ def _with_inputs(spec: LayerSpec, inputs: tuple[int, ...], node: fx.Node) -> Lay
 
 def _infer_input_shape(model: nn.Module, nodes: list[fx.Node]) -> tuple[int, ...]:
     placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) == 1 and len(placeholders[0].users) == 1:
-        user = next(iter(placeholders[0].users))
-        if user.op == "call_module" and isinstance(model.get_submodule(user.target), nn.Linear):
-            return (model.get_submodule(user.target).in_features,)
+    if len(placeholders) == 1:
+        for user in placeholders[0].users:
+            if user.op == "call_module" and isinstance(model.get_submodule(user.target), nn.Linear):
+                return (model.get_submodule(user.target).in_features,)
     raise ConfigError(
         "cannot tell the input shape of this model (its first layer is not a Linear): pass the shape of one "
         "sample without the batch dimension, e.g. input_shape=(3, 32, 32) (CLI: --input-shape 3,32,32)."
@@ -118,8 +118,12 @@ def _shapes(model: nn.Module, gm: fx.GraphModule, input_shape: tuple[int, ...]) 
     finally:
         for m, mode in modes.items():
             m.training = mode
-    return {n: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
-            if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
+    shapes: dict[fx.Node, tuple[int, ...] | None] = {}
+    for n in gm.graph.nodes:
+        meta = n.meta.get("tensor_meta")
+        if meta is not None:  # a tensor (its shape) or a tuple/dict holding tensors (None)
+            shapes[n] = tuple(meta.shape) if isinstance(meta, torch.fx.passes.shape_prop.TensorMetadata) else None
+    return shapes
 
 
 def _convert(model: nn.Module, node: fx.Node, shapes: dict, calls: dict[str, int]) -> LayerSpec:

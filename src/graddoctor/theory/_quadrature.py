@@ -32,9 +32,6 @@ _BASE = np.array([0.0, 0.4, 0.8, 1.3, 2.0, 2.8, 3.8, 5.0, 6.5, 8.0, 10.0])
 _BASE = np.concatenate([-_BASE[:0:-1], _BASE])
 # Extra edges at +-scale * these, mapped into z, resolve features narrower than a panel.
 _SCALE_STEPS = np.array([0.25, 1.0, 4.0])
-# Edges graded towards the ends of the support: a sphere marginal (1 - t^2)^p with small p is not
-# smooth at t = +-1.
-_END_STEPS = np.array([1.0, 1 - 1e-2, 1 - 1e-4, 1 - 1e-6])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +41,7 @@ class Density:
     log_pdf: Callable[[np.ndarray], np.ndarray]
     std: float
     half_width: float
+    ends: tuple[float, ...] = (1.0,)   # extra edges at +-half_width * these (graded toward a singular end)
 
 
 NORMAL = Density(log_pdf=lambda z: -0.5 * z * z, std=1.0, half_width=10.0)
@@ -64,7 +62,9 @@ def sphere_marginal(exponent: float) -> Density:
         with np.errstate(divide="ignore"):
             return exponent * np.log1p(-np.minimum(t * t, 1.0))
 
-    return Density(log_pdf=log_pdf, std=float(1.0 / np.sqrt(2.0 * exponent + 3.0)), half_width=1.0)
+    # (1 - t^2)^p with small p is not smooth at t = +-1: edges graded geometrically toward the ends.
+    ends = tuple(1 - 10.0 ** -k for k in range(1, 10)) + (1.0,)
+    return Density(log_pdf=log_pdf, std=float(1.0 / np.sqrt(2.0 * exponent + 3.0)), half_width=1.0, ends=ends)
 
 
 def _edges(mean: np.ndarray, std: np.ndarray, kinks: tuple[float, ...], scale: float, density: Density) -> np.ndarray:
@@ -76,7 +76,7 @@ def _edges(mean: np.ndarray, std: np.ndarray, kinks: tuple[float, ...], scale: f
     mapped = (xs[None, :] - mean[:, None]) / safe[:, None]
     mapped = np.where(std[:, None] > 0, mapped, 0.0)
     edges = np.clip(np.concatenate([base, mapped], axis=1), -density.half_width, density.half_width)
-    ends = density.half_width * _END_STEPS
+    ends = density.half_width * np.array(density.ends)
     edges = np.concatenate([edges, np.broadcast_to(np.concatenate([-ends, ends]), (rows, 2 * ends.size))], axis=1)
     return np.sort(edges, axis=1)
 

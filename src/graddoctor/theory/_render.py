@@ -30,6 +30,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _summary_lines(s: Any) -> list[str]:
+    if s.bn_growth is not None:  # the fixed point of plain chains says nothing about BatchNorm chains
+        return [f"typical block: Linear-BatchNorm-{s.activation}, sigma_w^2 = {num(s.sigma_w2)}",
+                f"  BatchNorm: ||dL/dh||^2 grows by {num(s.bn_growth)} per block toward the input, whatever the "
+                "init (Yang et al. 2019); no sigma_w^2 makes it critical"]
     d = s.scales
     lines = [
         f"typical block: {s.activation}, sigma_w^2 = {num(s.sigma_w2)}, sigma_b^2 = {num(s.sigma_b2)}",
@@ -37,9 +41,7 @@ def _summary_lines(s: Any) -> list[str]:
         f"  depth scales: xi_q = {num(d.xi_q)}, xi_c = {num(d.xi_c)}, gradient xi = {num(d.xi_grad)}; "
         f"trainable depth ~ 6 xi_c = {num(d.trainable_depth, 1)}",
     ]
-    if s.bn_growth is not None:
-        lines.append(f"  BatchNorm: ||dL/dh||^2 grows by {num(s.bn_growth)} per block toward the input, whatever the init")
-    elif s.critical_sigma_w2 is not None:
+    if s.critical_sigma_w2 is not None:
         lines.append(f"  critical init at sigma_b^2 = {num(s.sigma_b2)}: sigma_w^2 = {num(s.critical_sigma_w2)} "
                      f"(weight std = sqrt({num(s.critical_sigma_w2)} / fan_in))")
     else:

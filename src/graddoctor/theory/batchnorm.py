@@ -115,13 +115,16 @@ def _gaussian_moments(act: Activation) -> SphereMoments:
                          e(lambda x: (act.deriv(x) * x) ** 2), mean_dh**2)
 
 
-def backward_factor(m: SphereMoments, variance: float, eps: float = 0.0) -> float:
+def backward_factor(m: SphereMoments, variance: float, eps: float = 0.0, zero_sum: bool = True) -> float:
     """||dL/dh||^2 / ||dL/dx||^2 through BatchNorm + activation (module docstring; Yang et al. 2019).
 
     Args:
         m: the sphere moments of the (affine-folded) activation after the BatchNorm.
         variance: v = q_h - k_h, the expected variance of the BatchNorm's input across the batch.
         eps: BatchNorm's eps, added to the variance (an approximation, exact when eps << v).
+        zero_sum: whether dL/dx sums to zero over the batch (its covariance is proportional to
+            P: below another BatchNorm), else it is uncorrelated across samples (covariance ~ I: a
+            per-sample loss right above), which gives [(B-1) m2 - m2h] / ((B-3) v).
     """
     v = variance + eps
     if v <= 0:
@@ -129,6 +132,8 @@ def backward_factor(m: SphereMoments, variance: float, eps: float = 0.0) -> floa
     if m.batch is None:
         return m.m2 / v
     b = m.batch
+    if not zero_sum:
+        return ((b - 1) * m.m2 - m.m2h) / ((b - 3) * v)
     return ((b - 1) * m.m2 + m.m11 - m.m2h + m.mh11) / ((b - 3) * v)
 
 

@@ -135,7 +135,7 @@ def fixed_point(activation: Any, sigma_w2: float, sigma_b2: float, q0: float = 1
             j = int(below[-1])
             q = root(gap_fn, grid[j], grid[j + 1], gap[j], gap[j + 1])
         else:
-            f0 = float(length_map(act, sigma_w2, sigma_b2, np.array([0.0]))[0])
+            f0 = float(sigma_w2 * act.fn(np.zeros(1))[0] ** 2 + sigma_b2)  # the map at q = 0: phi(0) is exact
             if f0 <= 0:
                 return FixedPoint(0.0, "zero", float(sigma_w2 * deriv_second_moment(act, 0.0)))
             q = root(gap_fn, 0.0, grid[0], f0, gap[0])
@@ -264,7 +264,7 @@ def critical_sigma_w2(activation: Any, sigma_b2: float = 0.0) -> float:
     """
     _check(1.0, sigma_b2)
     act = resolve(activation)
-    h = lambda s: math.log(chi1(act, math.exp(s), sigma_b2))  # noqa: E731
+    h = lambda s: math.log(max(chi1(act, math.exp(s), sigma_b2), 1e-300))  # noqa: E731
     grid = np.linspace(math.log(1e-3), math.log(1e4), 29)
     values = [h(grid[0])]
     for s in grid[1:]:

@@ -153,13 +153,21 @@ def _anchor(spec: ModelSpec, signals: list[Signal | None]) -> int | None:
 
 
 def _backward(spec: ModelSpec, signals, anchor: int | None, batch, cache) -> list[float | None]:
+    """||dL/d out||^2 of every op relative to the anchor's, in reverse forward order.
+
+    Also tracks whether each op's output gradient sums to zero over the batch (true below a
+    BatchNorm until an activation mixes samples unevenly): BatchNorm's factor depends on it. The
+    anchor's gradient is taken as uncorrelated across samples (a per-sample loss).
+    """
     n = len(spec.layers)
     grad2: list[float | None] = [None] * n
     if anchor is None:
         return grad2
     acc: list[float | None] = [0.0] * n
     acc[anchor] = 1.0
-    consumers = [[] for _ in range(n)]
+    zero_sum = [True] * n
+    zero_sum[anchor] = False
+    consumers: list[list[int]] = [[] for _ in range(n)]
     for i, s in enumerate(spec.layers):
         for j in s.inputs:
             consumers[j].append(i)
@@ -167,38 +175,38 @@ def _backward(spec: ModelSpec, signals, anchor: int | None, batch, cache) -> lis
         if i != anchor and any(c > anchor for c in consumers[i]):
             acc[i] = None  # part of its gradient arrives through ops beyond the reference
         if acc[i] is None or signals[i] is None:
-            _taint(spec.layers[i], acc)
+            for j in spec.layers[i].inputs:
+                acc[j] = None
             continue
         grad2[i] = acc[i]
-        for j, factor in _factors(spec, i, signals, batch, cache):
+        for j, factor, sums_to_zero in _factors(spec, i, signals, batch, cache, zero_sum):
             if acc[j] is not None:
                 acc[j] = None if factor is None else acc[j] + factor * acc[i]
+            zero_sum[j] = zero_sum[j] and sums_to_zero
     return grad2
 
 
-def _taint(s: LayerSpec, acc: list) -> None:
-    for j in s.inputs:
-        acc[j] = None
-
-
-def _factors(spec: ModelSpec, i: int, signals, batch, cache) -> list[tuple[int, float | None]]:
-    """(input position, ||dL/d input||^2 / ||dL/d output||^2) for op i."""
+def _factors(spec: ModelSpec, i: int, signals, batch, cache, zero_sum: list[bool]) -> list[tuple[int, float | None, bool]]:
+    """(input position, ||dL/d input||^2 / ||dL/d output||^2, input gradient sums to zero) for op i."""
     s = spec.layers[i]
+    keep = zero_sum[i]
     if s.kind == Kind.DENSE:
-        return [(s.inputs[0], s.sigma_w2 * s.border)]
+        return [(s.inputs[0], s.sigma_w2 * s.border, keep)]
     if s.kind == Kind.ACTIVATION:
         x = signals[s.inputs[0]]
-        if x.sphere is not None or s.activation.name == "identity":
-            return [(s.inputs[0], 1.0)]  # after BatchNorm, the BatchNorm op carries phi' (Yang et al.)
-        return [(s.inputs[0], float(deriv_second_moment(s.activation, np.array([x.q]))[0]))]
+        if x.sphere is not None:
+            return [(s.inputs[0], 1.0, False)]  # after BatchNorm, the BatchNorm op carries phi' (Yang et al.)
+        if s.activation.name == "identity":
+            return [(s.inputs[0], 1.0, keep)]
+        return [(s.inputs[0], float(deriv_second_moment(s.activation, np.array([x.q]))[0]), False)]
     if s.kind == Kind.BATCHNORM:
-        return [(s.inputs[0], _batchnorm_factor(spec, i, signals, batch, cache))]
+        return [(s.inputs[0], _batchnorm_factor(spec, i, signals, batch, cache, zero_sum), True)]
     if s.kind == Kind.LAYERNORM:
         x = signals[s.inputs[0]]
-        return [(s.inputs[0], s.gain**2 * (s.features - 2) / ((s.features - 3) * (x.q + s.eps)))]
+        return [(s.inputs[0], s.gain**2 * (s.features - 2) / ((s.features - 3) * (x.q + s.eps)), False)]
     if s.kind == Kind.SCALE:
-        return [(s.inputs[0], s.backward)]
-    return [(j, 1.0) for j in s.inputs]  # ADD, PASS, OUTPUT
+        return [(s.inputs[0], s.backward, keep and s.keeps_gaussian)]
+    return [(j, 1.0, keep) for j in s.inputs]  # ADD, PASS, OUTPUT
 
 
 def _reader(spec: ModelSpec, i: int) -> int | None:
@@ -212,7 +220,7 @@ def _reader(spec: ModelSpec, i: int) -> int | None:
         i = users[0]
 
 
-def _batchnorm_factor(spec: ModelSpec, i: int, signals, batch, cache) -> float | None:
+def _batchnorm_factor(spec: ModelSpec, i: int, signals, batch, cache, zero_sum: list[bool]) -> float | None:
     """BatchNorm and the activation that reads it, together (Yang et al. 2019); None if shared."""
     reader = _reader(spec, i)
     if reader is None:
@@ -220,4 +228,4 @@ def _batchnorm_factor(spec: ModelSpec, i: int, signals, batch, cache) -> float |
     act = spec.layers[reader].activation if spec.layers[reader].kind == Kind.ACTIVATION else from_name("identity")
     gain, shift, q_h, k_h = signals[i].sphere
     m = _sphere(act, signals[i].sphere, batch, cache)
-    return batchnorm.backward_factor(m, q_h - k_h, spec.layers[i].eps)
+    return batchnorm.backward_factor(m, q_h - k_h, spec.layers[i].eps, zero_sum=zero_sum[reader])
