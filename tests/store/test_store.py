@@ -168,7 +168,7 @@ def test_store_level_nan_inf_round_trip(store_path):
     store = graddoctor.RunStore(store_path)
     try:
         run_id = store.create_run("raw", {}, {})
-        store.set_layers(run_id, [(0, "l0", "Linear", "param", 10)])
+        store.set_layers(run_id, [(0, "l0", "Linear", "param", 10, "{}")])
         store.write(run_id, steps=[(0, 1.0), (1, 2.0), (2, 3.0)],
                     stats=[(0, 0, "grad_norm", float("nan")), (1, 0, "grad_norm", float("inf")),
                            (2, 0, "grad_norm", float("-inf"))],

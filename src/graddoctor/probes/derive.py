@@ -44,9 +44,8 @@ def _param_stats(i: int, layer: LayerPlan, values: dict[Key, Any], nonfinite: di
         (i, Stat.WEIGHT_NORM): weight_norm,
         (i, Stat.NONFINITE_FRAC): nonfinite.get(i, 0.0) / layer.n_params,
     }
-    if (i, UN) in values:
-        update = math.sqrt(values[(i, UN)])
-        out[(i, Stat.UPDATE_RATIO)] = update / weight_norm if weight_norm else (0.0 if update == 0 else math.inf)
+    if (i, UN) in values and weight_norm:  # undefined for all-zero weights (a zero-initialised head)
+        out[(i, Stat.UPDATE_RATIO)] = math.sqrt(values[(i, UN)]) / weight_norm
     return out
 
 

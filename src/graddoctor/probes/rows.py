@@ -76,5 +76,6 @@ class RowBuilder:
             self.position[i] = pos
             layer = self.plan[i]
             self.name_at[pos] = layer.name
-            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params))
+            shapes = json.dumps(layer.param_shapes)
+            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params, shapes))
         return rows

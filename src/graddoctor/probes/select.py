@@ -89,6 +89,7 @@ class LayerPlan:
     module: nn.Module = dataclasses.field(repr=False, compare=False)
     type_name: str
     params: tuple[nn.Parameter, ...] = dataclasses.field(repr=False, compare=False)
+    param_shapes: dict[str, list[int]] = dataclasses.field(repr=False, compare=False)
     n_params: int
     is_activation: bool
     saturation: Bounds | None
@@ -107,11 +108,12 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
     seen: set[int] = set()
     layers = []
     for name, module in model.named_modules():
-        own = []
-        for p in module.parameters(recurse=False):
+        own, shapes = [], {}
+        for pname, p in module.named_parameters(recurse=False):
             if p.requires_grad and id(p) not in seen:  # tied parameters: first owner only
                 seen.add(id(p))
                 own.append(p)
+                shapes[pname] = list(p.shape)
         is_act = isinstance(module, ACTIVATIONS)
         if not own and not is_act:
             continue
@@ -122,6 +124,7 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
             module=module,
             type_name=type(module).__name__,
             params=tuple(own),
+            param_shapes=shapes,
             n_params=sum(p.numel() for p in own),
             is_activation=is_act,
             saturation=saturation_bounds(module) if is_act else None,

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS layers (
     type     TEXT NOT NULL,               -- module class name
     kind     TEXT NOT NULL,               -- 'param' (owns trainable parameters) or 'activation'
     n_params INTEGER NOT NULL,            -- trainable parameters owned directly (tied: counted once)
+    param_shapes TEXT NOT NULL DEFAULT '[]', -- JSON {name: shape} of those parameters ('weight': [out, in])
     PRIMARY KEY (run_id, position)
 );
 CREATE TABLE IF NOT EXISTS steps (

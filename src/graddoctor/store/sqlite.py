@@ -92,10 +92,11 @@ class RunStore:
         return run_id, max(taken or 0, last + 1 if last is not None else 0)
 
     def set_layers(self, run_id: int, layers: Sequence[tuple[int, str, str, str, int]]) -> None:
-        """Record layers (position, name, type, kind, n_params); known positions are kept as they are."""
+        """Record layers (position, name, type, kind, n_params, param_shapes JSON); known positions are kept."""
         with self.con:
             self.con.executemany(
-                "INSERT OR IGNORE INTO layers (run_id, position, layer, type, kind, n_params) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO layers (run_id, position, layer, type, kind, n_params, param_shapes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *layer) for layer in layers],
             )
 

@@ -19,6 +19,7 @@ class LayerInfo:
     type: str
     kind: str      # 'param' or 'activation'
     n_params: int
+    param_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # {'weight': [out, in], ...}
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -45,6 +46,7 @@ class RunView:
     _recorded: dict[str, np.ndarray]        # stat -> [n_layers, n_steps] bool: a row exists (NaN may be a value)
     _scalars: dict[str, np.ndarray]         # key -> [n_steps]
     _hists: dict[tuple[str, str], list[tuple[int, float, float, int, np.ndarray]]]
+    _scalar_recorded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> [n_steps] bool
 
     @property
     def layers(self) -> list[str]:
@@ -78,6 +80,14 @@ class RunView:
         if stat not in self._recorded:
             return np.zeros((len(self.layer_info), len(self.steps)), dtype=bool)
         return self._recorded[stat].copy()
+
+    def scalar_recorded(self, key: str) -> np.ndarray:
+        """[n_steps] bool: True where `key` was logged (its value may be NaN: a NaN loss)."""
+        if key not in self._scalars:
+            return np.zeros(len(self.steps), dtype=bool)
+        if key not in self._scalar_recorded:
+            return ~np.isnan(self._scalars[key])
+        return self._scalar_recorded[key].copy()
 
     def scalar(self, key: str) -> np.ndarray:
         """Per-step scalar (a `run.log` key, `lr/group0`, `amp_scale`), aligned with `steps`."""
@@ -160,8 +170,10 @@ def read_run(store: RunStore, run_id: int) -> RunView:
         raise StoreError(f"no run with id {run_id} in {store.path!r}.")
     name, status, pid, host, config_json, env_json, error, nonfinite_json = row
     infos = tuple(
-        LayerInfo(*r)
-        for r in con.execute("SELECT layer, type, kind, n_params FROM layers WHERE run_id=? ORDER BY position", (run_id,))
+        LayerInfo(name, type_, kind, n_params, json.loads(shapes))
+        for name, type_, kind, n_params, shapes in con.execute(
+            "SELECT layer, type, kind, n_params, param_shapes FROM layers WHERE run_id=? ORDER BY position", (run_id,)
+        )
     )
     step_rows = con.execute("SELECT step, wall_time FROM steps WHERE run_id=? ORDER BY step", (run_id,)).fetchall()
     steps = np.array([s for s, _ in step_rows], dtype=np.int64)
@@ -176,9 +188,11 @@ def read_run(store: RunStore, run_id: int) -> RunView:
             stats[stat][pos, col[step]] = np.nan if value is None else value
             recorded[stat][pos, col[step]] = True
     scalars: dict[str, np.ndarray] = {}
+    scalar_recorded: dict[str, np.ndarray] = {}
     for step, key, value in con.execute("SELECT step, key, value FROM scalars WHERE run_id=?", (run_id,)):
         if step in col:
             scalars.setdefault(key, np.full(len(steps), np.nan))[col[step]] = np.nan if value is None else value
+            scalar_recorded.setdefault(key, np.zeros(len(steps), dtype=bool))[col[step]] = True
     hists: dict[tuple[str, str], list] = {}
     for step, pos, kind, lo, hi, nonfinite, counts in con.execute(
         "SELECT step, position, kind, lo, hi, nonfinite, counts FROM hists WHERE run_id=? ORDER BY step", (run_id,)
@@ -190,7 +204,7 @@ def read_run(store: RunStore, run_id: int) -> RunView:
         config=json.loads(config_json), env=json.loads(env_json), error=error,
         first_nonfinite=json.loads(nonfinite_json) if nonfinite_json else None,
         layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
-        _stats=stats, _recorded=recorded, _scalars=scalars, _hists=hists,
+        _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
     )
 
 
