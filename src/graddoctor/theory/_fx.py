@@ -49,6 +49,10 @@ def trace(model: Any, input_shape: tuple[int, ...] | None) -> ModelSpec:
     """Trace `model` and turn its graph into specs (see spec.read_model)."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"predict() needs an nn.Module, got {type(model).__name__}.")
+    if input_shape is not None and not (isinstance(input_shape, (tuple, list, torch.Size))
+                                        and all(isinstance(n, int) and n > 0 for n in input_shape)):
+        raise ConfigError(f"input_shape must be the shape of one sample as positive integers, e.g. (3, 32, 32); "
+                          f"got {input_shape!r}.")
     try:
         graph = _Tracer().trace(model)
     except Exception as err:  # torch.fx raises many types for untraceable Python

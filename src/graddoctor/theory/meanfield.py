@@ -237,7 +237,8 @@ def depth_scales(activation: Any, sigma_w2: float, sigma_b2: float) -> DepthScal
 
     Example:
         >>> d = depth_scales("tanh", 1.5, 0.05)
-        >>> d.phase, round(d.trainable_depth)               # doctest: +SKIP
+        >>> d.phase, round(d.xi_c, 1), round(d.trainable_depth)
+        ('ordered', 15.8, 95)
     """
     act = resolve(activation)
     point = fixed_point(act, sigma_w2, sigma_b2)

@@ -1,10 +1,11 @@
 """`graddoctor.predict`: gradient flow at initialization predicted from mean-field theory.
 
 What is predicted is `out_grad_norm`: ||dL/dh|| of each Linear/Conv output h, the pre-activation
-gradient, relative to the last predicted layer. Weight-gradient norms (`grad_norm`) do not follow
-it: with a batch of B samples the B^2 cross-sample terms of ||dW||^2 dominate once samples are
-correlated (a depth-10 He-init ReLU MLP keeps ||dL/dh||^2 level, 1.00 per layer, while ||dW||^2
-shrinks about 0.67 per layer toward the input).
+gradient, relative to the last predicted layer. Weight-gradient norms (`grad_norm`) need not
+follow it: ||dW||^2 = sum_{b,b'} (g_b . g_b')(x_b . x_b') has B^2 cross-sample terms that dominate
+when per-sample gradients point alike and inputs are correlated (a depth-10 He-init ReLU MLP whose
+loss projects all outputs on one random vector keeps ||dL/dh||^2 level, 1.01 per layer, while
+||dW||^2 shrinks 0.63 per layer toward the input).
 """
 
 from __future__ import annotations
