@@ -32,10 +32,11 @@ def mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    chans = [3, 32, 32, 64, 64, 64, 64]
+    chans = [3, 32, 32, 64, 64, 64, 64]  # 0.14 M parameters in 20 tensors
     layers: list[nn.Module] = []
-    for cin, cout in zip(chans[:-1], chans[1:]):
-        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    for k, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+        stride = 2 if k == 2 else 1  # 32x32 for two layers, then 16x16: ~30 MiB of ReLU outputs
+        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
     return nn.Sequential(*layers), torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
 
@@ -52,6 +53,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
 
 
 def block(model, opt, x, y, steps: int, run=None) -> float:
+    """Median time of `steps` training steps, after one untimed step (the same for A and B)."""
+    train_step(model, opt, x, y)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -92,8 +95,7 @@ def watched_block(model, opt, x, y, steps: int, mode: str, store: Path, run_name
             floor.close()
     every = int(mode.split("=")[1])
     with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0) as run:
-        block(model, opt, x, y, 1, run)  # the first record allocates the update snapshot
-        return block(model, opt, x, y, steps, run)
+        return block(model, opt, x, y, steps, run)  # its untimed step allocates the update snapshot
 
 
 def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[float]:
@@ -114,6 +116,44 @@ def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[
     return ratios
 
 
+def breakdown(name: str, steps: int = 30) -> dict[str, float]:
+    """Milliseconds per step spent in each hook of a watched run (every=1), timed from outside."""
+    from graddoctor.probes.monitor import Run
+
+    spent: dict[str, float] = {}
+    originals = {n: getattr(Run, n) for n in ("_on_forward", "_on_out_grad", "_on_pre_step", "_on_post_step")}
+
+    def timed(n, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[n] = spent.get(n, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    torch.manual_seed(0)
+    model, x, y = MODELS[name]()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    base = block(model, opt, x, y, steps)
+    try:
+        for n, fn in originals.items():
+            setattr(Run, n, timed(n, fn))
+        with tempfile.TemporaryDirectory() as tmp, graddoctor.watch(model, opt, store=Path(tmp) / "b.db", hist_every=0) as run:
+            block(model, opt, x, y, 2, run)
+            spent.clear()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                train_step(model, opt, x, y)
+            watched = (time.perf_counter() - t0) / steps
+    finally:
+        for n, fn in originals.items():
+            setattr(Run, n, fn)
+    out = {"unwatched step": base * 1e3, "watched step": watched * 1e3}
+    out.update({n.strip("_").replace("on_", "") + " hooks": v / steps * 1e3 for n, v in spent.items()})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=8)
@@ -121,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--modes", default="floor,every=1,every=10")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
+    ap.add_argument("--breakdown", action="store_true", help="time each hook of a watched step (ms), every=1")
     args = ap.parse_args(argv)
+    if args.breakdown:
+        for name in args.models.split(","):
+            print(name + ": " + ", ".join(f"{k} {v:.2f} ms" for k, v in breakdown(name).items()))
+        return 0
     if args.quick:
         args.rounds, args.steps = 2, 4
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; rounds={args.rounds}, steps/block={args.steps}")

@@ -114,8 +114,7 @@ def activation_counts(
     nonzero = torch.sign(magnitude, out=scratch.get(flat, 1)).sum(dtype=torch.float32)
     fired = None
     if x.ndim >= 2:
-        dims = tuple(d for d in range(x.ndim) if d != channel_dim % x.ndim)
-        fired = magnitude.view(x.shape).amax(dim=dims).float()
+        fired = _unit_max(magnitude.view(x.shape), channel_dim % x.ndim).float()
     saturated = None
     if saturation is not None:
         lo, hi = saturation
@@ -125,6 +124,13 @@ def activation_counts(
         else:
             saturated = outside_count(flat, lo, hi, scratch)
     return nonzero, fired, saturated
+
+
+def _unit_max(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """max over every dim but `channel_dim`; for NCHW, the contiguous inner dims go first (2x faster)."""
+    if channel_dim == 1 and x.ndim >= 3:
+        return x.amax(dim=tuple(range(2, x.ndim))).amax(0)
+    return x.amax(dim=tuple(d for d in range(x.ndim) if d != channel_dim))
 
 
 def norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
