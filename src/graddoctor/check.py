@@ -6,6 +6,7 @@ state and the RNG streams are restored afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -69,7 +70,27 @@ def check(
             view, notes = _train(model, inputs, targets, loss_fn, steps, optimizer)
     finally:
         saved.restore()
-    return diagnose(view, notes=notes)
+    prediction, theory_note = _predict(model, inputs)  # the model is back at its initial weights
+    return diagnose(view, notes=notes + ([theory_note] if theory_note else []), prediction=prediction)
+
+
+def _predict(model: nn.Module, inputs: Any) -> tuple[Any, str | None]:
+    """Mean-field theory for the model as it is now (at init), to show next to the measurement.
+
+    Theory is evidence, not a requirement: a model it cannot read gets a note, never an error.
+    """
+    from .theory import predict
+
+    try:
+        prediction = predict(model, inputs=inputs) if isinstance(inputs, torch.Tensor) else predict(model)
+    except Exception as err:  # a model the theory module cannot read: say so and go on
+        return None, f"theory: no prediction for this model ({type(err).__name__}: {err})."
+    if len(prediction.layers) < 2:
+        return None, "theory: the model has fewer than two layers it covers; no prediction shown."
+    if prediction.uncovered:
+        parts = ", ".join(repr(name) for name, _, _ in prediction.uncovered[:3])
+        return prediction, f"theory: layers past {parts} are not covered by mean-field theory and not predicted."
+    return prediction, None
 
 
 def _split(batch: Any) -> tuple[Any, Any]:
@@ -231,4 +252,4 @@ def check_spec(
         y = torch.randint(0, classes, (len(x),), generator=gen).to(x.device)
         notes.append(f"random class labels in [0, {classes}) and cross-entropy.")
     d = check(model, (x, y) if y is not None else x, steps=steps)
-    return Diagnosis(run=d.run, findings=d.findings, layers=d.layers, notes=tuple(notes) + d.notes)
+    return dataclasses.replace(d, notes=tuple(notes) + d.notes)

@@ -10,6 +10,7 @@ import numpy as np
 from ..config import Stat
 from ..errors import ConfigError, GradDoctorError
 from ..store.view import RunView, load
+from .expected import annotate, compare
 from .findings import Diagnosis, Finding, Kind
 from .profile import nonfinite_mask, window_values, windows
 from .rules import RULES, RuleSpec
@@ -25,6 +26,7 @@ def diagnose(
     thresholds: Thresholds | None = None,
     rules: Sequence[RuleSpec] = RULES,
     notes: Sequence[str] = (),
+    prediction: Any = None,
 ) -> Diagnosis:
     """Name what is wrong with a run's gradient flow: findings with evidence, causes and ranked remedies.
 
@@ -40,6 +42,9 @@ def diagnose(
         thresholds: the rules' thresholds (default `Thresholds()`).
         rules: the rules to run (default: all of `RULES`).
         notes: lines to show with the findings (how the run was produced).
+        prediction: a `graddoctor.predict(model)` result for the run's model at its initialization:
+            its per-layer factors are shown next to the measured ones, and vanishing/exploding
+            findings quote what theory expected.
 
     Returns:
         A `Diagnosis`: findings worst first, a per-layer summary; `print` it or call `.to_json()`.
@@ -56,6 +61,9 @@ def diagnose(
         )
     t = thresholds or Thresholds()
     findings = [f for rule in rules for f in rule.check(run, t)]
+    comparison = compare(prediction, run) if prediction is not None else None
+    if comparison is not None:
+        findings = [annotate(f, comparison) for f in findings]
     findings.sort(key=lambda f: (-f.severity.rank, _KIND_ORDER.get(f.kind, len(_KIND_ORDER))))
     return Diagnosis(
         run={"name": run.name, "status": run.status, "path": run.path, "n_steps": int(len(run.steps)),
@@ -63,6 +71,7 @@ def diagnose(
         findings=tuple(findings),
         layers=tuple(layer_summary(run, findings, t)),
         notes=tuple(notes) + tuple(_run_notes(run)),
+        expected=comparison,
     )
 
 

@@ -111,12 +111,15 @@ class Diagnosis:
         findings: worst severity first.
         layers: one summary dict per layer, input side first.
         notes: how the run was obtained or read (e.g. "random inputs"), shown with the findings.
+        expected: mean-field theory's per-layer gradient factors next to the measured ones at the
+            first recorded step (`diagnose.expected.Comparison`), when a prediction was given.
     """
 
     run: Mapping[str, Any]
     findings: tuple[Finding, ...]
     layers: tuple[Mapping[str, Any], ...]
     notes: tuple[str, ...] = ()
+    expected: Any = None
 
     @property
     def kinds(self) -> set[str]:
@@ -145,6 +148,7 @@ class Diagnosis:
             "notes": list(self.notes),
             "findings": [f.to_dict() for f in self.findings],
             "layers": [{k: json_number(v) for k, v in layer.items()} for layer in self.layers],
+            **({"theory": _json_tree(self.expected.to_dict())} if self.expected is not None else {}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -155,6 +159,14 @@ class Diagnosis:
         from .render import render_text
 
         return render_text(self)
+
+
+def _json_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_tree(v) for v in value]
+    return json_number(value)
 
 
 def json_number(value: Any) -> Any:

@@ -79,7 +79,25 @@ def render_text(d: "Diagnosis") -> str:
     lines.append("per layer (input side first; out_grad = ||dL/d output||; medians over the first/last finite steps;"
                  " nonfinite = steps with NaN/Inf):")
     lines.append(layer_table(d.layers))
+    if d.expected is not None:
+        lines += ["", *expected_table(d.expected)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def expected_table(c: Any) -> list[str]:
+    """Predicted vs measured factor of ||dL/dh||^2 per Linear/Conv layer (theory at init)."""
+    title = (f"theory at initialization (mean-field, wide limit: {c.phase or 'phase unknown'}) vs measured at step "
+             f"{c.step}:\nfactor = ||dL/dh||^2 at a weight layer's output over the same at the next one toward the output")
+    rows = [[r.name or "(root)", r.type, num(r.predicted_factor), num(r.measured_factor)] for r in c.layers]
+    rows.append(["geometric mean", "", num(c.predicted_mean), num(c.measured_mean)])
+    headers = ["layer", "type", "predicted", "measured"]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    right = [False, False, True, True]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(x.rjust(w) if r else x.ljust(w) for x, w, r in zip(cells, widths, right)).rstrip()
+
+    return [title, line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 def layer_table(layers: Sequence[dict[str, Any]]) -> str:
