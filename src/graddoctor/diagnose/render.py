@@ -1,14 +1,16 @@
 """Plain text of a Diagnosis: findings with evidence, cause and ranked remedies, then a per-layer table.
 
-Formats only (no colour, safe to pipe). diagnose/ may not import report/, so the few formatting
-helpers it needs live here.
+Formats only (no colour, safe to pipe); numbers and tables through graddoctor._text, shared with
+report/ (which diagnose/ may not import).
 """
 
 from __future__ import annotations
 
-import math
 import textwrap
 from typing import TYPE_CHECKING, Any, Sequence
+
+from .._text import fmt as num
+from .._text import format_table
 
 if TYPE_CHECKING:
     from .findings import Diagnosis, Finding
@@ -19,23 +21,6 @@ SUMMARY_COLUMNS = (
     ("update_ratio_end", "upd_ratio"), ("dead_frac_end", "dead"), ("saturated_frac_end", "sat"),
     ("nonfinite_steps", "nonfinite"),
 )
-
-
-def num(value: Any) -> str:
-    """A value in about 3 significant digits; '-' when absent; NaN/Inf spelled out, never hidden."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value == 0:
-        return "0"
-    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
 
 
 def layer_list(layers: Sequence[str], limit: int = 8) -> str:
@@ -90,14 +75,7 @@ def expected_table(c: Any) -> list[str]:
              f"{c.step}:\nfactor = ||dL/dh||^2 at a weight layer's output over the same at the next one toward the output")
     rows = [[r.name or "(root)", r.type, num(r.predicted_factor), num(r.measured_factor)] for r in c.layers]
     rows.append(["geometric mean", "", num(c.predicted_mean), num(c.measured_mean)])
-    headers = ["layer", "type", "predicted", "measured"]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    right = [False, False, True, True]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(x.rjust(w) if r else x.ljust(w) for x, w, r in zip(cells, widths, right)).rstrip()
-
-    return [title, line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    return [title, format_table(["layer", "type", "predicted", "measured"], rows, right=[False, False, True, True])]
 
 
 def layer_table(layers: Sequence[dict[str, Any]]) -> str:
@@ -107,13 +85,7 @@ def layer_table(layers: Sequence[dict[str, Any]]) -> str:
          ",".join(layer.get("findings", ())) or "-"]
         for layer in layers
     ]
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-    right = [False, False] + [True] * len(SUMMARY_COLUMNS) + [False]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    return format_table(headers, rows, right=[False, False] + [True] * len(SUMMARY_COLUMNS) + [False])
 
 
 def _wrap(text: str, indent: str, hanging: str | None = None) -> list[str]:

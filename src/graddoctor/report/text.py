@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
+from .._text import fmt, format_table
 from ..store.view import RunView
+
+__all__ = ["fmt", "format_table", "layer_table", "LAYER_COLUMNS"]
 
 # Columns of the per-layer table, in reading order: gradient flow first, then activations.
 LAYER_COLUMNS = (
@@ -17,30 +19,6 @@ SHORT = {
     "update_ratio": "upd_ratio", "act_mean": "act_mean", "act_std": "act_std",
     "act_zero_frac": "zero", "dead_frac": "dead", "saturated_frac": "sat", "nonfinite_frac": "nonfin",
 }
-
-
-def fmt(value: float | None) -> str:
-    """A number in 4 significant digits; '-' for absent; NaN/Inf spelled out (never hidden)."""
-    if value is None:
-        return "-"
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value == 0:
-        return "0"
-    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[bool] | None = None) -> str:
-    """Columns padded to their widest cell; text columns left-aligned, numbers right-aligned."""
-    right = right or [i > 0 for i in range(len(headers))]
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def layer_table(run: RunView, step: int | None = None, columns: Sequence[str] = LAYER_COLUMNS) -> str:

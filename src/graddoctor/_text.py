@@ -1,0 +1,38 @@
+"""Plain-text number and table formatting shared by every text output (no colour, safe to pipe).
+
+Lives below report/ and diagnose/ so that both can use it (diagnose may not import report).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+
+def fmt(value: Any) -> str:
+    """A number in about 3 significant digits; '-' when absent; NaN/Inf spelled out (never hidden)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int)):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[bool] | None = None) -> str:
+    """Columns padded to their widest cell; by default the first column left-aligned, the rest right."""
+    right = right if right is not None else [i > 0 for i in range(len(headers))]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
