@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sqlite3
 from typing import Any
 
 import numpy as np
@@ -161,6 +162,17 @@ def load(source: Any, name: str | None = None) -> RunView:
 
 
 def read_run(store: RunStore, run_id: int) -> RunView:
+    """Load one run into memory; a file whose tables cannot be read raises StoreError."""
+    try:
+        return _read_run(store, run_id)
+    except sqlite3.Error as err:
+        raise StoreError(
+            f"the run store {store.path!r} cannot be read ({err}): it may be damaged, or written by another "
+            f"version of graddoctor's schema. Record into a new store file."
+        ) from None
+
+
+def _read_run(store: RunStore, run_id: int) -> RunView:
     con = store.con
     row = con.execute(
         "SELECT name, status, pid, host, config_json, env_json, error, first_nonfinite_json FROM runs WHERE run_id=?",
