@@ -1,19 +1,9 @@
-"""Fixtures of the diagnosis tests: one intra-op thread (tiny models; the CPU is shared), cached scenario runs."""
+"""Fixtures of the diagnosis tests: cached scenario runs (tests/conftest.py sets one torch thread)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from two threads, and thread contention on a shared 2-core
-    # machine can make a 0.05 s training loop take seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
