@@ -50,3 +50,25 @@ def test_scalar_recorded_tells_a_nan_loss_from_an_unlogged_step(store_path):
     assert r.scalar_recorded("loss").tolist() == [True, True, False]
     loss = r.scalar("loss")
     assert loss[0] == 1.0 and np.isnan(loss[1]) and np.isnan(loss[2])
+
+
+def test_resume_with_other_layers_appends_them_after_the_stored_ones(store_path):
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def steps(run, n):
+        for _ in range(n):
+            loss = (model(torch.randn(8, 4)) - 1).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    with graddoctor.watch(model, opt, store=store_path, name="r", include=["0", "1"]) as run:
+        steps(run, 2)
+    with graddoctor.watch(model, opt, store=store_path, name="r", include=["1", "2"], resume=True) as run:
+        steps(run, 2)
+    r = graddoctor.load(store_path, name="r")
+    assert r.layers == ["0", "1", "2"] and r.steps.tolist() == [0, 1, 2, 3]
+    assert r.recorded("grad_norm")[0].tolist() == [True, True, False, False]   # '0' only before
+    assert r.recorded("grad_norm")[2].tolist() == [False, False, True, True]   # '2' only after
+    assert r.recorded("dead_frac")[1].all()

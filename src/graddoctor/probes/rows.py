@@ -39,6 +39,7 @@ class RowBuilder:
         self.plan = plan
         self.position = {i: positions[layer.name] for i, layer in enumerate(plan) if layer.name in positions}
         self.name_at = {p: name for name, p in positions.items()}
+        self.next_position = max(positions.values(), default=-1) + 1  # after every stored layer (resume)
         self.first_nonfinite: dict[str, Any] | None = None
 
     def build(self, p: StepPayload) -> dict[str, Any]:
@@ -72,7 +73,8 @@ class RowBuilder:
         new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
         for i in new:
-            pos = len(self.position)
+            pos = self.next_position
+            self.next_position += 1
             self.position[i] = pos
             layer = self.plan[i]
             self.name_at[pos] = layer.name
