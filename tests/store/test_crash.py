@@ -131,3 +131,24 @@ def test_finished_run_status(store_path):
     r = graddoctor.load(store_path)
     assert r.status == "finished"
     assert r.error is None
+
+
+def test_a_run_never_closed_is_flushed_and_finished_at_interpreter_exit(tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "open.db"
+    script = f"""
+import torch, graddoctor
+model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+run = graddoctor.watch(model, opt, store={str(store)!r}, name="open", flush_seconds=60)
+for _ in range(3):
+    loss = model(torch.randn(5, 3)).pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    r = graddoctor.load(store, name="open")
+    assert r.steps.tolist() == [0, 1, 2]  # nothing lost although flush_seconds was never reached
+    assert r.status == "finished" and "interpreter exit" in r.error

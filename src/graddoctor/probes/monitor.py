@@ -7,10 +7,12 @@ tensor hooks during backward, parameter gradients and weights in the optimizer's
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import time
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -105,6 +107,8 @@ class Run:
         except BaseException:
             self._handles.remove()
             raise
+        self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)  # a run left open (no `with`, no close()) still flushes at exit
         return self
 
     # -- the context manager -------------------------------------------------------------------
@@ -124,6 +128,8 @@ class Run:
             return
         self._closed = True
         self._handles.remove()
+        if getattr(self, "_at_exit", None) is not None:
+            atexit.unregister(self._at_exit)
         try:
             if self._late_logs:
                 self._flush_late_logs()
@@ -375,6 +381,12 @@ class Run:
     def _check_open(self, what: str) -> None:
         if self._closed:
             raise ConfigError(f"run.{what}() was called after the watch block ended; call it inside the `with` block.")
+
+
+def _close_at_exit(ref: "weakref.ref[Run]") -> None:
+    run = ref()
+    if run is not None:
+        run.close(error="closed at interpreter exit: the run was never closed (use `with graddoctor.watch(...)`)")
 
 
 def _scalar_rows(scalars: list, host_tail: list[np.ndarray]) -> list[tuple[int, str, float]]:
