@@ -15,6 +15,7 @@ from .theory import Prediction, predict
 from .watch import watch
 from .diagnose import Diagnosis, Finding, Thresholds, diagnose
 from .check import check
+from .compare import Comparison, compare
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "watch", "load", "predict", "Prediction", "Run", "RunView", "RunStore", "Stat", "WatchConfig",
     "GradDoctorError", "ConfigError", "ProbeError", "StoreError", "__version__",
     "diagnose", "check", "Diagnosis", "Finding", "Thresholds",
+    "compare", "Comparison",
 ]

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
     _add_diagnose_verbs(sub)
     _add_predict_verb(sub)
+    _add_compare_verb(sub)
     return p
 
 
@@ -211,6 +212,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         prediction = predict(load_model(args.model), input_shape=shape[1:] if shape else None,
                              batch=shape[0] if shape else None)
     print(prediction.to_json() if args.json else prediction)
+    return 0
+
+
+def _add_compare_verb(sub: argparse._SubParsersAction) -> None:
+    comp = sub.add_parser("compare", help="train MODEL and remedied variants over seeds, side by side, with verdicts "
+                          "(imports and runs MODEL's code)")
+    comp.add_argument("model", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
+    source = comp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help=".npz file with arrays x and y (integer y: classification)")
+    source.add_argument("--dataset", choices=("digits", "mnist1d"), help="a dataset that needs no download")
+    comp.add_argument("--remedies", required=True, help="comma-separated remedy ids; '+' combines, e.g. "
+                      "he_init,leaky_relu,batch_norm,residual,relu+he_init")
+    comp.add_argument("--steps", type=int, default=300, help="optimizer steps per run (default: 300)")
+    comp.add_argument("--seeds", type=int, default=3, help="runs per variant (default: 3)")
+    comp.add_argument("--jobs", type=int, help="worker processes (default: the number of CPUs)")
+    comp.add_argument("--store", help="SQLite run store for every run (default: not kept)")
+    comp.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
+    comp.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer (default: adam)")
+    comp.add_argument("--json", action="store_true", help="print the comparison as JSON instead of the table")
+    comp.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .datasets import load_npz
+
+    data = load_npz(args.data) if args.data else args.dataset
+    c = compare(args.model, data, remedies=args.remedies, steps=args.steps, seeds=args.seeds, jobs=args.jobs,
+                store=args.store, lr=args.lr, optimizer=args.optimizer)
+    print(c.to_json() if args.json else c, end="\n" if args.json else "")
     return 0
 
 

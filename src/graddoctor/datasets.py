@@ -1,0 +1,120 @@
+"""Small real datasets for `compare`, split once: scikit-learn's digits, MNIST-1D, or an .npz file.
+
+Nothing here downloads: digits ships with scikit-learn, MNIST-1D is generated locally by the
+`mnist1d` package when it is installed, and an .npz is a file the user already has. scikit-learn
+and mnist1d are imported inside the functions that need them, so `import graddoctor` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+DATASETS = ("digits", "mnist1d")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A fixed train/test split; inputs standardised with the training set's statistics.
+
+    `task` is "classification" when the targets are integers (cross-entropy, accuracy) and
+    "regression" otherwise (mean squared error).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.y_train.is_floating_point() else "classification"
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1 if self.task == "classification" else 0
+
+    def describe(self) -> str:
+        kind = f"{self.n_classes} classes" if self.task == "classification" else "regression"
+        return f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test, inputs {tuple(self.x_train.shape[1:])}, {kind}"
+
+
+def split(name: str, x: Any, y: Any, *, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Shuffle (seeded), split and standardise `x` (per input feature, train statistics)."""
+    x = torch.as_tensor(np.asarray(x))
+    y = torch.as_tensor(np.asarray(y))
+    if len(x) != len(y):
+        raise ConfigError(f"{name}: x has {len(x)} samples but y has {len(y)}; they must match.")
+    if len(x) < 8:
+        raise ConfigError(f"{name}: {len(x)} samples is too few to split into train and test; give at least 8.")
+    x = x.float() if not x.is_floating_point() else x.to(torch.float32)
+    y = y.to(torch.float32) if y.is_floating_point() else y.long()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, y = x[perm], y[perm]
+    n_train = max(1, int(round((1 - test_fraction) * len(x))))
+    mean, std = x[:n_train].mean(0), x[:n_train].std(0).nan_to_num(1.0).clamp_min(1e-6)
+    x = (x - mean) / std
+    return Dataset(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+def load_dataset(name: str) -> Dataset:
+    """A named dataset: "digits" (scikit-learn, 1,797 8x8 images) or "mnist1d" (if installed).
+
+    Raises:
+        ConfigError: an unknown name, or the package that provides it is not installed.
+    """
+    if name == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise ConfigError("--dataset digits needs scikit-learn: pip install scikit-learn.") from None
+        data = load_digits()
+        return split("digits", data.data, data.target)
+    if name == "mnist1d":
+        try:
+            from mnist1d.data import get_dataset_args, make_dataset
+        except ImportError:
+            raise ConfigError(
+                "--dataset mnist1d needs the mnist1d package (it generates the data locally): pip install mnist1d; "
+                "or use --dataset digits, or --data file.npz."
+            ) from None
+        data = make_dataset(get_dataset_args())
+        x = np.concatenate([data["x"], data["x_test"]])
+        y = np.concatenate([data["y"], data["y_test"]])
+        return split("mnist1d", x, y)
+    raise ConfigError(f"unknown dataset {name!r}; the datasets are {', '.join(DATASETS)} (or give --data file.npz).")
+
+
+def load_npz(path: str) -> Dataset:
+    """An .npz file with arrays `x` and `y` (integer y: classification), split 75/25 (seeded)."""
+    from .modelspec import load_data
+
+    x, y = load_data(path, None)
+    if y is None:
+        raise ConfigError(f"{path!r} has no targets: compare needs arrays 'x' and 'y' in the .npz file.")
+    return split(str(path), x, y)
+
+
+def as_dataset(data: Any) -> Dataset:
+    """Accept a `Dataset`, a dataset name, an .npz path, (x, y) or (x_train, y_train, x_test, y_test)."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str):
+        return load_npz(data) if data.endswith(".npz") else load_dataset(data)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return split("data", *data)
+    if isinstance(data, (tuple, list)) and len(data) == 4:
+        x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
+        if not y_train.is_floating_point():
+            y_train, y_test = y_train.long(), y_test.long()
+        return Dataset("data", x_train.float(), y_train, x_test.float(), y_test)
+    raise ConfigError(
+        "data must be a dataset name ('digits', 'mnist1d'), an .npz path, (x, y), (x_train, y_train, x_test, y_test) "
+        f"or a graddoctor.datasets.Dataset; got {type(data).__name__}."
+    )
