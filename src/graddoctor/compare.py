@@ -101,7 +101,7 @@ class Comparison:
             variants.append(entry)
         return {"task": self.task, "dataset": self.dataset, "steps": self.steps, "seeds": self.seeds,
                 "optimizer": self.optimizer, "lr": self.lr, "loss_target": self.loss_target,
-                "store": self.store, "seconds": round(self.seconds, 2), "verdict_rule": verdict_rule(self.task),
+                "store": None if self.store == MEMORY else self.store, "seconds": round(self.seconds, 2), "verdict_rule": verdict_rule(self.task),
                 "variants": variants}
 
     def to_json(self) -> str:

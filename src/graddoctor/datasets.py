@@ -53,14 +53,22 @@ def split(name: str, x: Any, y: Any, *, test_fraction: float = 0.25, seed: int =
         raise ConfigError(f"{name}: x has {len(x)} samples but y has {len(y)}; they must match.")
     if len(x) < 8:
         raise ConfigError(f"{name}: {len(x)} samples is too few to split into train and test; give at least 8.")
-    x = x.float() if not x.is_floating_point() else x.to(torch.float32)
-    y = y.to(torch.float32) if y.is_floating_point() else y.long()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     x, y = x[perm], y[perm]
     n_train = max(1, int(round((1 - test_fraction) * len(x))))
-    mean, std = x[:n_train].mean(0), x[:n_train].std(0).nan_to_num(1.0).clamp_min(1e-6)
-    x = (x - mean) / std
-    return Dataset(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+    return standardised(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+def standardised(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> Dataset:
+    """A `Dataset` from a given split: float inputs standardised with the training statistics."""
+    x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in (x_train, y_train, x_test, y_test))
+    x_train, x_test = x_train.to(torch.float32), x_test.to(torch.float32)
+    if y_train.is_floating_point():
+        y_train, y_test = y_train.to(torch.float32), y_test.to(torch.float32)
+    else:
+        y_train, y_test = y_train.long(), y_test.long()
+    mean, std = x_train.mean(0), x_train.std(0).nan_to_num(1.0).clamp_min(1e-6)
+    return Dataset(name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test)
 
 
 def load_dataset(name: str) -> Dataset:
@@ -84,10 +92,8 @@ def load_dataset(name: str) -> Dataset:
                 "--dataset mnist1d needs the mnist1d package (it generates the data locally): pip install mnist1d; "
                 "or use --dataset digits, or --data file.npz."
             ) from None
-        data = make_dataset(get_dataset_args())
-        x = np.concatenate([data["x"], data["x_test"]])
-        y = np.concatenate([data["y"], data["y_test"]])
-        return split("mnist1d", x, y)
+        data = make_dataset(get_dataset_args())  # generated locally (seeded), with its own 80/20 split
+        return standardised("mnist1d", data["x"], data["y"], data["x_test"], data["y_test"])
     raise ConfigError(f"unknown dataset {name!r}; the datasets are {', '.join(DATASETS)} (or give --data file.npz).")
 
 
@@ -113,7 +119,7 @@ def as_dataset(data: Any) -> Dataset:
         x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
         if not y_train.is_floating_point():
             y_train, y_test = y_train.long(), y_test.long()
-        return Dataset("data", x_train.float(), y_train, x_test.float(), y_test)
+        return Dataset("data", x_train.float(), y_train, x_test.float(), y_test)  # the caller's split, as given
     raise ConfigError(
         "data must be a dataset name ('digits', 'mnist1d'), an .npz path, (x, y), (x_train, y_train, x_test, y_test) "
         f"or a graddoctor.datasets.Dataset; got {type(data).__name__}."

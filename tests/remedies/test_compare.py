@@ -229,6 +229,20 @@ def test_as_dataset_refuses_what_it_cannot_read():
         as_dataset(42)
 
 
+def test_mnist1d_keeps_its_own_split(monkeypatch):
+    rng = np.random.default_rng(0)
+    fake = {"x": rng.normal(size=(40, 40)), "y": rng.integers(0, 10, 40),
+            "x_test": rng.normal(size=(10, 40)), "y_test": rng.integers(0, 10, 10)}
+    data_module = types.ModuleType("mnist1d.data")
+    data_module.get_dataset_args = lambda: None
+    data_module.make_dataset = lambda args: fake
+    monkeypatch.setitem(sys.modules, "mnist1d", types.ModuleType("mnist1d"))
+    monkeypatch.setitem(sys.modules, "mnist1d.data", data_module)
+    d = as_dataset("mnist1d")
+    assert (len(d.x_train), len(d.x_test), d.task) == (40, 10, "classification")
+    assert d.x_train.mean(0).abs().max() < 1e-5
+
+
 def test_cli_json(model_file, npz, capsys):
     code = main(["compare", model_file, "--data", npz, "--remedies", "lower_lr", "--steps", "20", "--seeds", "2",
                  "--jobs", "1", "--json"])
