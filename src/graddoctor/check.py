@@ -16,6 +16,7 @@ from torch import nn
 
 from .diagnose import Diagnosis, diagnose
 from .errors import ConfigError, GradDoctorError
+from .remedies.catalog import compare_command
 from .modelspec import expected_input, load_data, load_model, parse_shape, random_inputs
 from .probes.select import first_float_tensor
 from .store.view import load
@@ -252,4 +253,8 @@ def check_spec(
         y = torch.randint(0, classes, (len(x),), generator=gen).to(x.device)
         notes.append(f"random class labels in [0, {classes}) and cross-entropy.")
     d = check(model, (x, y) if y is not None else x, steps=steps)
+    data_args = f"--data {data}" if data is not None else "--data DATA.npz"
+    findings = tuple(dataclasses.replace(f, compare=compare_command([r.id for r in f.remedies], spec, data_args))
+                     for f in d.findings)  # the compare command with this MODEL spec filled in
+    d = dataclasses.replace(d, findings=findings)
     return dataclasses.replace(d, notes=tuple(notes) + d.notes)

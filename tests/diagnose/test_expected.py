@@ -62,3 +62,20 @@ def test_a_model_theory_cannot_read_is_still_checked_with_a_note():
     d = graddoctor.check(Recurrent(), torch.randn(4, 5, 8), steps=2)
     assert d.expected is None
     assert any(note.startswith("theory:") for note in d.notes)
+
+
+def test_findings_end_with_the_compare_command_that_tries_their_remedies(tmp_path):
+    from graddoctor.check import check_spec
+    from graddoctor.remedies.catalog import compare_command
+
+    d = check_spec("examples/deep_sigmoid.py:build", input_shape="64,64", classes=10, steps=3)
+    (finding,) = d.of_kind("vanishing_gradient")
+    ids = [a.id for a in finding.remedies]
+    assert finding.compare == compare_command(ids, "examples/deep_sigmoid.py:build", "--data DATA.npz")
+    assert finding.compare.startswith("graddoctor compare examples/deep_sigmoid.py:build --data DATA.npz --remedies relu")
+    assert f"compare them on your model: {finding.compare}" in str(d)
+    data = json.loads(d.to_json())
+    assert data["compare"][d.findings.index(finding)] == finding.compare
+    assert "compare" not in data["findings"][0]  # the finding objects keep the contract's keys
+    assert compare_command(["guard_numerics"]) is None
+    assert compare_command(["change_optimizer", "grad_clip"]).endswith("--remedies change_optimizer,grad_clip --optimizer sgd --seeds 3")

@@ -89,6 +89,7 @@ class Finding:
     evidence: Evidence
     cause: str
     remedies: tuple[Advice, ...] = ()
+    compare: str | None = None  # the `graddoctor compare` command that tries the remedies
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +148,8 @@ class Diagnosis:
             "run": {k: json_number(v) for k, v in self.run.items()},
             "notes": list(self.notes),
             "findings": [f.to_dict() for f in self.findings],
+            # Kept beside the findings (whose keys are the contract's): one command per finding, or null.
+            "compare": [f.compare for f in self.findings],
             "layers": [{k: json_number(v) for k, v in layer.items()} for layer in self.layers],
             **({"theory": _json_tree(self.expected.to_dict())} if self.expected is not None else {}),
         }

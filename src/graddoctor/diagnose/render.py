@@ -46,6 +46,8 @@ def render_finding(k: int, f: "Finding") -> list[str]:
         lines.append("   try, in this order:")
         for rank, advice in enumerate(f.remedies, 1):
             lines += _wrap(f"{rank}. {advice.title} [{advice.id}]: {advice.why}", "     ", hanging="        ")
+    if f.compare:
+        lines.append(f"   compare them on your model: {f.compare}")
     return lines
 
 

@@ -187,6 +187,23 @@ CATALOG: Mapping[str, Remedy] = MappingProxyType({r.id: r for r in _REMEDIES})
 _ALIASES: Mapping[str, str] = MappingProxyType({a: r.id for r in _REMEDIES for a in r.aliases})
 
 
+# Ids `graddoctor compare` can try: model surgery (remedies.surgery) or a trainer option (compare).
+# `change_optimizer`/`adam` is tried only against SGD (`--optimizer sgd`).
+COMPARABLE = (
+    "relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual",
+    "grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer",
+)
+
+
+def compare_command(remedy_ids: list[str], model: str = "MODEL", data: str = "--data DATA.npz") -> str | None:
+    """The `graddoctor compare` command that tries these remedies side by side (None if none can be)."""
+    ids = [r for r in dict.fromkeys(remedy_ids) if r in COMPARABLE]
+    if not ids:
+        return None
+    optimizer = " --optimizer sgd" if "change_optimizer" in ids else ""
+    return f"graddoctor compare {model} {data} --remedies {','.join(ids)}{optimizer} --seeds 3"
+
+
 def get_remedy(remedy_id: str) -> Remedy:
     """The catalog entry for `remedy_id` (or one of its aliases).
 
