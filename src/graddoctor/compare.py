@@ -3,76 +3,41 @@
 Every variant trains on the same data split, seeds, batches and optimizer, watched into one store
 (one run per variant and seed, named "relu/seed1"), in parallel processes. Model-side remedies
 are applied by `graddoctor.remedies.surgery.apply_remedy`; training-side ones are trainer options.
+The runs themselves live in `_compare_run` (Task, train_one, the worker pool), the verdict rule in
+`_compare_verdict` (Variant, verdict), the table in `_compare_text`; their names stay importable here.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import pickle
 import sys
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
+from ._compare_run import (
+    BATCH, CLIP_NORM, LR_FACTOR, TRAINING_SIDE, WARMUP_FRACTION, Task, _apply_model_side, _build, _run_all, train_one,
+)
+from ._compare_run import _CONVS, _evaluate, _flow, _init_worker, _mse, _optimizer, _Progress, _steps_to  # noqa: F401 - importable here as before
+from ._compare_verdict import MIN_EFFECT, SPREADS, Variant, _finite, verdict, verdict_rule  # noqa: F401 - importable here as before
 from .datasets import Dataset, as_dataset
 from .errors import ConfigError
 from .remedies.catalog import get_remedy
 from .store.sqlite import MEMORY, RunStore
 
-# Training-side remedies: options of the trainer below, never model surgery.
-TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "adam", "change_optimizer")
-CLIP_NORM = 1.0          # grad_clip: torch.nn.utils.clip_grad_norm_(..., max_norm=1.0)
-LR_FACTOR = 0.1          # lower_lr: lr / 10 (raise_lr: lr * 10)
-WARMUP_FRACTION = 0.1    # warmup: linear from lr/steps_warmup to lr over the first 10% of steps
-BATCH = 64               # minibatch size, sampled with replacement from the training split
-MIN_EFFECT = 0.02        # verdict: the smallest change that counts (accuracy points, or 2% of the loss)
-SPREADS = 2.0            # verdict: ... and more than this many pooled standard deviations
-_CONVS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d")
+__all__ = [
+    "compare", "Comparison", "Variant", "Task", "verdict", "verdict_rule", "train_one", "TRAINING_SIDE", "CLIP_NORM",
+    "LR_FACTOR", "WARMUP_FRACTION", "BATCH", "MIN_EFFECT", "SPREADS",
+]
+
 _METRICS = ("test_accuracy", "test_loss", "final_loss", "steps_to_target", "grad_ratio_init", "grad_ratio_end",
             "dead_frac", "saturated_frac", "sec_per_step")
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """One training run: a variant of the model at one seed. Picklable, for the worker processes."""
-
-    variant: str
-    remedies: tuple[str, ...]
-    seed: int
-    factory: Any                # a MODEL spec string or a picklable callable returning an nn.Module
-    data: Dataset
-    steps: int
-    lr: float
-    optimizer: str
-    loss_target: float
-    store: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One variant's results: per-seed metrics, their mean and std, and its verdict against the original."""
-
-    name: str
-    remedies: tuple[str, ...]
-    per_seed: tuple[dict[str, float], ...]
-    verdict: str | None = None
-
-    def metric(self, key: str) -> dict[str, float]:
-        """{mean, std, n} over the seeds where `key` is finite (std with ddof=1; 0 for one seed)."""
-        values = np.array([s.get(key, math.nan) for s in self.per_seed], dtype=float)
-        finite = values[np.isfinite(values)]
-        if len(finite) == 0:
-            return {"mean": math.nan, "std": math.nan, "n": 0}
-        std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
-        return {"mean": float(finite.mean()), "std": std, "n": int(len(finite))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,43 +172,6 @@ def compare(
     return Comparison(dataset.task, dataset.describe(), steps, seeds, optimizer, float(lr), target,
                       store_path, tuple(out), time.perf_counter() - t0)
 
-
-def verdict(original: dict[str, float], remedied: dict[str, float], *, higher_is_better: bool = True) -> str:
-    """`helps`, `hurts` or `no_change` from two {mean, std} summaries (see `compare` for the rule).
-
-    Example:
-        >>> verdict({"mean": 0.10, "std": 0.01}, {"mean": 0.90, "std": 0.02})
-        'helps'
-    """
-    a, b = original["mean"], remedied["mean"]
-    if not math.isfinite(b):
-        return "no_change" if not math.isfinite(a) else "hurts"
-    if not math.isfinite(a):
-        return "helps"
-    gain = (b - a) if higher_is_better else (a - b)
-    pooled = math.sqrt((_finite(original["std"]) ** 2 + _finite(remedied["std"]) ** 2) / 2)
-    floor = MIN_EFFECT if higher_is_better else MIN_EFFECT * abs(a)
-    threshold = max(SPREADS * pooled, floor)
-    if gain > threshold:
-        return "helps"
-    if -gain > threshold:
-        return "hurts"
-    return "no_change"
-
-
-def verdict_rule(task: str) -> str:
-    """The verdict rule in words, as printed under the table and stored in the JSON."""
-    if task == "classification":
-        return ("helps: mean test accuracy above the original's by more than 2 pooled std over seeds and by at least "
-                "0.02; hurts: below by the same margin (or non-finite); else no_change")
-    return ("helps: mean test loss below the original's by more than 2 pooled std over seeds and by at least 2% of "
-            "it; hurts: above by the same margin (or non-finite); else no_change")
-
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
-
-
 def _json_stat(s: dict[str, float]) -> dict[str, Any]:
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
     return clean
@@ -301,37 +229,6 @@ def _check_picklable(factory: Callable[[], nn.Module]) -> None:
         ) from None
 
 
-def _build(factory: Any) -> nn.Module:
-    if isinstance(factory, str):
-        from .modelspec import load_model
-
-        return load_model(factory)
-    try:
-        model = factory()
-    except Exception as err:
-        raise ConfigError(f"the model factory raised {type(err).__name__}: {err}") from err
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"the model factory returned a {type(model).__name__}, not a torch.nn.Module.")
-    return model
-
-
-def _apply_model_side(model: nn.Module, ids: tuple[str, ...], data: Dataset, name: str) -> nn.Module:
-    model_ids = [r for r in ids if r not in TRAINING_SIDE]
-    if not model_ids:
-        return model
-    try:
-        from .remedies.surgery import apply_remedy
-    except ImportError:
-        raise ConfigError(f"variant {name!r}: model-side remedies ({', '.join(model_ids)}) need "
-                          "graddoctor.remedies.surgery, which this install lacks.") from None
-    for rid in model_ids:
-        try:
-            model = apply_remedy(model, rid, data=data.x_train[:256]).model
-        except ConfigError as err:
-            raise ConfigError(f"variant {name!r}: remedy {rid!r} cannot be applied to this model: {err}") from None
-    return model
-
-
 def _loss_target(data: Dataset) -> float:
     """The loss a run must reach for `steps_to_target`: half the loss of a constant guess.
 
@@ -341,147 +238,3 @@ def _loss_target(data: Dataset) -> float:
     if data.task == "classification":
         return 0.5 * math.log(max(data.n_classes, 2))
     return 0.5 * float(data.y_train.float().var())
-
-
-def _run_all(tasks: list[Task], jobs: int, progress: bool) -> dict[tuple[str, int], dict[str, float]]:
-    bar = _Progress(len(tasks), enabled=progress)
-    results: dict[tuple[str, int], dict[str, float]] = {}
-    if jobs == 1 or len(tasks) == 1:
-        for task in tasks:
-            results[(task.variant, task.seed)] = train_one(task)
-            bar.advance(f"{task.variant}/seed{task.seed}")
-        bar.close()
-        return results
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
-                                                initializer=_init_worker) as pool:
-        futures = {pool.submit(train_one, task): task for task in tasks}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                task = futures[future]
-                results[(task.variant, task.seed)] = future.result()
-                bar.advance(f"{task.variant}/seed{task.seed}")
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            bar.close()
-    return results
-
-
-def _init_worker() -> None:
-    # Runs are small and the workers already fill the cores: more threads only contend.
-    torch.set_num_threads(1)
-
-
-class _Progress:
-    """A plain text progress bar on stderr: `[#####.....] 7/18 relu/seed1`."""
-
-    def __init__(self, total: int, *, enabled: bool, width: int = 30) -> None:
-        self.total, self.done, self.enabled, self.width = total, 0, enabled, width
-        self.t0 = time.perf_counter()
-        self.advance("", step=0)
-
-    def advance(self, label: str, step: int = 1) -> None:
-        self.done += step
-        if not self.enabled:
-            return
-        filled = int(self.width * self.done / max(self.total, 1))
-        elapsed = time.perf_counter() - self.t0
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} "
-                         f"{elapsed:5.0f}s {label:<28}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def train_one(task: Task) -> dict[str, float]:
-    """Train one variant at one seed, watched into `task.store`; return its metrics."""
-    from .store.view import load
-    from .watch import watch
-
-    torch.manual_seed(task.seed)
-    model = _apply_model_side(_build(task.factory), task.remedies, task.data, task.variant)
-    opt, schedule = _optimizer(model, task)
-    x, y = task.data.x_train, task.data.y_train
-    classify = task.data.task == "classification"
-    loss_fn = nn.functional.cross_entropy if classify else _mse
-    gen = torch.Generator().manual_seed(1000 + task.seed)  # the same batches for every variant
-    losses = torch.empty(task.steps)
-    config = {"variant": task.variant, "remedies": list(task.remedies), "seed": task.seed, "steps": task.steps,
-              "lr": task.lr, "optimizer": task.optimizer}
-    model.train()
-    t0 = time.perf_counter()
-    with watch(model, opt, store=task.store, name=f"{task.variant}/seed{task.seed}", config=config) as run:
-        for step in range(task.steps):
-            for group in opt.param_groups:
-                group["lr"] = schedule(step)
-            idx = torch.randint(0, len(x), (min(BATCH, len(x)),), generator=gen)
-            loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            if "grad_clip" in task.remedies:
-                nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
-            opt.step()
-            run.log(loss=loss)
-            losses[step] = loss.detach()
-    seconds = time.perf_counter() - t0
-    metrics = _evaluate(model, task.data, loss_fn, classify)
-    metrics.update(_flow(load(run)))
-    metrics["steps_to_target"] = _steps_to(losses, task.loss_target)
-    metrics["sec_per_step"] = seconds / task.steps
-    return metrics
-
-
-def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return nn.functional.mse_loss(out.reshape(y.shape) if out.numel() == y.numel() else out, y)
-
-
-def _optimizer(model: nn.Module, task: Task) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
-    lr = task.lr * (LR_FACTOR if "lower_lr" in task.remedies else 1 / LR_FACTOR if "raise_lr" in task.remedies else 1.0)
-    use_adam = task.optimizer == "adam" or "adam" in task.remedies or "change_optimizer" in task.remedies
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr) if use_adam else torch.optim.SGD(params, lr=lr)
-    warm = max(1, int(WARMUP_FRACTION * task.steps)) if "warmup" in task.remedies else 0
-    return opt, (lambda step: lr * min(1.0, (step + 1) / warm) if warm else lr)
-
-
-def _evaluate(model: nn.Module, data: Dataset, loss_fn: Callable, classify: bool) -> dict[str, float]:
-    """Train loss over the whole training split and test loss/accuracy, in eval mode (no dropout, BN running stats)."""
-    model.eval()
-    with torch.no_grad():
-        out_train, out_test = model(data.x_train), model(data.x_test)
-        metrics = {"final_loss": float(loss_fn(out_train, data.y_train)),
-                   "test_loss": float(loss_fn(out_test, data.y_test))}
-        if classify:
-            metrics["test_accuracy"] = float((out_test.argmax(-1) == data.y_test).float().mean())
-    model.train()
-    return metrics
-
-
-def _flow(run: Any) -> dict[str, float]:
-    """First over last weight layer's ||dL/d output|| at the first and last recorded step; dead and saturated fractions."""
-    layers = [info.name for info in run.layer_info if info.type in _CONVS]
-    out: dict[str, float] = {"grad_ratio_init": math.nan, "grad_ratio_end": math.nan}
-    if len(layers) >= 2 and len(run.steps):
-        first, last = run.stat("out_grad_norm", layers[0]), run.stat("out_grad_norm", layers[-1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["grad_ratio_init"] = float(first[0] / last[0])
-            out["grad_ratio_end"] = float(first[-1] / last[-1])
-    for stat in ("dead_frac", "saturated_frac"):
-        matrix = run.stat_matrix(stat) if stat in run.stats else np.empty((0, 0))
-        values = np.array([row[np.isfinite(row)][-1] for row in matrix if np.isfinite(row).any()])  # last recorded
-        out[stat] = float(values.mean()) if len(values) else math.nan
-    return out
-
-
-def _steps_to(losses: torch.Tensor, target: float) -> float:
-    """First step at which the mean loss over the last 10 steps is at or below `target` (NaN: never)."""
-    window = min(10, len(losses))
-    smooth = torch.nn.functional.avg_pool1d(losses.view(1, 1, -1), window, stride=1).view(-1)
-    hit = torch.nonzero(smooth <= target)
-    return float(hit[0, 0] + window - 1) if len(hit) else math.nan
