@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import Counter
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -95,13 +95,17 @@ def _example_input(model: nn.Module) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def _dry_forward(model: nn.Module, x: Any) -> Any:
-    """One forward in eval mode (no BatchNorm statistics updated), training flags restored."""
+def _dry_forward(model: nn.Module, x: Any, hooks: Iterable[tuple[nn.Module, Callable[..., None]]] = ()) -> Any:
+    """One forward in eval mode (no BatchNorm statistics updated), with temporary forward hooks
+    (module, fn) that are removed again, and training flags restored, whatever happens."""
     modes = {m: m.training for m in model.modules()}
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
     try:
         model.eval()
         return model(x)
     finally:
+        for h in handles:
+            h.remove()
         for m, mode in modes.items():
             m.training = mode
 

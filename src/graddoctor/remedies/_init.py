@@ -137,22 +137,14 @@ def _forward_order(model: nn.Module, modules: list[nn.Module], data: torch.Tenso
     def record(mod: nn.Module, args: Any, out: Any) -> None:  # returns None: a forward hook's value replaces the output
         order.setdefault(id(mod), len(order))
 
-    handles = [m.register_forward_hook(record) for m in modules]
     try:
-        _dry_forward(model, data)
+        _dry_forward(model, data, [(m, record) for m in modules])
     except Exception as err:
         raise RemedyError(f"lsuv: the forward pass on data of shape {tuple(data.shape)} failed: {err}") from None
-    finally:
-        for h in handles:
-            h.remove()
     return order
 
 
 def _output_var(model: nn.Module, layer: nn.Module, data: torch.Tensor) -> float:
     seen: list[float] = []
-    handle = layer.register_forward_hook(lambda mod, i, o: seen.append(float(o.float().var())) if not seen else None)
-    try:
-        _dry_forward(model, data)
-    finally:
-        handle.remove()
+    _dry_forward(model, data, [(layer, lambda mod, i, o: seen.append(float(o.float().var())) if not seen else None)])
     return seen[0]

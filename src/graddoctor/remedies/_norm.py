@@ -78,14 +78,10 @@ def _outputs(model: nn.Module, layers: list[tuple[str, nn.Module]], data: torch.
     def record(mod: nn.Module, args: Any, out: Any) -> None:
         outs.setdefault(id(mod), out)
 
-    handles = [m.register_forward_hook(record) for _, m in layers]
     try:
-        result = _dry_forward(model, x)
+        result = _dry_forward(model, x, [(m, record) for _, m in layers])
     except Exception:  # noqa: BLE001 - a guessed input may not fit: then nothing is known
         return None
-    finally:
-        for h in handles:
-            h.remove()
     flat = result.values() if isinstance(result, dict) else result if isinstance(result, (tuple, list)) else [result]
     outs[0] = [t for t in flat if isinstance(t, torch.Tensor)]
     return outs

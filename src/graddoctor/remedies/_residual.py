@@ -84,14 +84,10 @@ def _child_shapes(model: nn.Module, seqs: list[nn.Sequential], data: torch.Tenso
         shape_out = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         shapes.setdefault(id(mod), []).append((shape_in, shape_out))
 
-    handles = [child.register_forward_hook(record) for seq in seqs for child in seq.children()]
     try:
-        _dry_forward(model, x)
+        _dry_forward(model, x, [(child, record) for seq in seqs for child in seq.children()])
     except Exception as err:
         raise RemedyError(f"the dry forward on an input of shape {tuple(x.shape)} failed ({err}); pass data=<a batch>.") from None
-    finally:
-        for h in handles:
-            h.remove()
     return shapes
 
 
