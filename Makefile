@@ -5,23 +5,29 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTRAS := dev,demo,report,lab,mnist,lightning,hf,tensorboard
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,demo]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m graddoctor.demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+# The report tests open the HTML report in Debian's headless Chromium (no browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "make: could not install Debian's chromium; the browser tests will be skipped" >&2
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

@@ -11,6 +11,8 @@ import time
 from typing import Sequence
 
 from .errors import GradDoctorError
+from .lab._cli import add_lab_verb
+from .report._cli import add_report_verb
 from .report.text import format_table, layer_table
 from .store.sqlite import RunStore
 from .store.view import load
@@ -55,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_diagnose_verbs(sub)
     _add_predict_verb(sub)
     _add_compare_verb(sub)
+    add_report_verb(sub)
+    add_lab_verb(sub)
     return p
 
 

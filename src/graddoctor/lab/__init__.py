@@ -1,0 +1,1 @@
+"""The lab: reproducible studies that measure the claims about vanishing gradients (issue 7)."""
