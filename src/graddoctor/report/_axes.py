@@ -1,0 +1,104 @@
+"""Shared plumbing of the figure functions: import matplotlib on demand, make Axes without pyplot.
+
+Figures are `matplotlib.figure.Figure` objects, not pyplot ones: no global figure list, no GUI
+backend, nothing to close by hand (STYLE: no global state). Only report/ imports matplotlib.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import GradDoctorError
+from ..store.view import RunView
+
+# Colours by depth: input side dark, output side light, as in Glorot & Bengio's figures.
+DEPTH_CMAP = "viridis"
+
+
+def matplotlib() -> Any:
+    """The matplotlib module, or a GradDoctorError naming the extra to install."""
+    try:
+        import matplotlib as mpl
+    except ImportError:
+        raise GradDoctorError(
+            "graddoctor's figures and HTML report need matplotlib, which is not installed: "
+            "pip install 'graddoctor[report]'."
+        ) from None
+    return mpl
+
+
+def new_axes(ax: Any = None, *, figsize: tuple[float, float] = (7.5, 3.8)) -> Any:
+    """`ax` itself, or the Axes of a new Figure (Agg canvas, not registered with pyplot)."""
+    if ax is not None:
+        return ax
+    matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig.add_subplot()
+
+
+def depth_colors(n: int) -> list[Any]:
+    """n colours from input side (dark) to output side (light)."""
+    mpl = matplotlib()
+    cmap = mpl.colormaps[DEPTH_CMAP]
+    return [cmap(0.9 * k / max(n - 1, 1)) for k in range(n)]
+
+
+def layer_label(name: str) -> str:
+    """The layer's qualified name; the root module (empty name) reads '(root)'."""
+    return name or "(root)"
+
+
+def check_run(run: Any, function: str) -> RunView:
+    """`run` itself when it is a RunView; otherwise a TypeError that says how to get one."""
+    if not isinstance(run, RunView):
+        raise TypeError(f"{function}() takes a RunView, got {type(run).__name__}: read a run with "
+                        f"graddoctor.load('runs.db', name=...) or graddoctor.load(run) for a live run.")
+    if len(run.steps) == 0:
+        raise ValueError(f"{function}(): run {run.name!r} has no recorded step yet; record at least one step.")
+    return run
+
+
+def layers_with(run: RunView, stat: str, layers: Sequence[str] | None = None) -> list[str]:
+    """The layers (in run order) that recorded `stat` at least once, or `layers` checked against the run."""
+    recorded = run.recorded(stat).any(axis=1)
+    have = [name for name, ok in zip(run.layers, recorded) if ok]
+    if layers is None:
+        return have
+    missing = [name for name in layers if name not in run.layers]
+    if missing:
+        raise KeyError(f"no layer {missing[0]!r} in run {run.name!r}; its layers are: {', '.join(run.layers)}.")
+    return [name for name in layers if name in have]
+
+
+def require(values: Sequence[Any], what: str, run: RunView, hint: str) -> None:
+    """A ValueError when there is nothing to draw, saying what was missing and how to record it."""
+    if len(values) == 0:
+        raise ValueError(f"run {run.name!r} has no {what} to plot ({hint}); it recorded: {', '.join(run.stats) or 'nothing'}.")
+
+
+def step_columns(run: RunView, steps: Sequence[int] | None, default: str = "ends") -> list[int]:
+    """Array columns of the chosen recorded steps; default: the first and the last step."""
+    if steps is None:
+        cols = [0, len(run.steps) - 1] if default == "ends" else [len(run.steps) - 1]
+        return sorted(set(cols))
+    return [run.step_index(int(s)) for s in steps]
+
+
+def subsample(n: int, most: int) -> np.ndarray:
+    """At most `most` evenly spaced indices out of n, always keeping the first and the last."""
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+def positive(values: np.ndarray) -> np.ndarray:
+    """`values` with zeros and negatives as NaN: they have no place on a log axis (left as gaps)."""
+    out = np.array(values, dtype=float)
+    out[~(out > 0)] = np.nan
+    return out

@@ -1,0 +1,216 @@
+"""Figures of a recorded run: each function takes recorded data and an optional Axes, returns the Axes.
+
+    ax = figures.gradient_flow(run)                  # per-layer gradient norms, log scale
+    ax = figures.heatmap(run, "out_grad_norm")       # layer x step, log colour
+    page.figure(ax.figure, caption="...")            # into an HtmlPage
+
+matplotlib is imported inside the functions (the `[report]` extra); figures are plain
+`matplotlib.figure.Figure`s on the Agg canvas, never pyplot's. Nothing here computes a
+statistic: the functions select recorded values and draw them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..store.view import RunView
+from ._axes import (check_run, depth_colors, layer_label, layers_with, matplotlib, new_axes, positive, require,
+                    step_columns, subsample)
+from ._figures_time import loss_curve, overlay, unit_fractions, update_ratio
+
+__all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay"]
+
+MAX_HEATMAP_STEPS = 500  # columns drawn at most; a longer run is subsampled evenly (first and last kept)
+
+
+def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, prediction: Any = None,
+                  stats: Sequence[str] = ("out_grad_norm", "grad_norm"), ax: Any = None) -> Any:
+    """Per-layer gradient norms at chosen steps, input side left, on a log scale.
+
+    Vanishing gradients show as a slope down toward the input; a linear axis would hide them.
+    `out_grad_norm` (||dL/d output||, what theory predicts) is drawn solid with circles,
+    `grad_norm` (the weight gradient) dashed with squares, one colour per step.
+
+    Args:
+        run: a recorded run.
+        steps: recorded steps to draw (default: the first and the last).
+        prediction: a `graddoctor.predict(model)` result: its relative ||dL/dh|| per layer is
+            drawn dotted, scaled to meet the measured `out_grad_norm` at the last predicted
+            layer at the first drawn step.
+        stats: which of the two statistics to draw.
+        ax: Axes to draw into (default: a new figure).
+    """
+    run = check_run(run, "gradient_flow")
+    layers = [name for stat in stats for name in layers_with(run, stat)]
+    layers = [name for name in run.layers if name in set(layers)]
+    require(layers, "gradient norms (" + " or ".join(stats) + ")", run, "watch a model with trainable layers")
+    ax = new_axes(ax)
+    x = np.arange(len(layers))
+    rows = [run.layers.index(name) for name in layers]
+    cols = step_columns(run, steps)
+    colors = depth_colors(len(cols)) if len(cols) > 2 else ["#1f5fa8", "#d2461e"][: len(cols)]
+    styles = {"out_grad_norm": ("-", "o", "||dL/d output||"), "grad_norm": ("--", "s", "||dL/dW||")}
+    for col, color in zip(cols, colors):
+        for stat in stats:
+            line, marker, label = styles.get(stat, (":", "^", stat))
+            y = positive(run.stat_matrix(stat)[rows, col])
+            ax.plot(x, y, line, marker=marker, color=color, label=f"{label}, step {int(run.steps[col])}")
+    if prediction is not None:
+        _theory_line(ax, run, layers, prediction, cols[0])
+    ax.set_yscale("log")
+    ax.set_xticks(x, [layer_label(n) for n in layers], rotation=90 if len(layers) > 12 else 0)
+    ax.set_xlabel("layer (input side first)")
+    ax.set_ylabel("gradient norm (log)")
+    ax.set_title(f"gradient flow: {run.name}")
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def _theory_line(ax: Any, run: RunView, layers: list[str], prediction: Any, col: int) -> None:
+    rel = {p.name: p.rel_out_grad_norm for p in prediction.layers if p.rel_out_grad_norm is not None}
+    shown = [(k, rel[name]) for k, name in enumerate(layers) if name in rel]
+    if not shown:
+        return
+    last_k, _ = shown[-1]
+    anchor = run.stat("out_grad_norm", layers[last_k])[col]
+    if not np.isfinite(anchor) or anchor <= 0:
+        return
+    ks = [k for k, _ in shown]
+    ax.plot(ks, [anchor * r for _, r in shown], ":", color="0.35", marker="x",
+            label=f"theory at init (scaled at layer {layer_label(layers[last_k])})")
+
+
+def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: Sequence[str] | None = None,
+            steps: Sequence[int] | None = None, max_steps: int = MAX_HEATMAP_STEPS, ax: Any = None) -> Any:
+    """Layer x step map of one statistic with a log colour scale; input side at the top.
+
+    Args:
+        data: a recorded run, or a [n_layers, n_steps] array (then `layers` and `steps` label it).
+        stat: statistic to map (any recorded one; negative values get a symmetric log scale).
+        layers: rows to show (default: every layer that recorded `stat`).
+        steps: with an array, the step of each column (default 0, 1, ...).
+        max_steps: columns drawn at most: a longer run is subsampled evenly, first and last kept,
+            which bounds the image (and the report) whatever the run's length.
+        ax: Axes to draw into.
+
+    Grey cells were not recorded; magenta cells hold a recorded NaN or Inf (never hidden).
+    """
+    values, recorded, names, xs, title = _heatmap_data(data, stat, layers, steps)
+    keep = subsample(values.shape[1], max_steps)
+    values, recorded, xs = values[:, keep], recorded[:, keep], xs[keep]
+    mpl = matplotlib()
+    ax = new_axes(ax, figsize=(8.0, max(2.5, 0.9 + 0.22 * len(names))))
+    cmap = mpl.colormaps["magma"].with_extremes(bad="#d9d9d9")
+    finite = values[np.isfinite(values)]
+    norm = _log_norm(mpl, finite)
+    shown = np.where(np.isfinite(values), values, np.nan)
+    edges = _edges(xs)
+    y_edges = np.arange(len(names) + 1)
+    mesh = ax.pcolormesh(edges, y_edges, np.ma.masked_invalid(shown), cmap=cmap, norm=norm, rasterized=True)
+    bad = recorded & ~np.isfinite(values)
+    if bad.any():
+        ax.pcolormesh(edges, y_edges, np.ma.masked_where(~bad, np.ones_like(values)),
+                      cmap=mpl.colors.ListedColormap(["#ff00ff"]), rasterized=True)
+    ax.set_ylim(len(names), 0)
+    ax.set_yticks(np.arange(len(names)) + 0.5, [layer_label(n) for n in names],
+                  fontsize="small" if len(names) < 30 else "x-small")
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer (input side at top)")
+    ax.set_title(title)
+    ax.figure.colorbar(mesh, ax=ax, label=stat + (" (log)" if isinstance(norm, mpl.colors.LogNorm) else " (symlog)"))
+    return ax
+
+
+def _heatmap_data(data: Any, stat: str, layers: Sequence[str] | None,
+                  steps: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, str]:
+    if isinstance(data, RunView):
+        run = check_run(data, "heatmap")
+        names = layers_with(run, stat, layers)
+        require(names, f"values of {stat!r}", run, "pick a statistic the run recorded")
+        rows = [run.layers.index(n) for n in names]
+        return (run.stat_matrix(stat)[rows], run.recorded(stat)[rows], names, run.steps.astype(float),
+                f"{stat} per layer and step: {run.name}")
+    values = np.asarray(data, dtype=float)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"heatmap() takes a RunView or a non-empty 2-D [layers, steps] array, got shape {values.shape}.")
+    names = list(layers) if layers is not None else [str(k) for k in range(values.shape[0])]
+    xs = np.asarray(steps if steps is not None else np.arange(values.shape[1]), dtype=float)
+    if len(names) != values.shape[0] or len(xs) != values.shape[1]:
+        raise ValueError(f"heatmap(): array of shape {values.shape} but {len(names)} layer names and {len(xs)} steps: "
+                         "give one name per row and one step per column.")
+    return values, ~np.isnan(values), names, xs, f"{stat} per layer and step"
+
+
+def _log_norm(mpl: Any, finite: np.ndarray) -> Any:
+    if finite.size and (finite < 0).any():
+        scale = np.abs(finite[finite != 0])
+        linthresh = float(np.percentile(scale, 10)) if scale.size else 1.0
+        return mpl.colors.SymLogNorm(linthresh=linthresh)
+    pos = finite[finite > 0]
+    lo, hi = (float(pos.min()), float(pos.max())) if pos.size else (1e-3, 1.0)
+    return mpl.colors.LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 10)
+
+
+def _edges(xs: np.ndarray) -> np.ndarray:
+    """Cell edges around each column's step: midpoints between steps (steps may be log-spaced)."""
+    if len(xs) == 1:
+        return np.array([xs[0] - 0.5, xs[0] + 0.5])
+    mid = (xs[1:] + xs[:-1]) / 2
+    return np.concatenate([[xs[0] - (mid[0] - xs[0])], mid, [xs[-1] + (xs[-1] - mid[-1])]])
+
+
+def histograms(run: RunView, kind: str = "act", *, step: int | None = None, layers: Sequence[str] | None = None,
+               ax: Any = None) -> Any:
+    """Per-layer histograms at one step, one curve per layer (Glorot & Bengio 2010, figures 6-7).
+
+    Each curve is the layer's 64-bin histogram over its own range at that step (per-step ranges,
+    not all-time ones, which make healthy nets look as if they vanish), as a density.
+
+    Args:
+        run: a recorded run with histograms (`watch(..., hist_every=N)`).
+        kind: "act" (layer outputs) or "grad" (gradients of the layer's parameters).
+        step: recorded histogram step (default: the last step that has histograms).
+        layers: layers to draw (default: every layer with a histogram at that step).
+        ax: Axes to draw into.
+    """
+    run = check_run(run, "histograms")
+    if kind not in ("act", "grad"):
+        raise ValueError(f"histograms(kind=...) is 'act' or 'grad', got {kind!r}.")
+    names = layers if layers is not None else run.layers
+    per_layer = {n: {h[0]: h for h in run.hist(n, kind)} for n in names}
+    have = sorted({s for hs in per_layer.values() for s in hs})
+    if not have:
+        raise ValueError(f"run {run.name!r} has no {kind!r} histograms: record them with "
+                         f"graddoctor.watch(..., hist_every=N) (0 turns them off).")
+    chosen = have[-1] if step is None else int(step)
+    if chosen not in have:
+        raise KeyError(f"no {kind!r} histogram at step {chosen} in run {run.name!r}; histogram steps: {have}.")
+    drawn = [(n, hs[chosen]) for n, hs in per_layer.items() if chosen in hs]
+    ax = new_axes(ax)
+    for (name, (_, lo, hi, nonfinite, counts)), color in zip(drawn, depth_colors(len(drawn))):
+        edges = np.linspace(lo, hi, len(counts) + 1) if np.isfinite(lo) and np.isfinite(hi) else None
+        if edges is None or counts.sum() == 0:
+            continue
+        density = counts / counts.sum() / np.maximum(np.diff(edges), 1e-300)
+        extra = f", {nonfinite} non-finite" if nonfinite else ""
+        ax.stairs(density, edges, color=color, label=f"{layer_label(name)}{extra}")
+    what = "activation value (layer output)" if kind == "act" else "parameter gradient value"
+    ax.set_xlabel(what)
+    ax.set_ylabel("density")
+    ax.set_title(f"{'activation' if kind == 'act' else 'gradient'} histograms per layer, step {chosen}: {run.name}")
+    ax.legend(fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
+    return ax
+
+
+def curves_of(runs: Mapping[str, RunView], stat: str, layer: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{run name: (steps, values)} of one layer's `stat` (or a scalar such as 'loss' with layer=None) for `overlay`."""
+    out = {}
+    for label, run in runs.items():
+        if layer is None:
+            out[label] = (run.steps, run.scalar(stat) if stat in run.scalars else np.full(len(run.steps), np.nan))
+        else:
+            out[label] = (run.steps, run.stat(stat, layer))
+    return out
