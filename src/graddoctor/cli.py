@@ -48,11 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--step", type=int, help="recorded step (default: the last one)")
     show.set_defaults(func=cmd_show)
 
-    export = sub.add_parser("export", help="write a run's statistics as CSV or Parquet (long format)")
+    export = sub.add_parser("export", help="write a run's statistics as CSV or Parquet (long format) or TensorBoard")
     export.add_argument("path")
+    export.add_argument("dest", nargs="?", metavar="OUT", help="the same as -o OUT")
     export.add_argument("--name", help="run name (default: the latest run)")
-    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    export.add_argument("-o", "--output", help="output file (CSV default: standard output)")
+    export.add_argument("--format", choices=("csv", "parquet", "tensorboard"), default="csv")
+    export.add_argument("-o", "--output", help="output file (CSV default: standard output); for tensorboard, "
+                        "the log directory")
     export.set_defaults(func=cmd_export)
     _add_diagnose_verbs(sub)
     _add_predict_verb(sub)
@@ -107,7 +109,12 @@ def export_rows(run) -> list[tuple[str, int, str, str, float]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.dest and args.output and args.dest != args.output:
+        raise GradDoctorError(f"two outputs given ({args.dest!r} and -o {args.output!r}): give one.")
+    args.output = args.output or args.dest
     run = load(args.path, name=args.name)
+    if args.format == "tensorboard":
+        return _export_tensorboard(run, args.output)
     rows = export_rows(run)
     header = ["run", "step", "layer", "stat", "value"]
     if args.format == "parquet":
@@ -124,6 +131,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             out.close()
     if args.output:
         print(f"wrote {len(rows)} rows of run {run.name!r} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export_tensorboard(run, output: str | None) -> int:
+    if not output:
+        raise GradDoctorError("--format tensorboard needs a log directory: add -o tb/run1 (then tensorboard --logdir tb).")
+    from .integrations.tensorboard import export_tensorboard
+
+    counts = export_tensorboard(run, output)
+    print(f"wrote {counts['scalars']} scalars and {counts['histograms']} histograms of run {run.name!r} to {output}",
+          file=sys.stderr)
     return 0
 
 

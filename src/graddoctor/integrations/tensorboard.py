@@ -1,0 +1,106 @@
+"""TensorBoard: write a recorded run as TensorBoard event files, after training or while it runs.
+
+Reads only `RunView`s (never probes or tensors of the model). TensorBoard itself is imported
+inside the functions that write, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import GradDoctorError
+from ..store.view import RunView
+
+ROOT_TAG = "model"  # the root module's layer name is "", which TensorBoard cannot show as a tag
+HIST_KINDS = ("act", "grad")
+
+
+def export_tensorboard(view: RunView, logdir: str | os.PathLike[str]) -> dict[str, int]:
+    """Write every recorded value of `view` into TensorBoard event files under `logdir`.
+
+    Tags: `<stat>/<layer>` for per-layer statistics (`grad_norm/encoder.fc1`), the `run.log`
+    key itself for scalars (`loss`, `lr/group0`, `amp_scale`), and `act_hist/<layer>` /
+    `grad_hist/<layer>` for histograms. The TensorBoard step is graddoctor's step (the
+    optimizer step); wall times are the recorded ones. Non-finite values are written as they
+    are, never dropped; a value that was not recorded at a step is not written at all.
+
+    Example:
+        >>> export_tensorboard(graddoctor.load("runs.db"), "tb/exp1")     # doctest: +SKIP
+        >>> # tensorboard --logdir tb
+
+    Returns:
+        How many scalar and histogram events were written: {"scalars": n, "histograms": m}.
+    """
+    writer = summary_writer(logdir)
+    try:
+        counts = {"scalars": 0, "histograms": 0}
+        for tag, step, wall_time, value in scalar_events(view):
+            writer.add_scalar(tag, value, global_step=step, walltime=wall_time)
+            counts["scalars"] += 1
+        for tag, step, wall_time, hist in histogram_events(view):
+            writer.add_histogram_raw(tag, global_step=step, walltime=wall_time, **hist)
+            counts["histograms"] += 1
+    finally:
+        writer.close()
+    return counts
+
+
+def summary_writer(logdir: str | os.PathLike[str]) -> Any:
+    """torch's `SummaryWriter` (it needs the `tensorboard` package), with a clear error without it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GradDoctorError(
+            "writing TensorBoard files needs the tensorboard package: pip install 'graddoctor[tensorboard]'."
+        ) from None
+    return SummaryWriter(log_dir=os.fspath(logdir))
+
+
+def layer_tag(stat: str, layer: str) -> str:
+    return f"{stat}/{layer or ROOT_TAG}"
+
+
+def scalar_events(view: RunView, steps: set[int] | None = None) -> list[tuple[str, int, float, float]]:
+    """(tag, step, wall_time, value) of every recorded statistic and logged scalar (of `steps` only)."""
+    cols = [j for j, s in enumerate(view.steps) if steps is None or int(s) in steps]
+    events = []
+    for stat in view.stats:
+        matrix, recorded = view.stat_matrix(stat), view.recorded(stat)
+        for i, layer in enumerate(view.layers):
+            tag = layer_tag(stat, layer)
+            events += [(tag, int(view.steps[j]), float(view.wall_time[j]), float(matrix[i, j])) for j in cols if recorded[i, j]]
+    for key in view.scalars:
+        values, recorded = view.scalar(key), view.scalar_recorded(key)
+        events += [(key, int(view.steps[j]), float(view.wall_time[j]), float(values[j])) for j in cols if recorded[j]]
+    return events
+
+
+def histogram_events(view: RunView, steps: set[int] | None = None) -> list[tuple[str, int, float, dict[str, Any]]]:
+    """(tag, step, wall_time, add_histogram_raw arguments) of every recorded histogram (of `steps` only)."""
+    wall = {int(s): float(t) for s, t in zip(view.steps, view.wall_time)}
+    events = []
+    for layer in view.layers:
+        for kind in HIST_KINDS:
+            for step, lo, hi, _nonfinite, counts in view.hist(layer, kind):
+                if (steps is None or step in steps) and counts.sum() > 0:
+                    events.append((layer_tag(f"{kind}_hist", layer), step, wall.get(step, 0.0), raw_histogram(lo, hi, counts)))
+    return events
+
+
+def raw_histogram(lo: float, hi: float, counts: np.ndarray) -> dict[str, Any]:
+    """`add_histogram_raw` arguments for graddoctor's equal-width bins over [lo, hi].
+
+    The store keeps bin counts, not the values, so `sum` and `sum_squares` are computed from the
+    bin centres (TensorBoard draws histograms from the limits and counts alone). NaN/Inf values
+    are counted apart in the store and are not part of a TensorBoard histogram.
+    """
+    edges = np.linspace(lo, hi, len(counts) + 1) if hi > lo else np.full(len(counts) + 1, lo)
+    centres = (edges[:-1] + edges[1:]) / 2
+    return {
+        "min": float(lo), "max": float(hi), "num": int(counts.sum()),
+        "sum": float((centres * counts).sum()), "sum_squares": float((centres**2 * counts).sum()),
+        "bucket_limits": [float(e) for e in edges[1:]], "bucket_counts": [float(c) for c in counts],
+    }
