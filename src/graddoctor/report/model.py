@@ -1,0 +1,74 @@
+"""What a report shows, as data: the run, its diagnosis and the figures it can draw (no markup here).
+
+`build(run)` decides which figures a run supports; a figure it cannot draw carries a note saying
+what was not recorded and how to record it, so the page says so instead of silently skipping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from ..diagnose import Diagnosis, diagnose
+from ..store.view import RunView
+from . import figures
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """One figure of a report: `draw()` returns its Axes, or `draw` is None and `missing` says why."""
+
+    title: str
+    caption: str
+    draw: Callable[[], Any] | None
+    missing: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """A run with its diagnosis and the figures to draw, in reading order."""
+
+    run: RunView
+    diagnosis: Diagnosis
+    figures: tuple[FigureSpec, ...]
+
+
+def build(run: RunView, *, prediction: Any = None) -> RunReport:
+    """Diagnose `run` and plan its figures (nothing is drawn yet)."""
+    return RunReport(run, diagnose(run, prediction=prediction), tuple(figure_plan(run, prediction)))
+
+
+def figure_plan(run: RunView, prediction: Any = None) -> list[FigureSpec]:
+    """Every figure of the single-run report, each drawable or with a note saying what is missing."""
+    stats, scalars = set(run.stats), set(run.scalars)
+    plan = [
+        _spec(run, "Gradient flow", "||dL/d output|| (solid) and ||dL/dW|| (dashed) per layer at the first and the "
+              "last recorded step, log scale: a slope down toward the input is a vanishing gradient.",
+              {"out_grad_norm", "grad_norm"} & stats,
+              lambda: figures.gradient_flow(run, prediction=prediction), "no gradient norm was recorded"),
+        _spec(run, "Back-propagated gradient, layer x step", "||dL/d output|| of each layer over training, log colour "
+              "(grey: not recorded, magenta: NaN/Inf).", {"out_grad_norm"} & stats,
+              lambda: figures.heatmap(run, "out_grad_norm"), "out_grad_norm was not recorded"),
+        _spec(run, "Update ratio", "||dW||/||W|| per layer and step, log scale; the dashed line is the ~1e-3 rule "
+              "of thumb.", {"update_ratio"} & stats, lambda: figures.update_ratio(run),
+              "update_ratio was not recorded (watch with an optimizer and update_ratio=True)"),
+        _spec(run, "Dead and saturated units", "fraction of units per activation layer that never fired (dead, solid)"
+              " or sat in the flat part of their nonlinearity (saturated, dashed).",
+              {"dead_frac", "saturated_frac"} & stats, lambda: figures.unit_fractions(run),
+              "no dead or saturated fraction was recorded (they are measured on activation layers)"),
+        _spec(run, "Loss", "the logged loss per recorded step (red ticks: NaN/Inf).", {"loss"} & scalars,
+              lambda: figures.loss_curve(run), "no loss was logged: call run.log(loss=loss) after optimizer.step()"),
+    ]
+    for kind, title in (("act", "Activation histograms"), ("grad", "Gradient histograms")):
+        has = any(run.hist(name, kind) for name in run.layers)
+        plan.append(_spec(run, title, f"per-layer {'output' if kind == 'act' else 'parameter-gradient'} histograms at "
+                          "the last histogram step, each over its own range (Glorot & Bengio 2010).",
+                          {kind} if has else set(), lambda kind=kind: figures.histograms(run, kind),
+                          "no histogram was recorded: watch(..., hist_every=N)"))
+    return plan
+
+
+def _spec(run: RunView, title: str, caption: str, present: set[str], draw: Callable[[], Any], missing: str) -> FigureSpec:
+    if len(run.steps) == 0:
+        return FigureSpec(title, caption, None, "no step recorded yet")
+    return FigureSpec(title, caption, draw if present else None, "" if present else missing)

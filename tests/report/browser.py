@@ -1,0 +1,80 @@
+"""Open an HTML file in Debian's headless Chromium (no Playwright browser download) and record what it did."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@dataclasses.dataclass
+class Visit:
+    url: str
+    requests: list[str]
+    console: list[str]          # console messages of type error or warning
+    page_errors: list[str]      # uncaught exceptions
+    dialogs: list[str]          # alert()/confirm(): a script ran
+    screenshot: bytes
+    figure_sizes: list[tuple[str, float, float]]   # (tag, width, height) of every img/svg
+    text: str                   # document.body.innerText
+    img_count_outside_figures: int
+
+
+def require_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (make test installs Debian's chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+
+def visit(path: Path) -> Visit:
+    """Load `path` from a file:// URL with a fresh profile; collect requests, console, errors, sizes, a screenshot."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    url = path.resolve().as_uri()
+    requests: list[str] = []
+    console: list[str] = []
+    errors: list[str] = []
+    dialogs: list[str] = []
+    profile = tempfile.mkdtemp(prefix="graddoctor-chromium-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+                                                       viewport={"width": 1200, "height": 900})
+            try:
+                page = ctx.new_page()
+                page.on("request", lambda r: requests.append(r.url))
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.goto(url, wait_until="load")
+                page.wait_for_timeout(200)
+                sizes = page.evaluate(
+                    "() => Array.from(document.querySelectorAll('img, svg')).map(e => {"
+                    " const r = e.getBoundingClientRect(); return [e.tagName.toLowerCase(), r.width, r.height]; })")
+                text = page.evaluate("() => document.body.innerText")
+                stray = page.evaluate("() => document.querySelectorAll('img:not(figure img)').length")
+                shot = page.screenshot(full_page=False)
+            finally:
+                ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return Visit(url, requests, console, errors, dialogs, shot, [tuple(s) for s in sizes], text, stray)
+
+
+def pixel_std(png: bytes) -> float:
+    """Standard deviation of the screenshot's grey levels (0 for a blank page)."""
+    import io
+
+    import numpy as np
+    from matplotlib.image import imread
+
+    img = imread(io.BytesIO(png), format="png")
+    return float(np.asarray(img)[..., :3].mean(axis=-1).std())
