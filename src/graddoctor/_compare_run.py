@@ -6,13 +6,9 @@ metrics. A `Task` and `train_one` are pickled to spawned worker processes.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import math
-import multiprocessing
-import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +16,9 @@ from torch import nn
 
 from .datasets import Dataset
 from .errors import ConfigError
+from .lab.spec import TrainSpec
+from .lab.trainer import _mse, evaluate as _evaluate, fit  # noqa: F401 - _mse importable here as before
+from .lab.pool import Progress as _Progress, _init_worker, parallel_map  # noqa: F401 - _Progress, _init_worker importable here as before
 
 # Training-side remedies: options of the trainer below, never model surgery.
 TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "adam", "change_optimizer")
@@ -77,123 +76,36 @@ def _apply_model_side(model: nn.Module, ids: tuple[str, ...], data: Dataset, nam
     return model
 
 def _run_all(tasks: list[Task], jobs: int, progress: bool) -> dict[tuple[str, int], dict[str, float]]:
-    bar = _Progress(len(tasks), enabled=progress)
-    results: dict[tuple[str, int], dict[str, float]] = {}
-    if jobs == 1 or len(tasks) == 1:
-        for task in tasks:
-            results[(task.variant, task.seed)] = train_one(task)
-            bar.advance(f"{task.variant}/seed{task.seed}")
-        bar.close()
-        return results
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
-                                                initializer=_init_worker) as pool:
-        futures = {pool.submit(train_one, task): task for task in tasks}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                task = futures[future]
-                results[(task.variant, task.seed)] = future.result()
-                bar.advance(f"{task.variant}/seed{task.seed}")
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            bar.close()
-    return results
-
-
-def _init_worker() -> None:
-    # Runs are small and the workers already fill the cores: more threads only contend.
-    torch.set_num_threads(1)
-
-
-class _Progress:
-    """A plain text progress bar on stderr: `[#####.....] 7/18 relu/seed1`."""
-
-    def __init__(self, total: int, *, enabled: bool, width: int = 30) -> None:
-        self.total, self.done, self.enabled, self.width = total, 0, enabled, width
-        self.t0 = time.perf_counter()
-        self.advance("", step=0)
-
-    def advance(self, label: str, step: int = 1) -> None:
-        self.done += step
-        if not self.enabled:
-            return
-        filled = int(self.width * self.done / max(self.total, 1))
-        elapsed = time.perf_counter() - self.t0
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} "
-                         f"{elapsed:5.0f}s {label:<28}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+    """Train every task (in `jobs` worker processes: graddoctor.lab.pool) and key the metrics by (variant, seed)."""
+    done = parallel_map(train_one, tasks, jobs=jobs, progress=progress, label=lambda t: f"{t.variant}/seed{t.seed}")
+    return {(task.variant, task.seed): metrics for task, metrics in done}
 
 
 def train_one(task: Task) -> dict[str, float]:
-    """Train one variant at one seed, watched into `task.store`; return its metrics."""
+    """Train one variant at one seed, watched into `task.store` (graddoctor.lab.trainer.fit); return its metrics."""
     from .store.view import load
-    from .watch import watch
 
     torch.manual_seed(task.seed)
     model = _apply_model_side(_build(task.factory), task.remedies, task.data, task.variant)
-    opt, schedule = _optimizer(model, task)
-    x, y = task.data.x_train, task.data.y_train
-    classify = task.data.task == "classification"
-    loss_fn = nn.functional.cross_entropy if classify else _mse
-    gen = torch.Generator().manual_seed(1000 + task.seed)  # the same batches for every variant
-    losses = torch.empty(task.steps)
     config = {"variant": task.variant, "remedies": list(task.remedies), "seed": task.seed, "steps": task.steps,
               "lr": task.lr, "optimizer": task.optimizer}
-    model.train()
-    t0 = time.perf_counter()
-    with watch(model, opt, store=task.store, name=f"{task.variant}/seed{task.seed}", config=config) as run:
-        for step in range(task.steps):
-            for group in opt.param_groups:
-                group["lr"] = schedule(step)
-            idx = torch.randint(0, len(x), (min(BATCH, len(x)),), generator=gen)
-            loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            if "grad_clip" in task.remedies:
-                nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
-            opt.step()
-            run.log(loss=loss)
-            losses[step] = loss.detach()
-    seconds = time.perf_counter() - t0
-    metrics = _evaluate(model, task.data, loss_fn, classify)
+    # the same batches for every variant: seeded by the seed alone
+    losses, seconds, run = fit(model, task.data, _train_spec(task), batch_seed=1000 + task.seed, store=task.store,
+                               name=f"{task.variant}/seed{task.seed}", config=config)
+    metrics = _evaluate(model, task.data)
     metrics.update(_flow(load(run)))
     metrics["steps_to_target"] = _steps_to(losses, task.loss_target)
     metrics["sec_per_step"] = seconds / task.steps
     return metrics
 
 
-def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return nn.functional.mse_loss(out.reshape(y.shape) if out.numel() == y.numel() else out, y)
-
-
-def _optimizer(model: nn.Module, task: Task) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+def _train_spec(task: Task) -> TrainSpec:
+    """The trainer's settings for a task: training-side remedies become options (plain SGD, no momentum)."""
     lr = task.lr * (LR_FACTOR if "lower_lr" in task.remedies else 1 / LR_FACTOR if "raise_lr" in task.remedies else 1.0)
     use_adam = task.optimizer == "adam" or "adam" in task.remedies or "change_optimizer" in task.remedies
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr) if use_adam else torch.optim.SGD(params, lr=lr)
     warm = max(1, int(WARMUP_FRACTION * task.steps)) if "warmup" in task.remedies else 0
-    return opt, (lambda step: lr * min(1.0, (step + 1) / warm) if warm else lr)
-
-
-def _evaluate(model: nn.Module, data: Dataset, loss_fn: Callable, classify: bool) -> dict[str, float]:
-    """Train loss over the whole training split and test loss/accuracy, in eval mode (no dropout, BN running stats)."""
-    model.eval()
-    with torch.no_grad():
-        out_train, out_test = model(data.x_train), model(data.x_test)
-        metrics = {"final_loss": float(loss_fn(out_train, data.y_train)),
-                   "test_loss": float(loss_fn(out_test, data.y_test))}
-        if classify:
-            metrics["test_accuracy"] = float((out_test.argmax(-1) == data.y_test).float().mean())
-    model.train()
-    return metrics
+    return TrainSpec(optimizer="adam" if use_adam else "sgd", lr=lr, momentum=0.0, batch=BATCH, steps=task.steps,
+                     clip=CLIP_NORM if "grad_clip" in task.remedies else None, warmup=warm, hist_every=None)
 
 
 def _flow(run: Any) -> dict[str, float]:

@@ -24,7 +24,7 @@ from torch import nn
 from ._compare_run import (
     BATCH, CLIP_NORM, LR_FACTOR, TRAINING_SIDE, WARMUP_FRACTION, Task, _apply_model_side, _build, _run_all, train_one,
 )
-from ._compare_run import _CONVS, _evaluate, _flow, _init_worker, _mse, _optimizer, _Progress, _steps_to  # noqa: F401 - importable here as before
+from ._compare_run import _CONVS, _evaluate, _flow, _init_worker, _mse, _Progress, _steps_to  # noqa: F401 - importable here as before
 from ._compare_verdict import MIN_EFFECT, SPREADS, Variant, _finite, verdict, verdict_rule  # noqa: F401 - importable here as before
 from .datasets import Dataset, as_dataset
 from .errors import ConfigError

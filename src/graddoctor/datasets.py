@@ -31,6 +31,7 @@ class Dataset:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) or (C, L) of the flat inputs, for conv nets
 
     @property
     def task(self) -> str:
@@ -83,7 +84,7 @@ def load_dataset(name: str) -> Dataset:
         except ImportError:
             raise ConfigError("--dataset digits needs scikit-learn: pip install scikit-learn.") from None
         data = load_digits()
-        return split("digits", data.data, data.target)
+        return dataclasses.replace(split("digits", data.data, data.target), image_shape=(1, 8, 8))
     if name == "mnist1d":
         try:
             from mnist1d.data import get_dataset_args, make_dataset
@@ -92,8 +93,13 @@ def load_dataset(name: str) -> Dataset:
                 "--dataset mnist1d needs the mnist1d package (it generates the data locally): pip install mnist1d; "
                 "or use --dataset digits, or --data file.npz."
             ) from None
-        data = make_dataset(get_dataset_args())  # generated locally (seeded), with its own 80/20 split
-        return standardised("mnist1d", data["x"], data["y"], data["x_test"], data["y_test"])
+        state = np.random.get_state()
+        try:
+            data = make_dataset(get_dataset_args())  # generated locally (seeded), with its own 80/20 split
+        finally:
+            np.random.set_state(state)  # make_dataset reseeds NumPy's global generator: give the caller's back
+        return dataclasses.replace(standardised("mnist1d", data["x"], data["y"], data["x_test"], data["y_test"]),
+                                   image_shape=(1, 40))
     raise ConfigError(f"unknown dataset {name!r}; the datasets are {', '.join(DATASETS)} (or give --data file.npz).")
 
 

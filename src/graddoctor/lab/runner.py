@@ -1,0 +1,88 @@
+"""Run a study: its sweep into DIR/store.db, its analysis into DIR/results.json, its report into DIR/report.html."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .study import Settings, Study, get_study
+from .sweep import run_sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRun:
+    """What `run_study` produced: the analysis (results.json's content) and where the files are."""
+
+    study: Study
+    analysis: dict[str, Any]
+    out: Path
+
+    @property
+    def results_path(self) -> Path:
+        return self.out / "results.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / "report.html"
+
+    def __str__(self) -> str:
+        from .verdicts import render
+
+        return render(self.analysis)
+
+
+def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = None, jobs: int | None = None,
+              out: str | os.PathLike[str] | None = None, progress: bool | None = None, report: bool = True) -> StudyRun:
+    """Train, analyse and report a study (a `Study`, a registered name or a .toml path).
+
+    Args:
+        quick: the study's quick variant (under a minute on 2 cores).
+        seeds: seeds per configuration (default 3; at least the study's `min_seeds`).
+        jobs: worker processes (default: all cores).
+        out: directory for store.db, results.json and report.html (default: lab_runs/<name>[-quick]).
+        progress: a progress bar on stderr (default: when stderr is a terminal).
+        report: write the HTML report (needs matplotlib: the [report] extra).
+    """
+    study = get_study(study) if isinstance(study, str) else study
+    seeds = 3 if seeds is None else seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < max(1, study.min_seeds):
+        raise ConfigError(f"study {study.name!r} needs --seeds >= {max(1, study.min_seeds)}, got {seeds!r}.")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"jobs must be a positive integer, got {jobs!r}.")
+    settings = Settings(quick=quick, seeds=seeds)
+    out = Path(out) if out is not None else Path("lab_runs") / (study.name + ("-quick" if quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = run_sweep(study.runs(settings), out / "store.db", jobs=jobs,
+                        progress=sys.stderr.isatty() if progress is None else progress)
+    analysis = dict(study.analyse(results, settings))
+    analysis |= {"study": study.name, "title": study.title, "quick": quick, "seeds": seeds,
+                 "seconds": round(time.perf_counter() - t0, 1), "store": str(out / "store.db"),
+                 "report": str(out / "report.html") if report else None}
+    run = StudyRun(study, _clean(analysis), out)
+    run.results_path.write_text(json.dumps(run.analysis, indent=2) + "\n")
+    if report:
+        from .report import write_report
+
+        write_report(run, results)
+    return run
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become None, tuples lists, numpy scalars floats."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

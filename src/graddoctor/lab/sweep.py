@@ -1,0 +1,119 @@
+"""Sweeps: many `RunSpec`s (spec values x seeds) trained in parallel processes into one store, resumably.
+
+Every run is watched into the store under its name; its config (`RunSpec.to_dict`) and metrics
+go into a side table of the same SQLite file, written as soon as the run finishes:
+
+    CREATE TABLE lab_runs (name TEXT PRIMARY KEY, config_json TEXT, metrics_json TEXT, finished REAL)
+
+A run whose name is in `lab_runs` with the same config is not trained again: after a crash or
+Ctrl-C, running the sweep again trains only what is missing. A run whose config changed (say,
+--quick then a full run into the same directory) is trained again and replaces the old entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import sqlite3
+import time
+from typing import Any, Iterable, Sequence
+
+from ..errors import ConfigError
+from .pool import parallel_map
+from .results import Record, Results
+from .spec import RunSpec
+from .trainer import train_run
+
+SIDE_TABLE = """CREATE TABLE IF NOT EXISTS lab_runs (
+    name TEXT PRIMARY KEY, config_json TEXT NOT NULL, metrics_json TEXT NOT NULL, finished REAL NOT NULL)"""
+
+
+def grid(base: RunSpec, axes: dict[str, Sequence[Any]], seeds: Iterable[int], *, prefix: str = "") -> list[RunSpec]:
+    """The cross product of `axes` x `seeds` over `base`: one `RunSpec` per point, named and tagged by its values.
+
+    Axis keys are "net.FIELD", "train.FIELD" or "data" (e.g. {"net.depth": [5, 10], "net.init": ["he"]});
+    each point is tagged with its axis values under the field name ("depth", "init", ...).
+    """
+    keys = list(axes)
+    specs = []
+    for values in itertools.product(*(axes[k] for k in keys)):
+        point = dict(zip(keys, values))
+        for seed in seeds:
+            spec = _replace(base, point, seed)
+            label = "/".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()) or "base"
+            tags = dict(base.tags) | {k.split(".")[-1]: v for k, v in point.items()}
+            specs.append(dataclasses.replace(spec, name=f"{prefix}{label}/s{seed}", tags=tuple(sorted(tags.items()))))
+    return specs
+
+
+def _replace(base: RunSpec, point: dict[str, Any], seed: int) -> RunSpec:
+    net, train, data = {}, {}, base.data
+    for key, value in point.items():
+        part, _, field = key.partition(".")
+        if key == "data":
+            data = value
+        elif part == "net":
+            net[field] = value
+        elif part == "train":
+            train[field] = value
+        else:
+            raise ConfigError(f"a sweep axis is 'net.FIELD', 'train.FIELD' or 'data'; got {key!r}.")
+    try:
+        return dataclasses.replace(base, net=dataclasses.replace(base.net, **net),
+                                   train=dataclasses.replace(base.train, **train), data=data, seed=seed)
+    except TypeError as err:
+        raise ConfigError(f"sweep axes {sorted(point)}: {err}") from None
+
+
+def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: int | None = None,
+              progress: bool = True) -> Results:
+    """Train every spec not already finished in `store` (jobs processes; default: all cores); return all results.
+
+    Raises:
+        ConfigError: two specs with the same name.
+    """
+    from ..store.sqlite import RunStore
+
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"run names must be unique within a sweep; {dup[:3]} appear more than once.")
+    store = os.fspath(store)
+    RunStore(store).close()  # the schema, created once before the workers race to
+    with _connect(store) as db:
+        db.execute(SIDE_TABLE)
+    done = finished(store)
+    todo = [s for s in specs if done.get(s.name, (None,))[0] != json.loads(json.dumps(s.to_dict()))]
+    jobs = jobs or os.cpu_count() or 1
+    for (spec, _), metrics in parallel_map(_train, [(s, store) for s in todo], jobs=jobs, progress=progress,
+                                      label=lambda item: item[0].name):
+        _save(store, spec, metrics)
+    done = finished(store)
+    return Results(store, tuple(Record(s, done[s.name][1], store) for s in specs))
+
+
+def _train(item: tuple[RunSpec, str]) -> dict[str, Any]:
+    spec, store = item
+    return train_run(spec, store)
+
+
+def finished(store: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """name -> (config, metrics) of the runs recorded in the side table."""
+    with _connect(store) as db:
+        db.execute(SIDE_TABLE)
+        rows = db.execute("SELECT name, config_json, metrics_json FROM lab_runs").fetchall()
+    return {name: (json.loads(c), json.loads(m)) for name, c, m in rows}
+
+
+def _save(store: str, spec: RunSpec, metrics: dict[str, Any]) -> None:
+    with _connect(store) as db:
+        db.execute("INSERT OR REPLACE INTO lab_runs VALUES (?, ?, ?, ?)",
+                   (spec.name, json.dumps(spec.to_dict()), json.dumps(metrics), time.time()))
+
+
+def _connect(store: str) -> sqlite3.Connection:
+    db = sqlite3.connect(store, timeout=60)
+    db.isolation_level = None  # autocommit: each statement is its own transaction
+    return db

@@ -1,0 +1,128 @@
+"""The seeded trainer: one `RunSpec` trained and watched into a store (`train_run`), on the loop `fit` shares with `compare`.
+
+Determinism: `torch.manual_seed(seed)` before the model is built, minibatches drawn with
+replacement from a generator seeded by the run (never the global RNG), and one torch thread while
+training (a different thread count may change float sums). The same seed gives the same numbers
+in this process or in a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..datasets import Dataset
+from .spec import RunSpec, TrainSpec
+
+
+def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, store: Any, name: str,
+        config: dict[str, Any]) -> tuple[torch.Tensor, float, Any]:
+    """Train `model` on `data` as `train` says, watched into `store` as run `name`.
+
+    Returns (losses per step, seconds, the finished `Run`: `graddoctor.load(run)` reads it back).
+
+    The loss is the minibatch's mean cross-entropy (integer targets) or mean squared error (float
+    targets); clipping (if any) happens after backward and before the step, so the recorded
+    gradient norms are the ones *before* clipping.
+    """
+    from ..watch import watch
+
+    opt = _optimizer(model, train)
+    loss_fn = loss_function(data)
+    gen = torch.Generator().manual_seed(batch_seed)
+    x, y = data.x_train, data.y_train
+    losses = torch.full((train.steps,), math.nan)
+    model.train()
+    t0 = time.perf_counter()
+    options = {} if train.hist_every is None else {"hist_every": train.hist_every}
+    with watch(model, opt, store=store, name=name, config=config, every=train.every, **options) as run:
+        for step in range(train.steps):
+            for group in opt.param_groups:
+                group["lr"] = train.lr * min(1.0, (step + 1) / train.warmup) if train.warmup else train.lr
+            idx = torch.randint(0, len(x), (min(train.batch, len(x)),), generator=gen)
+            loss = loss_fn(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            if train.clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), train.clip)
+            opt.step()
+            run.log(loss=loss)
+            losses[step] = loss.detach()
+    return losses, time.perf_counter() - t0, run
+
+
+def _optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr)
+    return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum)
+
+
+def loss_function(data: Dataset) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return nn.functional.cross_entropy if data.task == "classification" else _mse
+
+
+def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(out.reshape(y.shape) if out.numel() == y.numel() else out, y)
+
+
+def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
+    """Train loss over the whole training split and test loss/accuracy, in eval mode (no dropout, BN running stats)."""
+    loss_fn = loss_function(data)
+    model.eval()
+    with torch.no_grad():
+        out_train, out_test = model(data.x_train), model(data.x_test)
+        metrics = {"final_loss": float(loss_fn(out_train, data.y_train)),
+                   "test_loss": float(loss_fn(out_test, data.y_test))}
+        if data.task == "classification":
+            metrics["test_accuracy"] = float((out_test.argmax(-1) == data.y_test).float().mean())
+    model.train()
+    return metrics
+
+
+@functools.lru_cache(maxsize=4)
+def dataset(name: str) -> Dataset:
+    """`graddoctor.lab.data.load`, once per process (MNIST-1D takes seconds to generate)."""
+    from .data import load
+
+    return load(name)
+
+
+def train_run(spec: RunSpec, store: str) -> dict[str, Any]:
+    """Train one run of a sweep into `store` (run name = spec.name); return its metrics (JSON-able).
+
+    Metrics: final_loss, test_loss, test_accuracy (classification), losses (per step; None where
+    not finite), diverged (a non-finite loss was seen), seconds.
+    """
+    from .models import build
+
+    data = dataset(spec.data)
+    n_out = data.n_classes if data.task == "classification" else 1
+    with _one_thread():
+        torch.manual_seed(spec.seed)
+        model = build(spec.net, tuple(data.x_train.shape[1:]), n_out, data.image_shape)
+        losses, seconds, _ = fit(model, data, spec.train, batch_seed=1000 + spec.seed, store=store, name=spec.name,
+                              config={"lab": spec.to_dict()})
+        metrics: dict[str, Any] = evaluate(model, data)
+    finite = torch.isfinite(losses)
+    metrics = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+    metrics["losses"] = [float(v) if ok else None for v, ok in zip(losses.tolist(), finite.tolist())]
+    metrics["diverged"] = not bool(finite.all())
+    metrics["seconds"] = round(seconds, 3)
+    return metrics
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
