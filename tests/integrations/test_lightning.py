@@ -1,0 +1,144 @@
+"""Lightning callback: the numbers of a plain autograd loop, one record per optimizer step, pre-clip."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import graddoctor
+
+L = pytest.importorskip("lightning.pytorch")
+from graddoctor.integrations.lightning import GradDoctorCallback  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+N_BATCHES, BATCH = 6, 8
+
+
+class Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.2)
+
+
+def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(BATCH, 4, generator=g), torch.randn(BATCH, 1, generator=g)) for _ in range(N_BATCHES)]
+
+
+def fit(tmp_path, callback, module, **trainer_kwargs) -> None:
+    data = batches()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, enable_progress_bar=False, enable_model_summary=False, logger=False,
+        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[callback], **trainer_kwargs,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
+
+
+def oracle(module: Tiny, *, accumulate: int = 1, clip: float | None = None) -> tuple[list[dict[str, float]], list[float]]:
+    """Plain autograd on a copy: per-layer gradient norms before clipping, and the step's loss."""
+    net = copy.deepcopy(module.net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.2)
+    norms, losses = [], []
+    data = batches()
+    for start in range(0, len(data), accumulate):
+        opt.zero_grad()
+        loss_sum = 0.0
+        for x, y in data[start:start + accumulate]:
+            loss = nn.functional.mse_loss(net(x), y) / accumulate
+            loss.backward()
+            loss_sum += float(loss)
+        norms.append({name: math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in net[int(name)].parameters()))
+                      for name in ("0", "2")})
+        losses.append(loss_sum)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+    return norms, losses
+
+
+def check_against(view, expected: tuple[list[dict[str, float]], list[float]]) -> None:
+    norms, losses = expected
+    assert view.steps.tolist() == list(range(len(norms)))
+    for layer in ("net.0", "net.2"):
+        np.testing.assert_allclose(view.stat("grad_norm", layer), [n[layer[-1]] for n in norms], rtol=1e-5)
+    np.testing.assert_allclose(view.scalar("loss"), losses, rtol=1e-5)
+
+
+def test_grad_norm_is_read_before_clipping_and_equals_plain_autograd(tmp_path):
+    module, store = Tiny(), tmp_path / "runs.db"
+    expected = oracle(module, clip=0.05)  # small enough to clip every step: post-clip norms would differ
+    fit(tmp_path, GradDoctorCallback(store=store, name="lit"), module, gradient_clip_val=0.05)
+    view = graddoctor.load(store, name="lit")
+    assert view.status == "finished"
+    check_against(view, expected)
+    assert view.layers == ["net.0", "net.1", "net.2"]
+    assert np.isfinite(view.stat("update_ratio", "net.0")).all()
+    assert np.isfinite(view.stat("act_std", "net.1")).all()
+
+
+def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
+    module, store = Tiny(), tmp_path / "runs.db"
+    expected = oracle(module, accumulate=3)
+    callback = GradDoctorCallback(store=store, hist_every=0)
+    fit(tmp_path, callback, module, accumulate_grad_batches=3)
+    view = graddoctor.load(store)
+    assert len(view.steps) == N_BATCHES // 3
+    check_against(view, expected)
+    assert callback.state_dict() == {"name": view.name}
+
+
+def test_bf16_mixed_precision_records_finite_gradients(tmp_path):
+    callback = GradDoctorCallback()  # in memory
+    fit(tmp_path, callback, Tiny(), precision="bf16-mixed", max_steps=2)
+    view = callback.run.view()
+    assert view.steps.tolist() == [0, 1]
+    assert np.isfinite(view.stat_matrix("grad_norm")[[0, 2]]).all()
+
+
+def test_unknown_options_and_unsupported_strategies_are_refused():
+    with pytest.raises(graddoctor.ConfigError, match="unknown watch option"):
+        GradDoctorCallback(evry=2)
+    from graddoctor.integrations.lightning import _check_strategy
+    from lightning.pytorch.strategies import DeepSpeedStrategy, SingleDeviceStrategy
+
+    _check_strategy(SingleDeviceStrategy(device=torch.device("cpu")))
+    with pytest.raises(graddoctor.ConfigError, match="Supported: .*'ddp'"):
+        _check_strategy(DeepSpeedStrategy.__new__(DeepSpeedStrategy))
+
+
+@pytest.mark.slow
+def test_ddp_example_writes_one_run_from_rank_zero(tmp_path):
+    store = tmp_path / "ddp.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "lightning_ddp.py"), "--quick", "--store", str(store)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import sqlite3
+
+    with sqlite3.connect(store) as con:
+        assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    view = graddoctor.load(store)
+    assert view.status == "finished" and len(view.steps) > 0
+    assert np.isfinite(view.stat("grad_norm", view.layers[0])).all()
