@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -15,32 +14,7 @@ import graddoctor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnose"))  # fakes.py: hand-made RunViews
 
-EVIL = "<img src=x onerror=alert(1)>"
-EVIL_SCRIPT = "<script>alert(2)</script>"
-
-
-def evil_mlp(depth: int = 4, width: int = 16) -> nn.Sequential:
-    """A sigmoid MLP whose first layer is named like an XSS payload."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers[EVIL] = nn.Linear(8, width)
-    for k in range(depth - 1):
-        layers[f"act{k}"] = nn.Sigmoid()
-        layers[f"fc{k + 1}"] = nn.Linear(width, width if k < depth - 2 else 1)
-    return nn.Sequential(layers)
-
-
-def train(store: Path, name: str, model: nn.Module, steps: int = 30) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    g = torch.Generator().manual_seed(1)
-    config = {"note": EVIL_SCRIPT, "lr": 0.5}
-    with graddoctor.watch(model, opt, store=store, name=name, every=1, hist_every=10, config=config) as run:
-        for _ in range(steps):
-            x, y = torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)
-            loss = (model(x) - y).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            run.log(loss=loss, **{EVIL_SCRIPT: loss.detach() * 2})
+from reportdata import EVIL_SCRIPT, evil_mlp, train  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,175 @@
+"""Each figure draws what it claims from known data: axes scales, one curve per layer in order, shapes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from graddoctor.report import figures
+
+LINEARS = ["0", "2", "4", "6", "8"]   # fakes.mlp_layers(5): Linear at even positions
+ACTS = ["1", "3", "5", "7"]
+
+
+def labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_gradient_flow_is_log_scale_one_point_per_layer_in_order(fake):
+    ax = figures.gradient_flow(fake)
+    assert ax.get_yscale() == "log"
+    assert labels(ax) == LINEARS
+    assert len(ax.lines) == 4  # out_grad_norm and grad_norm at the first and the last step
+    out_grad = ax.lines[0]
+    expected = [0.1 * 0.3 ** (4 - k) for k in range(5)]
+    np.testing.assert_allclose(out_grad.get_ydata(), expected)
+    np.testing.assert_array_equal(out_grad.get_xdata(), np.arange(5))
+    assert "step 0" in out_grad.get_label() and "step 19" in ax.lines[2].get_label()
+
+
+def test_gradient_flow_at_chosen_steps_with_theory_overlay(fake):
+    prediction = SimpleNamespace(layers=[SimpleNamespace(name=n, rel_out_grad_norm=0.5 ** (4 - k))
+                                         for k, n in enumerate(LINEARS)])
+    ax = figures.gradient_flow(fake, steps=[3, 7, 11], prediction=prediction, stats=("out_grad_norm",))
+    assert len(ax.lines) == 4
+    theory = ax.lines[-1]
+    assert theory.get_label().startswith("theory")
+    # scaled so that it meets the measured value at the last layer
+    np.testing.assert_allclose(theory.get_ydata(), [0.1 * 0.5 ** (4 - k) for k in range(5)])
+
+
+def test_gradient_flow_refuses_a_step_not_recorded(fake):
+    with pytest.raises(KeyError, match="step 99 was not recorded"):
+        figures.gradient_flow(fake, steps=[99])
+
+
+def test_figures_refuse_what_is_not_a_run():
+    with pytest.raises(TypeError, match="graddoctor.load"):
+        figures.gradient_flow({"0": [1.0]})
+
+
+def mesh_of(ax):
+    return next(c for c in ax.collections if type(c).__name__ == "QuadMesh")
+
+
+def test_heatmap_shape_is_layers_by_steps_with_log_colour(fake):
+    import matplotlib.colors
+
+    ax = figures.heatmap(fake, "out_grad_norm")
+    mesh = mesh_of(ax)
+    assert mesh.get_array().shape == (5, 20)
+    assert isinstance(mesh.norm, matplotlib.colors.LogNorm)
+    assert [t.get_text() for t in ax.get_yticklabels()] == LINEARS      # input side at the top
+    assert ax.get_ylim() == (5, 0)
+    np.testing.assert_allclose(mesh.get_array()[0, 0], 0.1 * 0.3 ** 4)
+
+
+def test_heatmap_of_a_long_run_is_subsampled_to_max_steps():
+    values = np.exp(-np.arange(3 * 2000) / 1000.0).reshape(3, 2000)
+    ax = figures.heatmap(values, "grad_norm", layers=["a", "b", "c"], max_steps=100)
+    array = mesh_of(ax).get_array()
+    assert array.shape == (3, 100)
+    assert array[0, 0] == values[0, 0] and array[0, -1] == values[0, -1]   # first and last step kept
+
+
+def test_heatmap_marks_recorded_nonfinite_and_uses_symlog_for_signed_values():
+    import matplotlib.colors
+
+    values = np.array([[1.0, -2.0, np.inf], [0.5, np.nan, 3.0]])
+    ax = figures.heatmap(values, "act_mean")
+    meshes = [c for c in ax.collections if type(c).__name__ == "QuadMesh"]
+    assert isinstance(meshes[0].norm, matplotlib.colors.SymLogNorm)
+    assert len(meshes) == 2                                   # the second paints the NaN/Inf cells
+    painted = ~np.ma.getmaskarray(meshes[1].get_array())
+    assert painted.tolist() == [[False, False, True], [False, False, False]]  # in an array NaN = not recorded
+
+
+def test_heatmap_of_a_run_paints_a_recorded_nan_but_not_a_missing_value():
+    from fakes import fake_run, mlp_layers
+
+    run = fake_run(mlp_layers(2), {"grad_norm": {"0": [1.0, np.nan, 2.0]}}, steps=3)  # layer '2' not recorded
+    meshes = [c for c in figures.heatmap(run, "grad_norm").collections if type(c).__name__ == "QuadMesh"]
+    assert meshes[0].get_array().shape == (1, 3)
+    assert (~np.ma.getmaskarray(meshes[1].get_array())).tolist() == [[False, True, False]]
+
+
+def test_heatmap_checks_its_array():
+    with pytest.raises(ValueError, match="one name per row"):
+        figures.heatmap(np.ones((2, 3)), layers=["only one"])
+
+
+def test_histograms_one_curve_per_layer_in_order_as_densities(run):
+    ax = figures.histograms(run, "act")
+    stairs = ax.patches
+    names = [layer for layer in run.layers if run.hist(layer, "act")]
+    assert [p.get_label() for p in stairs] == names
+    assert "step 20" in ax.get_title()  # hist_every=10 over 30 steps: the last histogram step
+    for patch in stairs:  # a density integrates to 1 over the layer's own range
+        values, edges, _ = patch.get_data()
+        assert np.sum(values * np.diff(edges)) == pytest.approx(1.0)
+    grads = figures.histograms(run, "grad", step=0)
+    assert len(grads.patches) == sum(1 for layer in run.layers if run.hist(layer, "grad"))
+
+
+def test_histograms_say_how_to_record_them(fake):
+    with pytest.raises(ValueError, match="hist_every"):
+        figures.histograms(fake)
+
+
+def test_unit_fractions_dead_solid_saturated_dashed_in_unit_range(fake):
+    ax = figures.unit_fractions(fake)
+    assert [line.get_label() for line in ax.lines] == [f"{n} {w}" for n in ACTS for w in ("dead", "saturated")]
+    assert {line.get_linestyle() for line in ax.lines[0::2]} == {"-"}
+    assert {line.get_linestyle() for line in ax.lines[1::2]} == {"--"}
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), np.linspace(0, 0.5, 20))
+    lo, hi = ax.get_ylim()
+    assert lo < 0 < 1 < hi < 1.1
+
+
+def test_update_ratio_log_scale_one_line_per_layer_and_the_guide(fake):
+    ax = figures.update_ratio(fake)
+    assert ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.lines] == LINEARS + ["guide 0.001"]
+    assert list(ax.lines[-1].get_ydata()) == [1e-3, 1e-3]
+
+
+def test_update_ratio_needs_it_recorded(fake):
+    from fakes import fake_run, mlp_layers
+
+    bare = fake_run(mlp_layers(2), {"grad_norm": {"0": 1.0}}, steps=3)
+    with pytest.raises(ValueError, match="update_ratio=True"):
+        figures.update_ratio(bare)
+
+
+def test_loss_curve_from_a_run_and_from_values_marks_nonfinite(fake):
+    ax = figures.loss_curve(fake)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.linspace(2, 0.1, 20))
+    assert ax.get_yscale() == "linear"
+    ax = figures.loss_curve([1.0, 1e-3, np.nan, 1e-4], steps=[0, 10, 20, 30])
+    assert ax.get_yscale() == "log"
+    assert list(ax.lines[1].get_xdata()) == [20]  # the NaN is marked, not hidden
+    with pytest.raises(KeyError, match="run.log"):
+        figures.loss_curve(fake, key="accuracy")
+
+
+def test_overlay_one_labelled_curve_per_entry(fake):
+    ax = figures.overlay({"a": [1.0, 2.0], "b": (["x", "y"], [3.0, 0.0])}, logy=True, guide=1.0)
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "guide 1"]
+    assert ax.get_yscale() == "log"
+    assert np.isnan(ax.lines[1].get_ydata()[1])  # zero has no place on a log axis: a gap
+    curves = figures.curves_of({"r1": fake, "r2": fake}, "out_grad_norm", layer="0")
+    ax = figures.overlay(curves)
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), fake.stat("out_grad_norm", "0"))
+    with pytest.raises(ValueError, match="at least one curve"):
+        figures.overlay({})
+
+
+def test_figures_draw_into_a_given_axes(fake):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    assert figures.update_ratio(fake, ax=axes[1]) is axes[1]
+    assert figures.gradient_flow(fake, ax=axes[0]).figure is fig

@@ -1,0 +1,91 @@
+"""write_report and `graddoctor report`: sections in order, notes for what is missing, comparisons, size budget."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+import graddoctor
+from graddoctor.cli import main
+from graddoctor.report import write_report
+from reportdata import EVIL, EVIL_SCRIPT
+
+
+def section_ids(html: str) -> list[str]:
+    return re.findall(r'<section id="([^"]+)"><h2>', html)
+
+
+def test_single_run_report_has_findings_first_then_layers_figures_config(store, run, tmp_path):
+    out = write_report(store, tmp_path / "r.html", names=[run.name])
+    html = out.read_text()
+    assert section_ids(html) == ["findings", "layers", "figures", "config"]
+    assert "vanishing_gradient" in html                    # the sigmoid MLP's finding
+    assert html.count("<figure>") == 7                     # every planned figure was recorded
+    assert "env: torch" in html and "env: device" in html  # environment: torch version, device
+    assert "<img src=x" not in html and "<script" not in html.lower()
+    for text in (EVIL, EVIL_SCRIPT):                       # layer name, run name, config value, logged key
+        assert text.replace("<", "&lt;").replace(">", "&gt;") in html
+
+
+def test_missing_data_is_said_not_skipped(fake, tmp_path):
+    html = write_report(fake, tmp_path / "r.html").read_text()
+    assert "not shown: no histogram was recorded: watch(..., hist_every=N)." in html
+    assert html.count("<figure>") == 5
+    assert "no configuration was stored" not in html  # fake runs carry an optimizer config
+
+
+def test_comparison_page_of_several_runs(store, run, tmp_path):
+    out = write_report(store, tmp_path / "c.html", names=[run.name, "relu"])
+    html = out.read_text()
+    assert section_ids(html) == ["summary", "overlays", "run-1", "run-2"]
+    assert "graddoctor comparison:" in html and "relu" in html
+    assert html.count("<figure>") == 3 + 2 * 3  # loss and two profiles overlaid, then 3 figures per run
+
+
+def test_comparison_labels_runs_of_the_same_name_apart(fake, tmp_path):
+    html = write_report([fake, fake], tmp_path / "c.html").read_text()
+    assert "fake vs fake #2" in html
+
+
+def test_bad_inputs_say_what_to_pass(fake, store, tmp_path):
+    with pytest.raises(graddoctor.ConfigError, match="store path"):
+        write_report(42, tmp_path / "r.html")
+    with pytest.raises(graddoctor.ConfigError, match="names= selects runs inside a store path"):
+        write_report(fake, tmp_path / "r.html", names=["x"])
+    with pytest.raises(graddoctor.StoreError, match="no run named 'nope'"):
+        write_report(store, tmp_path / "r.html", names=["nope"])
+
+
+def test_cli_report_writes_the_file(store, tmp_path, capsys):
+    out = tmp_path / "cli.html"
+    assert main(["report", str(store), "--name", "relu", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().err and "graddoctor report: relu" in out.read_text()
+    assert main(["report", str(store), "--name", "relu", "--name", "relu", "-o", str(out)]) == 0
+    assert "graddoctor comparison: relu vs relu #2" in out.read_text()
+    assert main(["report", str(tmp_path / "missing.db"), "-o", str(out)]) == 2
+
+
+def long_run(steps: int, depth: int):
+    from fakes import fake_run, mlp_layers, profile_stats
+
+    stats = profile_stats(depth, 0.5, steps=steps)
+    rng = np.random.default_rng(0)
+    for per_layer in stats.values():  # noisy series: a worst case for vector output
+        for name in per_layer:
+            per_layer[name] = per_layer[name] * np.exp(0.1 * rng.standard_normal(steps))
+    return fake_run(mlp_layers(depth), stats, steps=steps, scalars={"loss": np.exp(-np.arange(steps) / steps)})
+
+
+def test_size_budget_of_a_long_run(tmp_path):
+    """README's budget: 1,000 steps x 20 layers (39 modules) stays under 1 MB; 10x the steps adds little."""
+    sizes = {}
+    for steps in (1000, 10_000):
+        start = time.perf_counter()
+        out = write_report(long_run(steps, 20), tmp_path / f"r{steps}.html")
+        sizes[steps] = (out.stat().st_size, time.perf_counter() - start)
+    assert sizes[1000][0] < 1_000_000
+    assert sizes[10_000][0] < 1_500_000
+    assert sizes[1000][1] < 20
