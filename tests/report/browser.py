@@ -24,7 +24,7 @@ class Visit:
     screenshot: bytes
     figure_sizes: list[tuple[str, float, float]]   # (tag, width, height) of every img/svg
     text: str                   # document.body.innerText
-    img_count_outside_figures: int
+    stray_images: int           # <img> elements outside <figure>: markup injected from a name
 
 
 def require_chromium() -> None:
@@ -33,40 +33,49 @@ def require_chromium() -> None:
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
 
-def visit(path: Path) -> Visit:
-    """Load `path` from a file:// URL with a fresh profile; collect requests, console, errors, sizes, a screenshot."""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
+class Browser:
+    """One headless Chromium with a fresh profile; `visit(path)` opens a page in it and records what happened."""
 
-    url = path.resolve().as_uri()
-    requests: list[str] = []
-    console: list[str] = []
-    errors: list[str] = []
-    dialogs: list[str] = []
-    profile = tempfile.mkdtemp(prefix="graddoctor-chromium-")
-    try:
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
-                                                       viewport={"width": 1200, "height": 900})
-            try:
-                page = ctx.new_page()
-                page.on("request", lambda r: requests.append(r.url))
-                page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.goto(url, wait_until="load")
-                page.wait_for_timeout(200)
-                sizes = page.evaluate(
-                    "() => Array.from(document.querySelectorAll('img, svg')).map(e => {"
-                    " const r = e.getBoundingClientRect(); return [e.tagName.toLowerCase(), r.width, r.height]; })")
-                text = page.evaluate("() => document.body.innerText")
-                stray = page.evaluate("() => document.querySelectorAll('img:not(figure img)').length")
-                shot = page.screenshot(full_page=False)
-            finally:
-                ctx.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    return Visit(url, requests, console, errors, dialogs, shot, [tuple(s) for s in sizes], text, stray)
+    def __enter__(self) -> "Browser":
+        require_chromium()
+        from playwright.sync_api import sync_playwright
+
+        self._profile = tempfile.mkdtemp(prefix="graddoctor-chromium-")
+        self._playwright = sync_playwright().start()
+        self._ctx = self._playwright.chromium.launch_persistent_context(
+            self._profile, executable_path=CHROMIUM, headless=True, args=FLAGS, viewport={"width": 1200, "height": 900})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._ctx.close()
+            self._playwright.stop()
+        finally:
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+    def visit(self, path: Path) -> Visit:
+        url = path.resolve().as_uri()
+        requests: list[str] = []
+        console: list[str] = []
+        errors: list[str] = []
+        dialogs: list[str] = []
+        page = self._ctx.new_page()
+        try:
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(200)
+            sizes = page.evaluate(
+                "() => Array.from(document.querySelectorAll('img, svg')).map(e => {"
+                " const r = e.getBoundingClientRect(); return [e.tagName.toLowerCase(), r.width, r.height]; })")
+            text = page.evaluate("() => document.body.innerText")
+            stray = page.evaluate("() => document.querySelectorAll('img:not(figure img)').length")
+            shot = page.screenshot(full_page=False)
+        finally:
+            page.close()
+        return Visit(url, requests, console, errors, dialogs, shot, [tuple(s) for s in sizes], text, stray)
 
 
 def pixel_std(png: bytes) -> float:
