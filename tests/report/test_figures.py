@@ -22,6 +22,7 @@ def test_gradient_flow_is_log_scale_one_point_per_layer_in_order(fake):
     assert ax.get_yscale() == "log"
     assert labels(ax) == LINEARS
     assert len(ax.lines) == 4  # out_grad_norm and grad_norm at the first and the last step
+    assert list(ax.lines[1].get_xdata()) == [0, 1, 2, 3, 4]
     out_grad = ax.lines[0]
     expected = [0.1 * 0.3 ** (4 - k) for k in range(5)]
     np.testing.assert_allclose(out_grad.get_ydata(), expected)
@@ -100,15 +101,18 @@ def test_heatmap_checks_its_array():
         figures.heatmap(np.ones((2, 3)), layers=["only one"])
 
 
-def test_histograms_one_curve_per_layer_in_order_as_densities(run):
+def test_histograms_one_curve_per_layer_in_order_as_fractions(run):
     ax = figures.histograms(run, "act")
     stairs = ax.patches
-    names = [layer for layer in run.layers if run.hist(layer, "act")]
+    names = [i.name for i in run.layer_info if i.kind == "activation"]  # the nonlinearities' outputs, as G&B
+    assert names == ["act0", "act1", "act2"]
     assert [p.get_label() for p in stairs] == names
     assert "step 20" in ax.get_title()  # hist_every=10 over 30 steps: the last histogram step
-    for patch in stairs:  # a density integrates to 1 over the layer's own range
+    for patch in stairs:  # fractions of the layer's values over its own range at that step
         values, edges, _ = patch.get_data()
-        assert np.sum(values * np.diff(edges)) == pytest.approx(1.0)
+        assert np.sum(values) == pytest.approx(1.0) and len(edges) == 65
+    every = figures.histograms(run, "act", layers=run.layers)
+    assert [p.get_label() for p in every.patches] == [n for n in run.layers if run.hist(n, "act")]
     grads = figures.histograms(run, "grad", step=0)
     assert len(grads.patches) == sum(1 for layer in run.layers if run.hist(layer, "grad"))
 

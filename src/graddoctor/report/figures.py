@@ -56,11 +56,15 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
         for stat in stats:
             line, marker, label = styles.get(stat, (":", "^", stat))
             y = positive(run.stat_matrix(stat)[rows, col])
-            ax.plot(x, y, line, marker=marker, color=color, label=f"{label}, step {int(run.steps[col])}")
+            has = run.recorded(stat)[rows, col]  # connect the layers that have the stat (grad_norm: weight layers)
+            ax.plot(x[has], y[has], line, marker=marker, color=color, label=f"{label}, step {int(run.steps[col])}")
     if prediction is not None:
         _theory_line(ax, run, layers, prediction, cols[0])
     ax.set_yscale("log")
-    ax.set_xticks(x, [layer_label(n) for n in layers], rotation=90 if len(layers) > 12 else 0)
+    names = [layer_label(n) for n in layers]
+    crowded = len(layers) > 12 or max(len(n) for n in names) > 10 or sum(len(n) for n in names) > 50
+    ax.set_xticks(x, names, rotation=60 if crowded else 0, ha="right" if crowded else "center",
+                  fontsize="small" if crowded else None)
     ax.set_xlabel("layer (input side first)")
     ax.set_ylabel("gradient norm (log)")
     ax.set_title(f"gradient flow: {run.name}")
@@ -167,7 +171,8 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
     """Per-layer histograms at one step, one curve per layer (Glorot & Bengio 2010, figures 6-7).
 
     Each curve is the layer's 64-bin histogram over its own range at that step (per-step ranges,
-    not all-time ones, which make healthy nets look as if they vanish), as a density.
+    not all-time ones, which make healthy nets look as if they vanish), as the fraction of the
+    layer's finite values in each bin (heights comparable across layers whatever their range).
 
     Args:
         run: a recorded run with histograms (`watch(..., hist_every=N)`).
@@ -179,7 +184,7 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
     run = check_run(run, "histograms")
     if kind not in ("act", "grad"):
         raise ValueError(f"histograms(kind=...) is 'act' or 'grad', got {kind!r}.")
-    names = layers if layers is not None else run.layers
+    names = layers if layers is not None else _hist_layers(run, kind)
     per_layer = {n: {h[0]: h for h in run.hist(n, kind)} for n in names}
     have = sorted({s for hs in per_layer.values() for s in hs})
     if not have:
@@ -194,15 +199,21 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
         edges = np.linspace(lo, hi, len(counts) + 1) if np.isfinite(lo) and np.isfinite(hi) else None
         if edges is None or counts.sum() == 0:
             continue
-        density = counts / counts.sum() / np.maximum(np.diff(edges), 1e-300)
         extra = f", {nonfinite} non-finite" if nonfinite else ""
-        ax.stairs(density, edges, color=color, label=f"{layer_label(name)}{extra}")
+        ax.stairs(counts / counts.sum(), edges, color=color, label=f"{layer_label(name)}{extra}")
     what = "activation value (layer output)" if kind == "act" else "parameter gradient value"
     ax.set_xlabel(what)
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction of values per bin")
     ax.set_title(f"{'activation' if kind == 'act' else 'gradient'} histograms per layer, step {chosen}: {run.name}")
     ax.legend(fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
     return ax
+
+
+def _hist_layers(run: RunView, kind: str) -> list[str]:
+    # Glorot & Bengio plot the outputs of the nonlinearities: activation layers when they have
+    # histograms (a pre-activation's wider range would squash them), else every layer.
+    acts = [i.name for i in run.layer_info if i.kind == "activation" and run.hist(i.name, kind)]
+    return acts if kind == "act" and acts else run.layers
 
 
 def curves_of(runs: Mapping[str, RunView], stat: str, layer: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
