@@ -1,0 +1,129 @@
+"""Hugging Face: `GradDoctorCallback`, a `transformers.TrainerCallback` that records a `Trainer.train` run.
+
+Importing this module imports `transformers` (the `graddoctor[hf]` extra); `import graddoctor` does not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+except ImportError:  # pragma: no cover - depends on the environment
+    from ..errors import GradDoctorError
+
+    raise GradDoctorError(
+        "graddoctor.integrations.hf needs transformers and accelerate: pip install 'graddoctor[hf]'."
+    ) from None
+import torch
+
+from ..errors import ConfigError
+from ..probes.monitor import Run
+from ..store.sqlite import MEMORY, RunStore
+from ..watch import watch
+from ._fw_run import check_options, rank_store, scalar_loss
+
+HF_LOGS = {"grad_norm": "hf/grad_norm"}  # Trainer's own logs worth keeping, under graddoctor's keys
+
+
+class GradDoctorCallback(TrainerCallback):
+    """Record per-layer gradient, activation and weight statistics of a `Trainer.train` run.
+
+    When each statistic is read (one record per optimizer step; graddoctor's step k is the
+    optimizer step after which `state.global_step` is k + 1):
+
+    - parameter gradients (`grad_norm`, `grad_rms`, histograms) at `optimizer.step()`, right
+      after `on_pre_optimizer_step`: the Trainer has already **unscaled** fp16 gradients and
+      **clipped** them to `max_grad_norm` (default 1.0) by then, and no callback runs between
+      the last backward and the clipping, so these are post-clip gradients. For pre-clip
+      per-layer norms train with `max_grad_norm=0` (the Trainer then does not clip); the
+      Trainer's own pre-clip total norm is kept as the scalar `hf/grad_norm` at logging steps;
+    - under DDP, after the all-reduce (the averaged gradients every rank steps with);
+    - weights and `update_ratio` across the optimizer's update; activation statistics and
+      dL/d output during every training forward/backward since the previous step: with
+      `gradient_accumulation_steps=k`, one record covers the k micro-batches;
+    - `loss`: the step's loss from the model's output `loss` of each micro-batch (added up when
+      the Trainer passes the step's token count `num_items_in_batch`, averaged otherwise, as the
+      Trainer does), never filtered: the Trainer's `logging_nan_inf_filter` hides NaN losses
+      from its own logs. Under DDP it is rank 0's part of the loss.
+
+    In a distributed run every process watches and only the main process (rank 0) writes `store`.
+
+    Example:
+        >>> trainer = Trainer(model, args, train_dataset=ds,                             # doctest: +SKIP
+        ...                   callbacks=[GradDoctorCallback(store="runs.db", every=10)])
+        >>> trainer.train()                                                              # doctest: +SKIP
+
+    Args:
+        store: path of the SQLite run store, an open `RunStore`, or ":memory:" (read it back
+            through `callback.run.view()`).
+        every: record one optimizer step in `every`.
+        name: run name (default: a timestamp). Training resumed from a checkpoint continues the
+            latest run with this name, with its step numbering.
+        **options: the other `graddoctor.watch` options (`hist_every`, `update_ratio`,
+            `include`, `exclude`, `flush_seconds`).
+    """
+
+    def __init__(
+        self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
+        **options: Any,
+    ) -> None:
+        check_options(every, options)
+        self.store, self.every, self.name, self.options = store, every, name, options
+        self.run: Run | None = None
+        self._loss_hook: Any = None
+        self._losses: list[torch.Tensor] = []
+        self._shares = False
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
+        if model is None or optimizer is None:
+            raise ConfigError("GradDoctorCallback needs the Trainer's model and optimizer in on_train_begin.")
+        self.run = watch(
+            model, getattr(optimizer, "optimizer", optimizer),  # accelerate's AcceleratedOptimizer wraps the torch one
+            store=rank_store(self.store, args.process_index), name=self.name, every=self.every,
+            scaler=getattr(optimizer, "scaler", None), resume=self.name is not None and state.global_step > 0,
+            **self.options,
+        )
+        self.name = self.run.name
+        self._loss_hook = self.run.model.register_forward_hook(self._on_model_output, with_kwargs=True)
+
+    def _on_model_output(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        if module.training and torch.is_grad_enabled() and isinstance(output, Mapping):
+            loss = scalar_loss(output)
+            if loss is not None:
+                self._losses.append(loss)
+                # Given the step's token count, the model returns its micro-batch's share of the
+                # step's loss (they add up); otherwise the micro-batch's mean (they average).
+                self._shares = kwargs.get("num_items_in_batch") is not None
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.run is not None and self._losses:
+            losses = torch.stack(self._losses).float()
+            self.run.log(loss=losses.sum() if self._shares else losses.mean())
+        self._losses = []
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        if self.run is None or not logs:
+            return
+        kept = {key: float(logs[name]) for name, key in HF_LOGS.items() if isinstance(logs.get(name), (int, float))}
+        if kept:
+            self.run.log(**kept)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._loss_hook is not None:
+            self._loss_hook.remove()
+            self._loss_hook = None
+        if self.run is not None:
+            self.run.close()
