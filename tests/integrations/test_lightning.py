@@ -115,6 +115,39 @@ def test_bf16_mixed_precision_records_finite_gradients(tmp_path):
     assert np.isfinite(view.stat_matrix("grad_norm")[[0, 2]]).all()
 
 
+class Exploding(Tiny):
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 2:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_fit_that_raises_marks_the_run_failed(tmp_path):
+    store = tmp_path / "runs.db"
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(tmp_path, GradDoctorCallback(store=store), Exploding())
+    view = graddoctor.load(store)
+    assert view.status == "failed" and "boom" in view.error
+    assert view.steps.tolist() == [0, 1]
+
+
+def test_a_fit_resumed_from_a_checkpoint_continues_the_run(tmp_path):
+    store, ckpt = tmp_path / "runs.db", tmp_path / "half.ckpt"
+    module = Tiny()
+    data = torch.utils.data.DataLoader(batches(), batch_size=None)
+    first = L.Trainer(accelerator="cpu", max_epochs=1, enable_progress_bar=False, enable_model_summary=False,
+                      logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                      callbacks=[GradDoctorCallback(store=store, name="long")])
+    first.fit(module, data)
+    first.save_checkpoint(ckpt)
+    second = L.Trainer(accelerator="cpu", max_epochs=2, enable_progress_bar=False, enable_model_summary=False,
+                       logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                       callbacks=[GradDoctorCallback(store=store)])  # the name comes from the checkpoint
+    second.fit(Tiny(), data, ckpt_path=ckpt)
+    view = graddoctor.load(store, name="long")
+    assert view.steps.tolist() == list(range(2 * N_BATCHES))
+
+
 def test_unknown_options_and_unsupported_strategies_are_refused():
     with pytest.raises(graddoctor.ConfigError, match="unknown watch option"):
         GradDoctorCallback(evry=2)
