@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
+import json
 import math
 
 import pytest
 
-from graddoctor.lab.study import Settings
-from graddoctor.lab.sweep import run_sweep
-
-QUICK = Settings(quick=True, seeds=2)
+from graddoctor.lab.runner import run_study
 
 
-def quick_run(module: str, tmp_path):
-    """(analysis, results, study) of a quick run of `graddoctor.lab.studies.<module>`, two seeds, one process."""
-    study = importlib.import_module(f"graddoctor.lab.studies.{module}").STUDY
-    results = run_sweep(study.runs(QUICK), tmp_path / "store.db", jobs=1, progress=False)
-    return study.analyse(results, QUICK), results, study
-
-
-def report_html(study, analysis, results) -> str:
-    from graddoctor.report.html import HtmlPage
-
-    page = HtmlPage(study.title)
-    study.report(page, analysis, results)
-    return page.render()
+def quick_run(name: str, tmp_path, seeds: int = 2) -> tuple[dict, str]:
+    """(results.json's content, report.html's text) of `graddoctor lab run NAME --quick`, one process."""
+    run = run_study(name, quick=True, seeds=seeds, jobs=1, out=tmp_path, progress=False)
+    return json.loads(run.results_path.read_text()), run.report_path.read_text()
 
 
 def test_bn_explosion_grows_by_pi_over_pi_minus_1_and_residual_removes_it(tmp_path):
-    analysis, results, study = quick_run("bn_explosion", tmp_path)
+    analysis, html = quick_run("bn-explosion", tmp_path)
     s = analysis["summary"]
     assert abs(s["vs_theory"]) < 0.05                       # finite-batch theory (batch 64: 1.493)
     assert abs(s["plain_growth"] / (math.pi / (math.pi - 1)) - 1) < 0.06
@@ -37,5 +25,13 @@ def test_bn_explosion_grows_by_pi_over_pi_minus_1_and_residual_removes_it(tmp_pa
         assert row["growth"]["mean"] == pytest.approx(row["theory"], rel=0.06)
     assert s["residual_late_growth"] < 1.15 < s["plain_growth"]
     assert s["residual_ratio"] < s["plain_ratio"] / 2
-    html = report_html(study, analysis, results)
     assert html.count("<figure>") == 3 and "pi/(pi-1)" in html
+
+
+def test_he_init_trains_and_xavier_stalls_at_depth_30(tmp_path):
+    analysis, html = quick_run("he-init", tmp_path)
+    assert analysis["he_trains"] and analysis["xavier_stalls"]
+    xavier = next(p for p in analysis["points"] if p["init"] == "xavier")
+    assert xavier["log10_grad_ratio"]["mean"] == pytest.approx(xavier["predicted_log10_grad_ratio"], abs=1.0)
+    assert xavier["predicted_log10_grad_ratio"] < -3           # 2^-14: the gradient reaching layer 1
+    assert html.count("<figure>") == 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -91,3 +91,11 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
     """(mean, standard deviation over seeds); the deviation is 0 for a single value."""
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def at_init(record: Any, stat: str = "out_grad_norm", kind: str = "Linear", where: str = "") -> list[float]:
+    """One recorded statistic at step 0 (before any update) of every layer of type `kind` whose name
+    contains `where`, input side first, from a lab run (`graddoctor.lab.results.Record`)."""
+    view = record.view()
+    names = [info.name for info in view.layer_info if info.type == kind and where in info.name]
+    return [float(view.stat(stat, name)[0]) for name in names]

@@ -27,7 +27,7 @@ from ... import theory
 from ..results import Results, mean_spread
 from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
-from ._paper_init import growth, ratio
+from ._paper_init import at_init, growth, ratio
 
 NAME = "bn-explosion"
 PAPER = "Yang et al. 2019, A Mean Field Theory of Batch Normalization (ICLR; arXiv:1902.08129)"
@@ -67,12 +67,9 @@ def runs(settings: Settings) -> list[RunSpec]:
 def norms2(record: Any) -> list[float]:
     """Squared gradient norms at step 0, input side first: ||dL/dh|| of every hidden Linear (plain), or
     of every residual block's output x + ReLU(...) (residual: out_grad_norm of the ReLU that ends the block)."""
-    view = record.view()
     if record.spec.tag("residual"):
-        names = [info.name for info in view.layer_info if info.type == "ReLU" and ".branch." in info.name]
-    else:
-        names = [info.name for info in view.layer_info if info.type == "Linear"][:-1]
-    return [float(view.stat("out_grad_norm", name)[0]) ** 2 for name in names]
+        return [g**2 for g in at_init(record, kind="ReLU", where=".branch.")]
+    return [g**2 for g in at_init(record)[:-1]]
 
 
 def _point(results: Results, residual: bool, depth: int, batch: int) -> dict[str, Any]:
