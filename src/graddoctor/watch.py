@@ -11,7 +11,9 @@ from torch import nn
 
 from .config import WatchConfig
 from .errors import ConfigError
+from .integrations import distributed
 from .probes.monitor import Run
+from .probes.setup import unwrap
 from .store.sqlite import MEMORY, RunStore
 
 _OPTIONS = {f.name for f in dataclasses.fields(WatchConfig)} - {"every"}
@@ -43,8 +45,10 @@ def watch(
         array([0, 1, 2])
 
     Args:
-        model: any `nn.Module` (a `torch.compile`d or DDP-wrapped one is watched through its
-            inner module).
+        model: any `nn.Module` (a `torch.compile`d, DataParallel- or DDP-wrapped one is watched through
+            its inner module; an FSDP2 `fully_shard`ed one through its local shards). Under
+            torch.distributed call `watch` on every rank with the same arguments: statistics are
+            reduced over ranks and rank 0 alone writes the store (README, Distributed).
         optimizer: steps are detected from it (one record per `optimizer.step()`); without one,
             call `run.step()` after each backward.
         store: path of the SQLite run store (created if missing), an open `RunStore`, or
@@ -64,8 +68,10 @@ def watch(
 
     Raises:
         ConfigError: a bad argument (not a Module, no trainable parameters, every=0, an optimizer
-            that does not hold the model's parameters, an unknown option).
-        StoreError: the store path is unwritable or is not a graddoctor store.
+            that does not hold the model's parameters, an unknown option), an unsupported wrapper
+            (FSDP1, DeepSpeed, HSDP), or ranks that watch differently.
+        StoreError: the store path is unwritable or is not a graddoctor store (under
+            torch.distributed: on rank 0, raised on every rank).
     """
     unknown = set(options) - _OPTIONS
     if unknown:
@@ -75,5 +81,9 @@ def watch(
     if resume and name is None:
         raise ConfigError("resume=True needs the name of the run to continue: watch(..., name='exp1', resume=True).")
     cfg = WatchConfig(every=every, **options)
-    run = Run(model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=config, resume=resume)
+    reducer = distributed.setup(unwrap(model))  # None on a single process: nothing distributed runs then
+    run = Run(
+        model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=config, resume=resume,
+        reducer=reducer,
+    )
     return run.attach()

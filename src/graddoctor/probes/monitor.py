@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import RunStatus, WatchConfig
-from ..errors import ConfigError, ProbeError
+from ..errors import ConfigError, GradDoctorError, ProbeError
 from ..store.sqlite import RunStore
 from ..store.view import RunView, read_run
 from ..store.writer import StoreWriter
@@ -50,6 +50,7 @@ class Run:
         scaler: Any = None,
         user_config: dict[str, Any] | None = None,
         resume: bool = False,
+        reducer: Any = None,
     ) -> None:
         self.model = unwrap(model)
         self.optimizer = optimizer
@@ -59,10 +60,16 @@ class Run:
         check_inputs(self.model, self._plan, optimizer, config)
         self._params = [p for layer in self._plan for p in layer.params]
         self._owner = [i for i, layer in enumerate(self._plan) for _ in layer.params]
-        self._store = store if isinstance(store, RunStore) else RunStore(store)
-        self._owns_store = not isinstance(store, RunStore)
+        # Several processes (integrations.distributed): decided once here, never per hook call.
+        self._reducer = reducer
+        self._local: Any = None
         self.name = name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-        self._open_run(user_config, resume)
+        if reducer is None:
+            self._store = store if isinstance(store, RunStore) else RunStore(store)
+            self._owns_store = not isinstance(store, RunStore)
+            self._open_run(user_config, resume)
+        else:
+            self._open_distributed(store, user_config, resume)
         self._handles = HandleGroup()
         self._snapshot: list[torch.Tensor] | None = None
         self._scratch = stats.Scratch()
@@ -92,6 +99,41 @@ class Run:
         self._writer = StoreWriter(
             self._store, self.run_id, flush_seconds=self.config.flush_seconds, prepare=self._rows.build
         )
+
+    def _open_distributed(self, store: str | RunStore, user_config: dict[str, Any] | None, resume: bool) -> None:
+        """Rank 0 opens the store and the run; every rank checks that all watch alike (one exchange)."""
+        reducer = self._reducer
+        reducer.attach(self._plan)
+        if reducer.any_sharded:
+            self._local = reducer.local_of
+        self._store_path = store.path if isinstance(store, RunStore) else str(store)
+        self._store, self._owns_store, error = None, False, None
+        self.run_id, self._start_step = -1, 0
+        if reducer.rank == 0:
+            try:
+                self._store = store if isinstance(store, RunStore) else RunStore(store)
+                self._owns_store = not isinstance(store, RunStore)
+                self._open_run(user_config, resume)
+            except GradDoctorError as err:
+                error = str(err)
+                if self._owns_store:
+                    self._store.close()
+        else:
+            self._writer = _NoWriter()
+        summary = {
+            "layers": [layer.name for layer in self._plan], "watch": self.config.to_dict(),
+            "optimizer": type(self.optimizer).__name__, "resume": resume, "world": reducer.world,
+        }
+        try:
+            agreed = reducer.agree(summary, error, {"run_id": self.run_id, "start": self._start_step, "name": self.name})
+        except BaseException as err:
+            if reducer.rank == 0 and error is None:
+                self._writer.close(str(RunStatus.FAILED), f"{type(err).__name__}: {err}")
+                if self._owns_store:
+                    self._store.close()
+            reducer.close()
+            raise
+        self.run_id, self._start_step, self.name = agreed["run_id"], agreed["start"], agreed["name"]
 
     def attach(self) -> "Run":
         try:
@@ -139,6 +181,8 @@ class Run:
             self._scratch = stats.Scratch()
             if self._owns_store and self._store.path != ":memory:":
                 self._store.close()
+            if self._reducer is not None:
+                self._reducer.close()
 
     # -- user calls ----------------------------------------------------------------------------
 
@@ -169,6 +213,11 @@ class Run:
 
     def view(self) -> RunView:
         """What this run has recorded so far, read back from the store (also after the block)."""
+        if self._store is None:
+            raise ConfigError(
+                f"run.view() on rank {self._reducer.rank}: only rank 0 writes the run store; read it there "
+                f"(or later with graddoctor.load({self.path!r}))."
+            )
         if self._closed:
             if self._store.path == ":memory:":
                 return read_run(self._store, self.run_id)
@@ -184,7 +233,7 @@ class Run:
 
     @property
     def path(self) -> str:
-        return self._store.path
+        return self._store.path if self._store is not None else self._store_path
 
     @property
     def layers(self) -> list[str]:
@@ -253,31 +302,39 @@ class Run:
         rec = self._record
         if rec is None:
             return
-        grads = [p.grad for p in self._params]
+        params, grads = self._params, [p.grad for p in self._params]
+        if self._local is not None:  # FSDP2: this rank's shards; rank 0 sums their squares over ranks
+            params, grads = self._local(params), self._local(grads)
         present = [(i, g) for i, g in enumerate(grads) if g is not None]
         for (i, _), norm in zip(present, stats.norms([g for _, g in present])):
             rec.add(self._owner[i], GN, norm)
         if self.config.update_ratio and self.optimizer is not None:
-            for i, squares in enumerate(stats.snapshot_sumsq(self._snapshot_buffers(), self._params)):
+            for i, squares in enumerate(stats.snapshot_sumsq(self._snapshot_buffers(params), params)):
                 rec.add(self._owner[i], WSQ, squares)
         else:
-            for i, norm in enumerate(stats.norms([p.detach() for p in self._params])):
+            for i, norm in enumerate(stats.norms([p.detach() for p in params])):
                 rec.add(self._owner[i], WN, norm)
         if rec.hist:
-            for li, layer in enumerate(self._plan):
-                layer_grads = [g.detach().reshape(-1) for g in (p.grad for p in layer.params) if g is not None]
-                if layer_grads:
-                    rec.add(li, HIST_GRAD, stats.histogram(torch.cat(layer_grads)))
+            for li, layer_grads in self._grads_by_layer(grads):
+                rec.add(li, HIST_GRAD, stats.histogram(torch.cat([g.detach().reshape(-1) for g in layer_grads])))
         scale = self._amp_scale()
         if scale is not None:
             rec.logged["amp_scale"] = scale
             rec.logged["amp_skipped_steps"] = float(self._amp_skipped)
 
+    def _grads_by_layer(self, grads: list[torch.Tensor | None]) -> list[tuple[int, list[torch.Tensor]]]:
+        by_layer: dict[int, list[torch.Tensor]] = {}
+        for owner, g in zip(self._owner, grads):
+            if g is not None:
+                by_layer.setdefault(owner, []).append(g)
+        return sorted(by_layer.items())
+
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         rec = self._record
         if rec is not None:
             if self._snapshot is not None and self.optimizer is not None:
-                for i, squares in enumerate(stats.update_sumsq(self._snapshot, self._params, self._scratch)):
+                params = self._params if self._local is None else self._local(self._params)
+                for i, squares in enumerate(stats.update_sumsq(self._snapshot, params, self._scratch)):
                     rec.add(self._owner[i], USQ, squares)
             self._close(rec)
         self._steps_taken += 1
@@ -310,9 +367,9 @@ class Run:
             hist_every = self.config.hist_every
             self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0)
 
-    def _snapshot_buffers(self) -> list[torch.Tensor]:
+    def _snapshot_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         if self._snapshot is None:  # allocated once, reused: the memory cost of update_ratio
-            self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
+            self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
         return self._snapshot
 
     def _amp_scale(self) -> torch.Tensor | None:
@@ -330,15 +387,24 @@ class Run:
             scalars += [(rec.step, f"lr/group{g}", group["lr"]) for g, group in enumerate(self.optimizer.param_groups)]
         n = len(rec.values)
         host = transfer(rec.values + [v for _, _, v in scalars if isinstance(v, torch.Tensor)])
+        keys, values, numel, fired = rec.keys, host[:n], dict(rec.numel), rec.fired
+        nonfinite = self._nonfinite_counts(rec.keys, host)
+        if self._reducer is not None:  # one all_gather; rank 0 gets every rank's partials combined
+            combined = self._reducer.reduce(rec.step, rec.hist, keys, values, numel, fired, nonfinite)
+            if combined is None:
+                return
+            keys, values, numel, fired, nonfinite = (
+                combined.keys, combined.values, combined.numel, combined.fired, combined.nonfinite
+            )
         self._writer.put_record(StepPayload(
             step=rec.step,
             wall_time=time.time(),
-            keys=rec.keys,
-            values=host[:n],
-            numel=dict(rec.numel),
-            fired=rec.fired,
+            keys=keys,
+            values=values,
+            numel=numel,
+            fired=fired,
             scalars=_scalar_rows(scalars, host[n:]),
-            nonfinite=self._nonfinite_counts(rec.keys, host),
+            nonfinite=nonfinite,
         ))
 
     def _flush_late_logs(self) -> None:
@@ -353,7 +419,8 @@ class Run:
         bad = sorted({i for (i, code), v in zip(keys, host) if code == GN and not math.isfinite(v)})
         if not bad:
             return {}
-        counts = [stats.nonfinite_count([p.grad for p in self._plan[i].params if p.grad is not None]) for i in bad]
+        local = self._local if self._local is not None else list
+        counts = [stats.nonfinite_count(local([p.grad for p in self._plan[i].params if p.grad is not None])) for i in bad]
         found = [(i, c) for i, c in zip(bad, counts) if c is not None]
         return {i: float(v) for (i, _), v in zip(found, transfer([c for _, c in found]))}
 
@@ -381,6 +448,24 @@ class Run:
     def _check_open(self, what: str) -> None:
         if self._closed:
             raise ConfigError(f"run.{what}() was called after the watch block ended; call it inside the `with` block.")
+
+
+class _NoWriter:
+    """The store writer of ranks other than 0 under torch.distributed: they hold no store."""
+
+    next_step: int | None = None
+
+    def put(self, **rows: Any) -> None:
+        pass
+
+    def put_record(self, record: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, status: str, error: str | None = None) -> None:
+        pass
 
 
 def _close_at_exit(ref: "weakref.ref[Run]") -> None:

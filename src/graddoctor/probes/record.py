@@ -16,11 +16,12 @@ import torch
 # Codes of partial results. Kept per call: S (the shift k, the output's first element), SD, SS (sum
 # and sum of squares of the output minus k), combined by derive.moments. Summed over calls: NZ (nonzero count),
 # SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
-# gradient, weight, update), or WSQ, USQ: their sums of squares. Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
-S, SD, SS, NZ, SAT, OG, GN, WN, UN, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
-    "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "wsq", "usq", "unit", "hist_act", "hist_grad",
+# gradient, weight, update), or GSQ, WSQ, USQ: their sums of squares (GSQ: a layer's gradient
+# sum of squares already combined across ranks, integrations.distributed). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
+S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
+    "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "gsq", "wsq", "usq", "unit", "hist_act", "hist_grad",
 )
-SQUARED = {WSQ: WN, USQ: UN}  # sums of squares, added into the norm codes' layer sums of squares
+SQUARED = {GSQ: GN, WSQ: WN, USQ: UN}  # sums of squares, added into the norm codes' layer sums of squares
 PER_CALL = (S, SD, SS)
 Key = tuple[int, str]
 

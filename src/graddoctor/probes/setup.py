@@ -18,13 +18,15 @@ def unwrap(model: Any) -> nn.Module:
     """The module whose submodules get hooks: inside torch.compile, DDP or DataParallel wrappers."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"watch() takes a torch.nn.Module, got {type(model).__name__}. Pass the model itself.")
-    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-    if isinstance(inner, nn.Module):
-        return inner
-    inner = getattr(model, "module", None)
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and isinstance(inner, nn.Module):
-        return inner
-    return model
+    while True:  # nested: torch.compile(DDP(model)), DDP(torch.compile(model))
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+            if not isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+                inner = None
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 def check_inputs(model: nn.Module, plan: list[LayerPlan], optimizer: Any, config: WatchConfig) -> None:

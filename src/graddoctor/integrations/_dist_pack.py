@@ -1,0 +1,194 @@
+"""One recorded step's partial statistics as one flat float64 vector per rank, and back.
+
+Each rank reduces its own step record (calls, micro-batches) to per-layer partials in a layout
+every rank derives from the same plan, so the vectors have the same length everywhere and one
+all_gather moves them. Rank 0 then combines the ranks' partials with the reduction each quantity
+needs: sums (squared norms of shards, element counts), Chan's formula (mean and variance),
+elementwise max (per-unit max |y|: a unit is dead only if silent on every rank), histograms
+summed on a common range. Pure numpy: testable without a process group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..probes.derive import moments
+from ..probes.record import GN, GSQ, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, USQ, WN, WSQ, Key, aggregate
+from ..probes.select import LayerPlan
+from ..probes.stats import HIST_BINS
+
+HEADER = 3                 # step, layout version, "my units do not fit the layout" flag
+PARAM = 5                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count
+OUTPUT = 7                 # n, mean, M2, nonzero count, saturated count, has dL/dy, sum (dL/dy)^2
+HIST = 1 + 3 + HIST_BINS   # present flag, then [lo, hi, nonfinite, counts...]
+
+
+@dataclasses.dataclass
+class Layout:
+    """Where each layer's partials sit in the flat vector. Same on every rank by construction."""
+
+    plan: list[LayerPlan]
+    units: dict[int, int]  # layer -> number of units of its per-unit vector (agreed by all ranks)
+    hist: bool
+    version: int = 0
+
+    def sections(self) -> list[tuple[int, str, int, int]]:
+        """(layer, section, offset, length), in plan order."""
+        out, offset = [], HEADER
+        for i, layer in enumerate(self.plan):
+            parts = [("p", PARAM)] if layer.params else []
+            parts.append(("a", OUTPUT))
+            if i in self.units:
+                parts.append(("u", 1 + self.units[i]))
+            if self.hist:
+                parts.append(("ha", HIST))
+                if layer.params:
+                    parts.append(("hg", HIST))
+            for name, length in parts:
+                out.append((i, name, offset, length))
+                offset += length
+        return out
+
+    def size(self) -> int:
+        last = self.sections()[-1]
+        return last[2] + last[3]
+
+
+def local_units(keys: list[Key], host: list[np.ndarray]) -> dict[int, int]:
+    """Layer -> length of the per-unit vector this rank measured at this step."""
+    return {i: int(np.size(v)) for (i, code), v in zip(keys, host) if code == UNIT}
+
+
+def pack(
+    layout: Layout,
+    step: int,
+    keys: list[Key],
+    host: list[np.ndarray],
+    numel: dict[int, list[int]],
+    nonfinite: dict[int, float],
+    replicated_here: list[bool],
+) -> np.ndarray:
+    """This rank's partials as a flat vector. `replicated_here[i]`: layer i's parameters are
+    replicated (DDP) and this rank is not rank 0, so it contributes nothing to their sums."""
+    values = aggregate(keys, host)
+    units = local_units(keys, host)
+    vec = np.zeros(layout.size())
+    misfit = any(layout.units.get(i) != n for i, n in units.items())
+    vec[:HEADER] = (step, layout.version, float(misfit))
+    for i, name, off, length in layout.sections():
+        part = vec[off:off + length]
+        if name == "p" and not replicated_here[i]:
+            un = values.get((i, UN))
+            part[:] = (values.get((i, GN), 0.0), values.get((i, WN), 0.0), un is not None, un or 0.0, nonfinite.get(i, 0.0))
+        elif name == "a":
+            _pack_output(part, i, values, numel.get(i, []))
+        elif name == "u" and (i, UNIT) in values and not misfit:
+            part[0], part[1:] = 1.0, values[(i, UNIT)]
+        elif name in ("ha", "hg") and not (name == "hg" and replicated_here[i]):
+            hist = values.get((i, HIST_ACT if name == "ha" else HIST_GRAD))
+            if hist is not None:
+                part[0], part[1:] = 1.0, hist
+    return vec
+
+
+def _pack_output(part: np.ndarray, i: int, values: dict[Key, Any], calls: list[int]) -> None:
+    n = sum(calls)
+    if n:
+        mean, var = moments(calls, values[(i, S)], values[(i, SD)], values[(i, SS)])
+        part[:5] = (n, mean, var * n, values.get((i, NZ), 0.0), values.get((i, SAT), 0.0))
+    if (i, OG) in values:
+        part[5:7] = (1.0, values[(i, OG)])
+
+
+@dataclasses.dataclass
+class Combined:
+    """The ranks' partials combined, in the form `probes.rows` takes from one process."""
+
+    keys: list[Key]
+    values: list[Any]
+    numel: dict[int, list[int]]
+    fired: list[int]
+    nonfinite: dict[int, float]
+
+
+def combine(layout: Layout, gathered: np.ndarray, fired0: list[int]) -> Combined:
+    """Combine a (world, size) matrix of packed vectors; `fired0` is rank 0's forward order."""
+    world = gathered.shape[0]
+    out = Combined([], [], {}, [], {})
+
+    def add(i: int, code: str, value: Any) -> None:
+        out.keys.append((i, code))
+        out.values.append(value)
+
+    for i, name, off, length in layout.sections():
+        block = gathered[:, off:off + length]
+        layer = layout.plan[i]
+        if name == "p":
+            total = block.sum(axis=0)
+            add(i, GSQ, total[0])
+            add(i, WSQ, total[1])
+            if total[2] > 0:
+                add(i, USQ, total[3])
+            if total[4] > 0:
+                out.nonfinite[i] = float(total[4])
+        elif name == "a":
+            _combine_output(i, layer, block, world, add, out)
+        elif name == "u" and block[:, 0].any():
+            add(i, UNIT, np.fmax.reduce(block[block[:, 0] > 0, 1:], axis=0))
+        elif name in ("ha", "hg") and block[:, 0].any():
+            add(i, HIST_ACT if name == "ha" else HIST_GRAD, sum_histograms(list(block[block[:, 0] > 0, 1:])))
+    fired = [i for i in fired0 if i in out.numel]
+    out.fired = fired + sorted(i for i in out.numel if i not in fired)
+    return out
+
+
+def _combine_output(i: int, layer: LayerPlan, block: np.ndarray, world: int, add: Any, out: Combined) -> None:
+    ranks = [r for r in range(block.shape[0]) if block[r, 0] > 0]
+    for r in ranks:  # each rank is one "call" of derive.moments: k = its mean, sum(d) = 0, sum(d^2) = M2
+        add(i, S, block[r, 1])
+        add(i, SD, 0.0)
+        add(i, SS, block[r, 2])
+    if ranks:
+        out.numel[i] = [int(block[r, 0]) for r in ranks]
+        if layer.counts_zeros:
+            add(i, NZ, block[:, 3].sum())
+            if layer.saturation is not None:
+                add(i, SAT, block[:, 4].sum())
+    if block[:, 5].any():
+        # DDP and FSDP2 average gradients over ranks: the loss the optimizer sees is the mean of the
+        # ranks' losses, so each rank's dL/dy is `world` times the one of that mean.
+        add(i, OG, block[:, 6].sum() / world**2)
+
+
+def sum_histograms(hists: list[np.ndarray]) -> np.ndarray:
+    """Sum histograms [lo, hi, nonfinite, counts...] taken over different ranges.
+
+    The result spans the union range with the same number of bins. lo, hi, the nonfinite count and
+    the total are exact; each input's counts are spread onto the new bins assuming values uniform
+    within a bin (exact when all inputs share one range, e.g. replicated gradients).
+    """
+    if len(hists) == 1:
+        return hists[0]
+    bins = len(hists[0]) - 3
+    nonfinite = sum(h[2] for h in hists)
+    filled = [h for h in hists if h[3:].sum() > 0]
+    if not filled:
+        out = hists[0].copy()
+        out[2] = nonfinite
+        return out
+    lo, hi = min(h[0] for h in filled), max(h[1] for h in filled)
+    counts = np.zeros(bins)
+    width = hi - lo if hi > lo else 1.0
+    edges = lo + width * np.arange(bins + 1) / bins
+    edges[-1] = max(hi, edges[-1])
+    for h in filled:
+        if h[1] > h[0]:
+            own = np.linspace(h[0], h[1], bins + 1)
+            cdf = np.concatenate([[0.0], np.cumsum(h[3:])])
+            counts += np.diff(np.interp(edges, own, cdf))
+        else:  # every value equal to h[0]: one point mass
+            counts[min(int((h[0] - lo) / width * bins), bins - 1)] += h[3:].sum()
+    return np.concatenate([[lo, hi, nonfinite], counts])
