@@ -41,6 +41,12 @@ def test_gradient_flow_at_chosen_steps_with_theory_overlay(fake):
     np.testing.assert_allclose(theory.get_ydata(), [0.1 * 0.5 ** (4 - k) for k in range(5)])
 
 
+def test_gradient_flow_shows_weight_layers_unless_told(run):
+    weights = [i.name for i in run.layer_info if i.kind == "param"]
+    assert labels(figures.gradient_flow(run)) == weights
+    assert labels(figures.gradient_flow(run, layers=run.layers)) == run.layers  # every layer records out_grad_norm
+
+
 def test_gradient_flow_refuses_a_step_not_recorded(fake):
     with pytest.raises(KeyError, match="step 99 was not recorded"):
         figures.gradient_flow(fake, steps=[99])
@@ -124,9 +130,12 @@ def test_histograms_say_how_to_record_them(fake):
 
 def test_unit_fractions_dead_solid_saturated_dashed_in_unit_range(fake):
     ax = figures.unit_fractions(fake)
-    assert [line.get_label() for line in ax.lines] == [f"{n} {w}" for n in ACTS for w in ("dead", "saturated")]
-    assert {line.get_linestyle() for line in ax.lines[0::2]} == {"-"}
-    assert {line.get_linestyle() for line in ax.lines[1::2]} == {"--"}
+    drawn = ax.lines[:-2]
+    assert [line.get_gid() for line in drawn] == ["dead", "saturated"] * len(ACTS)
+    assert [line.get_label() for line in drawn[0::2]] == ACTS           # one legend entry per layer, in order
+    assert {line.get_linestyle() for line in drawn[0::2]} == {"-"}
+    assert {line.get_linestyle() for line in drawn[1::2]} == {"--"}
+    assert [line.get_label() for line in ax.lines[-2:]] == ["dead", "saturated"]
     np.testing.assert_allclose(ax.lines[1].get_ydata(), np.linspace(0, 0.5, 20))
     lo, hi = ax.get_ylim()
     assert lo < 0 < 1 < hi < 1.1
@@ -177,3 +186,17 @@ def test_figures_draw_into_a_given_axes(fake):
     axes = fig.subplots(1, 2)
     assert figures.update_ratio(fake, ax=axes[1]) is axes[1]
     assert figures.gradient_flow(fake, ax=axes[0]).figure is fig
+
+
+def test_names_with_dollar_signs_draw_as_text_not_mathtext():
+    import io
+
+    from fakes import fake_run
+
+    odd = ["$\\frac{$", "a$b$c", "<i>"]
+    run = fake_run([(n, "Linear", "param") for n in odd], {"grad_norm": {n: 1.0 for n in odd},
+                   "update_ratio": {n: 1e-3 for n in odd}}, steps=3, scalars={"$loss": [1.0, 0.5, 0.2]})
+    for ax in (figures.gradient_flow(run), figures.heatmap(run, "grad_norm"), figures.update_ratio(run),
+               figures.loss_curve(run, key="$loss")):
+        ax.figure.savefig(io.BytesIO(), format="png")  # mathtext would fail to parse '$\frac{$'
+    assert labels(figures.gradient_flow(run)) == ["\\$\\frac{\\$", "a\\$b\\$c", "<i>"]

@@ -49,9 +49,20 @@ def depth_colors(n: int) -> list[Any]:
     return [cmap(0.9 * k / max(n - 1, 1)) for k in range(n)]
 
 
+def plain(text: object) -> str:
+    """User text (a layer or run name, a logged key) for a matplotlib label: '$' escaped so it is
+    never parsed as mathtext (an odd name would otherwise fail to draw or draw as a formula)."""
+    return str(text).replace("$", r"\$")
+
+
 def layer_label(name: str) -> str:
-    """The layer's qualified name; the root module (empty name) reads '(root)'."""
-    return name or "(root)"
+    """The layer's qualified name as label text; the root module (empty name) reads '(root)'."""
+    return plain(name) if name else "(root)"
+
+
+def weight_layers(run: RunView) -> list[str] | None:
+    """Layers with parameters (Linear, Conv...), where theory predicts the flow; None when there is none."""
+    return [i.name for i in run.layer_info if i.kind == "param"] or None
 
 
 def check_run(run: Any, function: str) -> RunView:

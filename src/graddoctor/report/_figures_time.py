@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..store.view import RunView
-from ._axes import check_run, depth_colors, layer_label, layers_with, new_axes, positive, require
+from ._axes import check_run, plain, depth_colors, layer_label, layers_with, new_axes, positive, require
 
 UPDATE_GUIDE = 1e-3  # Karpathy's rule of thumb: ||dW|| / ||W|| near 1e-3 per step is healthy
 
@@ -29,16 +29,19 @@ def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any
     names = [n for n in run.layers if n in set(dead) | set(sat)]
     require(names, "dead or saturated fractions", run, "they are recorded for activation layers")
     ax = new_axes(ax)
-    for name, color in zip(names, depth_colors(len(names))):
+    for name, color in zip(names, depth_colors(len(names))):  # the legend names each layer once, by colour
+        label = layer_label(name)
         if name in dead:
-            ax.plot(run.steps, run.stat("dead_frac", name), "-", color=color, label=f"{layer_label(name)} dead")
+            ax.plot(run.steps, run.stat("dead_frac", name), "-", color=color, label=label, gid="dead")
+            label = "_"
         if name in sat:
-            ax.plot(run.steps, run.stat("saturated_frac", name), "--", color=color,
-                    label=f"{layer_label(name)} saturated")
+            ax.plot(run.steps, run.stat("saturated_frac", name), "--", color=color, label=label, gid="saturated")
+    for style, what in (("-", "dead"), ("--", "saturated")):
+        ax.plot([], [], style, color="0.2", label=what)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("fraction of units")
-    ax.set_title(f"dead (solid) and saturated (dashed) units: {run.name}")
+    ax.set_title(f"dead (solid) and saturated (dashed) units: {plain(run.name)}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small", ncol=2 if len(names) > 6 else 1)
     return ax
@@ -59,7 +62,7 @@ def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: fl
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||dW|| / ||W|| (log)")
-    ax.set_title(f"update ratio per layer (input side dark): {run.name}")
+    ax.set_title(f"update ratio per layer (input side dark): {plain(run.name)}")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="x-small", ncol=2 if len(names) > 8 else 1)
     return ax
@@ -81,16 +84,16 @@ def loss_curve(data: RunView | Sequence[float] | np.ndarray, key: str = "loss", 
         if key not in run.scalars:
             raise KeyError(f"run {run.name!r} logged no {key!r}: call run.log({key}=...) after optimizer.step(); "
                            f"it logged: {', '.join(run.scalars) or 'nothing'}.")
-        xs, ys, title = run.steps, run.scalar(key), f"{key}: {run.name}"
+        xs, ys, title = run.steps, run.scalar(key), f"{plain(key)}: {plain(run.name)}"
     else:
         ys = np.asarray(data, dtype=float)
         xs = np.asarray(steps if steps is not None else np.arange(len(ys)))
-        title = key
+        title = plain(key)
         if ys.ndim != 1 or len(xs) != len(ys):
             raise ValueError(f"loss_curve() takes a RunView or 1-D values with one step each; got values of shape "
                              f"{ys.shape} and {len(xs)} steps.")
     ax = new_axes(ax)
-    ax.plot(xs, ys, color="#1f5fa8", label=key)
+    ax.plot(xs, ys, color="#1f5fa8", label=plain(key))
     # A logged NaN/Inf is marked, never hidden; a step where the key was not logged is just a gap.
     bad = ~np.isfinite(ys) & (data.scalar_recorded(key) if isinstance(data, RunView) else True)
     if bad.any():
@@ -102,7 +105,7 @@ def loss_curve(data: RunView | Sequence[float] | np.ndarray, key: str = "loss", 
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel(key)
+    ax.set_ylabel(plain(key))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
@@ -133,7 +136,7 @@ def overlay(curves: Mapping[str, Any], *, xlabel: str = "step", ylabel: str = ""
         if len(x) != len(y):
             raise ValueError(f"overlay(): curve {label!r} has {len(x)} x values and {len(y)} y values.")
         ax.plot(x, positive(y) if logy else y, marker="o" if len(y) <= 40 else None, markersize=3,
-                color=color, label=str(label))
+                color=color, label=plain(label))
     if guide is not None:
         ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}")
     if logy:

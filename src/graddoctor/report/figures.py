@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..store.view import RunView
-from ._axes import (check_run, depth_colors, layer_label, layers_with, matplotlib, new_axes, positive, require,
-                    step_columns, subsample)
+from ._axes import (check_run, plain, depth_colors, layer_label, layers_with, matplotlib, new_axes, positive, require,
+                    step_columns, subsample, weight_layers)
 from ._figures_time import loss_curve, overlay, unit_fractions, update_ratio
 
 __all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay"]
@@ -26,7 +26,8 @@ MAX_HEATMAP_STEPS = 500  # columns drawn at most; a longer run is subsampled eve
 
 
 def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, prediction: Any = None,
-                  stats: Sequence[str] = ("out_grad_norm", "grad_norm"), ax: Any = None) -> Any:
+                  stats: Sequence[str] = ("out_grad_norm", "grad_norm"), layers: Sequence[str] | None = None,
+                  ax: Any = None) -> Any:
     """Per-layer gradient norms at chosen steps, input side left, on a log scale.
 
     Vanishing gradients show as a slope down toward the input; a linear axis would hide them.
@@ -40,11 +41,14 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
             drawn dotted, scaled to meet the measured `out_grad_norm` at the last predicted
             layer at the first drawn step.
         stats: which of the two statistics to draw.
+        layers: layers to draw (default: the layers with parameters, where theory predicts the
+            flow; activation layers' own ||dL/d output|| would zigzag between them).
         ax: Axes to draw into (default: a new figure).
     """
     run = check_run(run, "gradient_flow")
-    layers = [name for stat in stats for name in layers_with(run, stat)]
-    layers = [name for name in run.layers if name in set(layers)]
+    layers = weight_layers(run) if layers is None else layers
+    found = {name for stat in stats for name in layers_with(run, stat, layers)}
+    layers = [name for name in run.layers if name in found]
     require(layers, "gradient norms (" + " or ".join(stats) + ")", run, "watch a model with trainable layers")
     ax = new_axes(ax)
     x = np.arange(len(layers))
@@ -67,7 +71,7 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
                   fontsize="small" if crowded else None)
     ax.set_xlabel("layer (input side first)")
     ax.set_ylabel("gradient norm (log)")
-    ax.set_title(f"gradient flow: {run.name}")
+    ax.set_title(f"gradient flow: {plain(run.name)}")
     ax.grid(True, which="major", axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return ax
@@ -136,7 +140,7 @@ def _heatmap_data(data: Any, stat: str, layers: Sequence[str] | None,
         require(names, f"values of {stat!r}", run, "pick a statistic the run recorded")
         rows = [run.layers.index(n) for n in names]
         return (run.stat_matrix(stat)[rows], run.recorded(stat)[rows], names, run.steps.astype(float),
-                f"{stat} per layer and step: {run.name}")
+                f"{stat} per layer and step: {plain(run.name)}")
     values = np.asarray(data, dtype=float)
     if values.ndim != 2 or values.size == 0:
         raise ValueError(f"heatmap() takes a RunView or a non-empty 2-D [layers, steps] array, got shape {values.shape}.")
@@ -204,7 +208,7 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
     what = "activation value (layer output)" if kind == "act" else "parameter gradient value"
     ax.set_xlabel(what)
     ax.set_ylabel("fraction of values per bin")
-    ax.set_title(f"{'activation' if kind == 'act' else 'gradient'} histograms per layer, step {chosen}: {run.name}")
+    ax.set_title(f"{'activation' if kind == 'act' else 'gradient'} histograms per layer, step {chosen}: {plain(run.name)}")
     ax.legend(fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
     return ax
 

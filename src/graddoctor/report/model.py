@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ..diagnose import Diagnosis, diagnose
 from ..store.view import RunView
 from . import figures
+from ._axes import weight_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +47,9 @@ def figure_plan(run: RunView, prediction: Any = None) -> list[FigureSpec]:
               "last recorded step, log scale: a slope down toward the input is a vanishing gradient.",
               {"out_grad_norm", "grad_norm"} & stats,
               lambda: figures.gradient_flow(run, prediction=prediction), "no gradient norm was recorded"),
-        _spec(run, "Back-propagated gradient, layer x step", "||dL/d output|| of each layer over training, log colour "
+        _spec(run, "Back-propagated gradient, layer x step", "||dL/d output|| of each layer with parameters over training, log colour "
               "(grey: not recorded, magenta: NaN/Inf).", {"out_grad_norm"} & stats,
-              lambda: figures.heatmap(run, "out_grad_norm"), "out_grad_norm was not recorded"),
+              lambda: figures.heatmap(run, "out_grad_norm", layers=weight_layers(run)), "out_grad_norm was not recorded"),
         _spec(run, "Update ratio", "||dW||/||W|| per layer and step, log scale; the dashed line is the ~1e-3 rule "
               "of thumb.", {"update_ratio"} & stats, lambda: figures.update_ratio(run),
               "update_ratio was not recorded (watch with an optimizer and update_ratio=True)"),
