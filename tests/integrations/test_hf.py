@@ -83,7 +83,8 @@ def expected():
 def test_records_post_clip_gradients_of_plain_autograd_one_record_per_step(tmp_path, expected, accumulation):
     norms, losses, totals = expected
     store = tmp_path / "runs.db"
-    train(tmp_path, tiny_gpt2(), GradDoctorCallback(store=store, name="hf", hist_every=0),
+    callback = GradDoctorCallback(store=store, name="hf", hist_every=0, tensorboard=tmp_path / "tb", tensorboard_seconds=0)
+    train(tmp_path, tiny_gpt2(), callback,
           gradient_accumulation_steps=accumulation, per_device_train_batch_size=N_SAMPLES // accumulation)
     view = graddoctor.load(store, name="hf")
     assert view.status == "finished"
@@ -94,6 +95,13 @@ def test_records_post_clip_gradients_of_plain_autograd_one_record_per_step(tmp_p
     np.testing.assert_allclose(view.scalar("hf/grad_norm"), totals, rtol=1e-4)  # the Trainer's pre-clip norm
     assert np.isfinite(view.stat("update_ratio", LAYERS[0])).all()
     assert np.isfinite(view.stat("act_std", "transformer.h.0.mlp.c_fc")).all()
+    pytest.importorskip("tensorboard")  # the live mirror wrote every step, late-logged scalars included
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("hf/grad_norm")] == [e.step for e in acc.Scalars(f"grad_norm/{LAYERS[0]}")]
+    assert [e.step for e in acc.Scalars("loss")] == list(range(STEPS))
 
 
 def test_unknown_options_are_refused_at_construction():

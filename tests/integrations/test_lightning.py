@@ -99,12 +99,18 @@ def test_grad_norm_is_read_before_clipping_and_equals_plain_autograd(tmp_path):
 def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
     module, store = Tiny(), tmp_path / "runs.db"
     expected = oracle(module, accumulate=3)
-    callback = GradDoctorCallback(store=store, hist_every=0)
+    callback = GradDoctorCallback(store=store, hist_every=0, tensorboard=tmp_path / "tb", tensorboard_seconds=0)
     fit(tmp_path, callback, module, accumulate_grad_batches=3)
     view = graddoctor.load(store)
     assert len(view.steps) == N_BATCHES // 3
     check_against(view, expected)
     assert callback.state_dict() == {"name": view.name}
+    pytest.importorskip("tensorboard")  # the live mirror wrote every step, late-logged loss included
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss")] == [e.step for e in acc.Scalars("grad_norm/net.0")] == [0, 1]
 
 
 def test_bf16_mixed_precision_records_finite_gradients(tmp_path):

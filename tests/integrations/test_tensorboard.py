@@ -80,3 +80,44 @@ def test_histograms_keep_the_recorded_bins(recorded, tmp_path):
 def test_tensorboard_export_needs_an_output_directory(recorded, capsys):
     assert main(["export", str(recorded), "--format", "tensorboard"]) == 2
     assert "log directory" in capsys.readouterr().err
+
+
+def test_mirror_writes_steps_while_training_holding_back_the_newest(store_path, tmp_path):
+    from graddoctor.integrations.tensorboard import TensorBoardMirror
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with graddoctor.watch(model, opt, store=store_path, name="live") as run:
+        mirror = TensorBoardMirror(run, tmp_path / "tb")
+        for step in range(5):
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)  # after the step: reaches the store with the next step
+            if step == 2:
+                assert mirror.update() == 2 and mirror.written == 1  # steps 0, 1; step 2 held back
+    mirror.close()
+    acc = read_events(tmp_path / "tb")
+    view = graddoctor.load(store_path, name="live")
+    assert [e.step for e in acc.Scalars("loss")] == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("loss")], view.scalar("loss"), rtol=1e-6)
+    assert [e.step for e in acc.Scalars("grad_norm/0")] == [0, 1, 2, 3, 4]
+
+
+def test_follow_on_a_finished_run_writes_it_all_and_returns(recorded, tmp_path, capsys):
+    assert main(["export", str(recorded), "--format", "tensorboard", "-o", str(tmp_path / "tb"), "--follow", "0.1"]) == 0
+    assert "steps up to 3" in capsys.readouterr().err
+    assert [e.step for e in read_events(tmp_path / "tb").Scalars("loss")] == [0, 1, 2, 3]
+    assert main(["export", str(recorded), "--format", "csv", "--follow", "1"]) == 2
+
+
+def test_importing_graddoctor_and_its_cli_imports_no_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, graddoctor, graddoctor.cli, graddoctor.integrations.tensorboard; "
+            "print([m for m in ('lightning', 'pytorch_lightning', 'transformers', 'accelerate', 'tensorboard', "
+            "'torch.utils.tensorboard') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,3 +85,24 @@ def scalar_loss(outputs: Any) -> torch.Tensor | None:
     if isinstance(loss, torch.Tensor) and loss.numel() == 1:
         return loss.detach().reshape(())
     return None
+
+
+class LiveTensorBoard:
+    """A callback's `tensorboard=DIR`: the run mirrored into TensorBoard every `seconds`, from rank 0 only."""
+
+    def __init__(self, run: Run, logdir: str | os.PathLike[str], *, seconds: float, rank: int) -> None:
+        from .tensorboard import TensorBoardMirror
+
+        self.seconds = seconds
+        self.mirror = TensorBoardMirror(run, logdir) if rank == 0 else None
+        self._last = time.monotonic()
+
+    def step_taken(self) -> None:
+        """After an optimizer step: update the mirror if `seconds` have passed (it reads the run back)."""
+        if self.mirror is not None and time.monotonic() - self._last >= self.seconds:
+            self.mirror.update()
+            self._last = time.monotonic()
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()

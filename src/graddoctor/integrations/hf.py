@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..probes.monitor import Run
 from ..store.sqlite import MEMORY, RunStore
 from ..watch import watch
-from ._fw_run import check_options, rank_store, scalar_loss
+from ._fw_run import LiveTensorBoard, check_options, rank_store, scalar_loss
 
 HF_LOGS = {"grad_norm": "hf/grad_norm"}  # Trainer's own logs worth keeping, under graddoctor's keys
 
@@ -62,16 +62,21 @@ class GradDoctorCallback(TrainerCallback):
         every: record one optimizer step in `every`.
         name: run name (default: a timestamp). Training resumed from a checkpoint continues the
             latest run with this name, with its step numbering.
+        tensorboard: a TensorBoard log directory to mirror the run into while it trains (rank 0;
+            the same tags as `graddoctor export --format tensorboard`).
+        tensorboard_seconds: how often the mirror reads the run back and writes its new steps.
         **options: the other `graddoctor.watch` options (`hist_every`, `update_ratio`,
             `include`, `exclude`, `flush_seconds`).
     """
 
     def __init__(
         self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
-        **options: Any,
+        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, **options: Any,
     ) -> None:
         check_options(every, options)
         self.store, self.every, self.name, self.options = store, every, name, options
+        self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
+        self._live: LiveTensorBoard | None = None
         self.run: Run | None = None
         self._loss_hook: Any = None
         self._losses: list[torch.Tensor] = []
@@ -90,6 +95,10 @@ class GradDoctorCallback(TrainerCallback):
             **self.options,
         )
         self.name = self.run.name
+        if self.tensorboard is not None:
+            self._live = LiveTensorBoard(
+                self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=args.process_index
+            )
         self._loss_hook = self.run.model.register_forward_hook(self._on_model_output, with_kwargs=True)
 
     def _on_model_output(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
@@ -109,6 +118,12 @@ class GradDoctorCallback(TrainerCallback):
             self.run.log(loss=losses.sum() if self._shares else losses.mean())
         self._losses = []
 
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._live is not None:
+            self._live.step_taken()
+
     def on_log(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
         logs: dict[str, Any] | None = None, **kwargs: Any,
@@ -125,5 +140,10 @@ class GradDoctorCallback(TrainerCallback):
         if self._loss_hook is not None:
             self._loss_hook.remove()
             self._loss_hook = None
-        if self.run is not None:
-            self.run.close()
+        try:
+            if self.run is not None:
+                self.run.close()
+        finally:
+            if self._live is not None:
+                self._live.close()
+                self._live = None

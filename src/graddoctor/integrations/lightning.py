@@ -24,7 +24,7 @@ from typing_extensions import override
 from ..config import RunStatus
 from ..errors import ConfigError
 from ..store.sqlite import MEMORY, RunStore
-from ._fw_run import FrameworkRun, check_options, open_run, rank_store, scalar_loss
+from ._fw_run import FrameworkRun, LiveTensorBoard, check_options, open_run, rank_store, scalar_loss
 
 SUPPORTED_STRATEGIES = "a single device (strategy='auto' with devices=1), 'ddp', 'ddp_spawn', 'ddp_notebook'"
 
@@ -61,6 +61,9 @@ class GradDoctorCallback(Callback):
         every: record one optimizer step in `every`.
         name: run name (default: a timestamp). A fit resumed from a checkpoint continues the
             run named in the checkpoint, with its step numbering.
+        tensorboard: a TensorBoard log directory to mirror the run into while it trains (rank 0;
+            the same tags as `graddoctor export --format tensorboard`).
+        tensorboard_seconds: how often the mirror reads the run back and writes its new steps.
         **options: the other `graddoctor.watch` options (`hist_every`, `update_ratio`,
             `include`, `exclude`, `flush_seconds`).
 
@@ -71,10 +74,12 @@ class GradDoctorCallback(Callback):
 
     def __init__(
         self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
-        **options: Any,
+        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, **options: Any,
     ) -> None:
         check_options(every, options)
         self.store, self.every, self.name, self.options = store, every, name, options
+        self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
+        self._live: LiveTensorBoard | None = None
         self.run: FrameworkRun | None = None
         self._resume = False
         self._loss: Any = None
@@ -94,6 +99,10 @@ class GradDoctorCallback(Callback):
             options=self.options,
         )
         self.name = self.run.name
+        if self.tensorboard is not None:
+            self._live = LiveTensorBoard(
+                self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=trainer.global_rank
+            )
 
     @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
@@ -114,16 +123,25 @@ class GradDoctorCallback(Callback):
             if self._loss is not None:
                 self.run.log(loss=self._loss)
             self._loss, self._stepped = None, False
+            if self._live is not None:
+                self._live.step_taken()
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.run is not None:
-            self.run.close()
+        self._close()
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self.run is not None:
-            self.run.close(status=RunStatus.FAILED, error=f"{type(exception).__name__}: {exception}")
+        self._close(status=RunStatus.FAILED, error=f"{type(exception).__name__}: {exception}")
+
+    def _close(self, status: RunStatus = RunStatus.FINISHED, error: str | None = None) -> None:
+        try:
+            if self.run is not None:
+                self.run.close(status=status, error=error)
+        finally:
+            if self._live is not None:
+                self._live.close()
+                self._live = None
 
     @override
     def state_dict(self) -> dict[str, Any]:

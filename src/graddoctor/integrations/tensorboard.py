@@ -48,6 +48,55 @@ def export_tensorboard(view: RunView, logdir: str | os.PathLike[str]) -> dict[st
     return counts
 
 
+class TensorBoardMirror:
+    """Mirror a run into TensorBoard while it trains: each `update()` writes the steps recorded since the last.
+
+    The source is a live run (`graddoctor.watch(...)`, a callback's `.run`) or a store path that
+    another process is writing (the store is readable while training runs). While the run is
+    running, its newest recorded step is held back: scalars logged after a step (`run.log` after
+    `optimizer.step()`) reach the store with the next recorded step. `close()` writes the rest.
+
+    Example:
+        >>> mirror = TensorBoardMirror("runs.db", "tb/exp1", name="exp1")         # doctest: +SKIP
+        >>> mirror.update()   # call now and then (each call reads the run back); close() at the end
+
+    Cost: each update reads the whole run back from the store, so call it every few seconds or
+    every few hundred steps, not every step.
+    """
+
+    def __init__(self, source: Any, logdir: str | os.PathLike[str], *, name: str | None = None) -> None:
+        self.source, self.name = source, name
+        self.written = -1  # the last step written
+        self.running = True  # the run's status at the last update
+        self._writer = summary_writer(logdir)
+
+    def update(self, *, final: bool = False) -> int:
+        """Write the recorded steps after the last one written; returns how many steps were written."""
+        from ..store.view import load
+
+        view = load(self.source, name=self.name)
+        self.running = view.status == "running"
+        done = final or not self.running
+        steps = {int(s) for s in view.steps if int(s) > self.written}
+        if not done and steps:
+            steps.discard(int(view.steps[-1]))  # its late scalars may still come
+        for tag, step, wall_time, value in scalar_events(view, steps):
+            self._writer.add_scalar(tag, value, global_step=step, walltime=wall_time)
+        for tag, step, wall_time, hist in histogram_events(view, steps):
+            self._writer.add_histogram_raw(tag, global_step=step, walltime=wall_time, **hist)
+        self._writer.flush()
+        if steps:
+            self.written = max(steps)
+        return len(steps)
+
+    def close(self) -> None:
+        """Write what is left and close the event file."""
+        try:
+            self.update(final=True)
+        finally:
+            self._writer.close()
+
+
 def summary_writer(logdir: str | os.PathLike[str]) -> Any:
     """torch's `SummaryWriter` (it needs the `tensorboard` package), with a clear error without it."""
     try:
