@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -104,7 +105,47 @@ def scenario_equal(rank: int, out: Path) -> dict:
     store = out / "missing" / "x.db" if rank == 0 else out / "fine.db"
     result["unwritable"] = _error(lambda: train(DDP(make_model()), data, rank, WORLD, store=store))
     result["fsdp1"] = _error(lambda: graddoctor.watch(_fsdp1(), None))
+    result["replicated_dtensor"] = _error(lambda: graddoctor.watch(_replicated_dtensor(), None))
+    result["collectives"] = _collectives_per_step(rank, out, data)
     return result
+
+
+def _replicated_dtensor() -> nn.Module:
+    from torch.distributed.tensor import distribute_module, init_device_mesh
+
+    return distribute_module(nn.Linear(2, 2), init_device_mesh("cpu", (WORLD,)))  # Replicate(): not FSDP2
+
+
+def _collectives_per_step(rank: int, out: Path, data) -> list[int]:
+    """graddoctor's collective calls during each optimizer step of a DDP run with every=2."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist, calls, per_step = torch.distributed, [0], []
+    originals = {name: getattr(dist, name) for name in ("all_gather", "all_gather_object", "all_reduce", "broadcast")}
+
+    def counting(fn):
+        def wrapper(*args, **kwargs):
+            calls[0] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    model = DDP(make_model())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        for name, fn in originals.items():
+            setattr(dist, name, counting(fn))
+        with graddoctor.watch(model, opt, store=out / "count.db", every=2):
+            opt.register_step_post_hook(lambda *a: (per_step.append(calls[0]), calls.__setitem__(0, 0)))
+            calls[0] = 0
+            for x, y in data + data[:1]:
+                loss = (model(x.chunk(WORLD)[rank]) - y.chunk(WORLD)[rank]).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        for name, fn in originals.items():
+            setattr(dist, name, fn)
+    return per_step
 
 
 def _fsdp1() -> nn.Module:
@@ -166,8 +207,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(scenario: str, out: Path, timeout: float = 40.0) -> list[dict]:
-    """Run SCENARIO on 2 ranks; fail (never hang) when they have not finished within `timeout`."""
+SCENARIOS = ("equal", "compiled", "raise0", "raise1", "nowatch")
+DEADLINE = 120.0  # all scenarios together, started at once; ~35 s on the 2-core CI machine
+
+
+def _start(scenario: str, out: Path) -> list[subprocess.Popen]:
     port = _free_port()
     procs = []
     for rank in range(WORLD):
@@ -175,7 +219,11 @@ def launch(scenario: str, out: Path, timeout: float = 40.0) -> list[dict]:
                "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen([sys.executable, __file__, scenario, str(out)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    deadline = time.monotonic() + timeout
+    return procs
+
+
+def _finish(scenario: str, out: Path, procs: list[subprocess.Popen], deadline: float) -> list[dict] | str:
+    """Each rank's result, or why there is none (a hang is killed at the deadline, never waited out)."""
     logs = []
     try:
         for p in procs:
@@ -183,15 +231,64 @@ def launch(scenario: str, out: Path, timeout: float = 40.0) -> list[dict]:
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
-        raise AssertionError(f"{scenario}: the ranks did not finish within {timeout} s (a hang)") from None
+            p.communicate()
+        return f"{scenario}: the ranks did not finish within {DEADLINE} s (a hang)"
     results = []
     for rank, log in enumerate(logs):
         path = out / f"{scenario}-{rank}.json"
-        assert path.exists(), f"rank {rank} wrote no result:\n{log[-3000:]}"
+        if not path.exists():
+            return f"{scenario}: rank {rank} wrote no result:\n{log[-3000:]}"
         result = json.loads(path.read_text())
-        assert "crash" not in result, f"rank {rank}:\n{result['crash']}\n{log[-2000:]}"
+        if "crash" in result:
+            return f"{scenario}: rank {rank}:\n{result['crash']}\n{log[-2000:]}"
         results.append(result)
     return results
+
+
+class Scenarios:
+    def __init__(self, folder: Path, outcomes: dict[str, list[dict] | str]) -> None:
+        self.folder, self._outcomes = folder, outcomes
+
+    def __getitem__(self, scenario: str) -> list[dict]:
+        outcome = self._outcomes[scenario]
+        if isinstance(outcome, str):
+            raise AssertionError(outcome)
+        return outcome
+
+    def store(self, scenario: str) -> Path:
+        return self.folder / scenario
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> Scenarios:
+    """Every scenario on its own 2 ranks, all started at once (the start-up of torch dominates)."""
+    folder = tmp_path_factory.mktemp("dist")
+    started = {}
+    for scenario in SCENARIOS:
+        (folder / scenario).mkdir()
+        started[scenario] = _start(scenario, folder / scenario)
+    example = _start_example(folder / "example")
+    deadline = time.monotonic() + DEADLINE
+    outcomes = {sc: _finish(sc, folder / sc, procs, deadline) for sc, procs in started.items()}
+    try:
+        log = example.communicate(timeout=max(0.1, deadline - time.monotonic()))[0]
+        outcomes["example"] = [{"rc": example.returncode, "log": log}]
+    except subprocess.TimeoutExpired:
+        example.kill()
+        example.communicate()
+        outcomes["example"] = f"examples/torchrun_ddp.py --quick did not finish within {DEADLINE} s"
+    return Scenarios(folder, outcomes)
+
+
+def _start_example(folder: Path) -> subprocess.Popen:
+    """`torchrun --nproc-per-node 2 examples/torchrun_ddp.py --quick`, with the venv's torchrun."""
+    folder.mkdir()
+    torchrun = Path(sys.executable).parent / "torchrun"
+    script = Path(__file__).parents[2] / "examples" / "torchrun_ddp.py"
+    args = ["--nproc-per-node", str(WORLD), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    return subprocess.Popen([str(torchrun), *args, str(script), "--quick", "--store", str(folder / "ex.db")],
+                            cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _assert_same_records(r, ref, *, exact_grad_hist: bool) -> None:
@@ -215,61 +312,78 @@ def _assert_same_records(r, ref, *, exact_grad_hist: bool) -> None:
                     np.testing.assert_allclose(counts, counts_, atol=1e-9)
 
 
-def test_ddp_and_fsdp2_record_what_one_process_records(tmp_path):
-    results = launch("equal", tmp_path, timeout=50)
+def test_ddp_and_fsdp2_record_what_one_process_records(ranks, tmp_path):
+    results, folder = ranks["equal"], ranks.store("equal")
     ref = graddoctor.load(train(make_model(), make_data(), store=tmp_path / "ref.db", name="ref", **WATCH))
-    ddp = graddoctor.load(tmp_path / "ddp.db", name="ddp")
+    ddp = graddoctor.load(folder / "ddp.db", name="ddp")
     assert ddp.status == "finished"
     _assert_same_records(ddp, ref, exact_grad_hist=True)
     assert ref.stat("dead_frac", "1")[0] == 1 / 8  # unit 1 only: unit 0 is silent on rank 0, not on rank 1
-    _assert_same_records(graddoctor.load(tmp_path / "fsdp.db", name="fsdp"), ref, exact_grad_hist=False)
+    _assert_same_records(graddoctor.load(folder / "fsdp.db", name="fsdp"), ref, exact_grad_hist=False)
 
     # only rank 0 writes; rank 1 holds no store and says so
     assert results[0]["ddp_view"] is None
     assert results[1]["ddp_view"].startswith("ConfigError") and "rank 0" in results[1]["ddp_view"]
-    assert results[1]["ddp_path"] == str(tmp_path / "ddp.db")
-    assert not (tmp_path / "fine.db").exists()
+    assert results[1]["ddp_path"] == str(folder / "ddp.db")
+    assert not (folder / "fine.db").exists()
 
-    # refusals: on every rank, with what to do
-    for rank, result in enumerate(results):
+
+def test_bad_configurations_are_refused_on_every_rank(ranks):
+    results = ranks["equal"]
+    for result in results:
         assert result["mismatch"].startswith("ConfigError") and "every" in result["mismatch"], result["mismatch"]
         assert result["unwritable"].startswith("StoreError") and "does not exist" in result["unwritable"]
         assert result["fsdp1"].startswith("ConfigError") and "fully_shard" in result["fsdp1"]
+        assert result["replicated_dtensor"].startswith("ConfigError") and "Replicate" in result["replicated_dtensor"]
     assert "rank 0 cannot write" in results[1]["unwritable"]
 
 
-def test_watch_after_compiled_ddp_ran_is_recorded_or_refused_never_silent(tmp_path):
+def test_one_gather_per_recorded_step_and_none_in_between(ranks):
+    # every=2 over 5 steps: steps 0, 2, 4 recorded. The first recorded step also agrees on the
+    # layers' unit counts (all_gather_object); after that, one all_gather per recorded step.
+    for result in ranks["equal"]:
+        assert result["collectives"] == [3, 0, 1, 0, 1]
+
+
+def test_watch_after_compiled_ddp_ran_is_recorded_or_refused_never_silent(ranks, tmp_path):
     # torch.compile(DDP(model)) called once, then watched. Today Dynamo retraces (DDP's graph breaks
     # and its guards on hooks) and the numbers are right; were the hooks ignored, the first
     # recorded step would raise ProbeError on every rank. Either is fine; silence is not.
-    errors = [result["compiled"] for result in launch("compiled", tmp_path)]
+    errors = [result["compiled"] for result in ranks["compiled"]]
+    store = ranks.store("compiled") / "compiled.db"
     if errors[0] is not None:
         assert all(e is not None and e.startswith("ProbeError") and "compile" in e for e in errors), errors
-        assert graddoctor.load(tmp_path / "compiled.db").status == "failed"
+        assert graddoctor.load(store).status == "failed"
     else:
         assert errors == [None, None]
         ref = graddoctor.load(train(make_model(), make_data(), store=tmp_path / "ref.db", name="ref", **WATCH))
-        _assert_same_records(graddoctor.load(tmp_path / "compiled.db"), ref, exact_grad_hist=True)
+        _assert_same_records(graddoctor.load(store), ref, exact_grad_hist=True)
 
 
-def test_rank_that_raises_leaves_a_readable_store(tmp_path):
-    for who in (0, 1):
-        folder = tmp_path / f"r{who}"
-        folder.mkdir()
-        results = launch(f"raise{who}", folder)
-        assert f"boom on rank {who}" in results[who]["error"]
-        assert results[1 - who]["error"] is not None  # the other rank stops too, with an error, not a hang
-        with sqlite3.connect(folder / "raise.db") as con:
-            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        r = graddoctor.load(folder / "raise.db", name="raise")
-        assert r.status == "failed"
-        assert r.steps.tolist() == [0, 1]
-        assert np.isfinite(r.stat("grad_norm", "0")).all()
+def test_torchrun_example_runs_in_its_quick_form(ranks):
+    (outcome,) = ranks["example"]
+    assert outcome["rc"] == 0, outcome["log"][-3000:]
+    assert "ddp: 2 ranks, 3 recorded steps of 6" in outcome["log"]
+    r = graddoctor.load(ranks.store("example") / "ex.db", name="ddp")
+    assert r.status == "finished" and r.steps.tolist() == [0, 2, 4]
 
 
-def test_rank_that_never_watches_is_an_error_not_a_hang(tmp_path):
-    results = launch("nowatch", tmp_path)
-    assert results[0]["error"].startswith("ConfigError") and "every rank" in results[0]["error"]
+@pytest.mark.parametrize("who", [0, 1])
+def test_rank_that_raises_leaves_a_readable_store(ranks, who):
+    results, folder = ranks[f"raise{who}"], ranks.store(f"raise{who}")
+    assert f"boom on rank {who}" in results[who]["error"]
+    assert results[1 - who]["error"] is not None  # the other rank stops too, with an error, not a hang
+    with sqlite3.connect(folder / "raise.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    r = graddoctor.load(folder / "raise.db", name="raise")
+    assert r.status == "failed"
+    assert r.steps.tolist() == [0, 1]
+    assert np.isfinite(r.stat("grad_norm", "0")).all()
+
+
+def test_rank_that_never_watches_is_an_error_not_a_hang(ranks):
+    error = ranks["nowatch"][0]["error"]
+    assert error.startswith("ConfigError") and "every rank" in error
 
 
 if __name__ == "__main__":
