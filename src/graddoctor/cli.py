@@ -1,0 +1,281 @@
+"""`graddoctor <verb>`: one subcommand per public function, no logic of its own. Nothing imports this.
+
+Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, check), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from .errors import GradDoctorError
+from .lab._cli import add_lab_verb
+from .report._cli import add_report_verb
+from .report.text import format_table, layer_table
+from .store.sqlite import RunStore
+from .store.view import load
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (GradDoctorError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"graddoctor {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `graddoctor export ... | head`
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graddoctor", description="Why do this network's gradients vanish or explode?")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    runs = sub.add_parser("runs", help="list the runs in a store")
+    runs.add_argument("path", help="run store (SQLite file written by graddoctor.watch)")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="per-layer table of a run's statistics at one step")
+    show.add_argument("path")
+    show.add_argument("--name", help="run name (default: the latest run)")
+    show.add_argument("--step", type=int, help="recorded step (default: the last one)")
+    show.set_defaults(func=cmd_show)
+
+    export = sub.add_parser("export", help="write a run's statistics as CSV or Parquet (long format) or TensorBoard")
+    export.add_argument("path")
+    export.add_argument("dest", nargs="?", metavar="OUT", help="the same as -o OUT")
+    export.add_argument("--name", help="run name (default: the latest run)")
+    export.add_argument("--format", choices=("csv", "parquet", "tensorboard"), default="csv")
+    export.add_argument("-o", "--output", help="output file (CSV default: standard output); for tensorboard, "
+                        "the log directory")
+    export.set_defaults(func=cmd_export)
+    _add_diagnose_verbs(sub)
+    _add_predict_verb(sub)
+    _add_compare_verb(sub)
+    add_report_verb(sub)
+    add_lab_verb(sub)
+    return p
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore(args.path, readonly=True)
+    try:
+        runs = store.runs()
+    finally:
+        store.close()
+    if not runs:
+        print(f"{args.path}: no runs")
+        return 0
+    rows = [
+        [str(r["run_id"]), r["name"], r["status"], str(r["n_steps"]), "-" if r["last_step"] is None else str(r["last_step"]),
+         str(r["n_layers"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))]
+        for r in runs
+    ]
+    print(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
+                       right=[True, False, False, True, True, True, False]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .report.terminal import print_layer_table, wants_rich
+
+    run = load(args.path, name=args.name)
+    if wants_rich():  # colour on a terminal; piped output stays the plain text
+        print_layer_table(run, step=args.step)
+    else:
+        print(layer_table(run, step=args.step))
+    if run.first_nonfinite:
+        nf = run.first_nonfinite
+        print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}")
+    return 0
+
+
+def export_rows(run) -> list[tuple[str, int, str, str, float]]:
+    """(run, step, layer, stat, value) rows; per-step scalars have layer ''."""
+    rows = []
+    for stat in run.stats:
+        matrix = run.stat_matrix(stat)
+        recorded = run.recorded(stat)
+        for i, layer in enumerate(run.layers):
+            for j, step in enumerate(run.steps):
+                if recorded[i, j]:
+                    rows.append((run.name, int(step), layer, stat, float(matrix[i, j])))
+    for key in run.scalars:
+        for step, value in zip(run.steps, run.scalar(key)):
+            rows.append((run.name, int(step), "", key, float(value)))
+    return rows
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.dest and args.output and args.dest != args.output:
+        raise GradDoctorError(f"two outputs given ({args.dest!r} and -o {args.output!r}): give one.")
+    args.output = args.output or args.dest
+    run = load(args.path, name=args.name)
+    if args.format == "tensorboard":
+        return _export_tensorboard(run, args.output)
+    rows = export_rows(run)
+    header = ["run", "step", "layer", "stat", "value"]
+    if args.format == "parquet":
+        return _export_parquet(rows, header, args.output)
+    import csv
+
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows((r[0], r[1], r[2], r[3], repr(r[4])) for r in rows)
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"wrote {len(rows)} rows of run {run.name!r} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export_tensorboard(run, output: str | None) -> int:
+    if not output:
+        raise GradDoctorError("--format tensorboard needs a log directory: add -o tb/run1 (then tensorboard --logdir tb).")
+    from .integrations.tensorboard import export_tensorboard
+
+    counts = export_tensorboard(run, output)
+    print(f"wrote {counts['scalars']} scalars and {counts['histograms']} histograms of run {run.name!r} to {output}",
+          file=sys.stderr)
+    return 0
+
+
+def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
+    if not output:
+        raise GradDoctorError("--format parquet needs an output file: add -o run.parquet.")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GradDoctorError(
+            "--format parquet needs pyarrow, which is not installed: pip install 'graddoctor[parquet]' "
+            "(or pip install pyarrow), or use --format csv."
+        ) from None
+    table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(header)})
+    pq.write_table(table, output)
+    print(f"wrote {len(rows)} rows to {output}", file=sys.stderr)
+    return 0
+
+
+def _add_diagnose_verbs(sub: argparse._SubParsersAction) -> None:
+    fail_on = {"choices": ("info", "warning", "error"), "default": "error",
+               "help": "exit 1 when a finding is at least this severe (default: error)"}
+    diag = sub.add_parser("diagnose", help="name what is wrong with a recorded run: findings, causes, remedies")
+    diag.add_argument("path", help="run store (SQLite file written by graddoctor.watch)")
+    diag.add_argument("--name", help="run name (default: the latest run)")
+    diag.add_argument("--json", action="store_true", help="print the Findings JSON instead of text")
+    diag.add_argument("--fail-on", **fail_on)
+    diag.set_defaults(func=cmd_diagnose)
+
+    check = sub.add_parser("check", help="train a model a few watched steps on one batch and diagnose it "
+                           "(imports and runs MODEL's code)")
+    check.add_argument("model", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
+    check.add_argument("--input-shape", help="batch size then sample shape, e.g. 64,784 (random N(0,1) inputs)")
+    check.add_argument("--classes", type=int, help="random class targets in [0, CLASSES) and cross-entropy")
+    check.add_argument("--data", help=".npz file with arrays x (and y): real inputs (and targets)")
+    check.add_argument("--steps", type=int, default=20, help="training steps to record (default: 20)")
+    check.add_argument("--json", action="store_true", help="print the Findings JSON instead of text")
+    check.add_argument("--fail-on", **fail_on)
+    check.set_defaults(func=cmd_check)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import diagnose
+
+    return _report(diagnose(args.path, name=args.name), args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_spec
+
+    d = check_spec(args.model, input_shape=args.input_shape, classes=args.classes, data=args.data, steps=args.steps)
+    return _report(d, args)
+
+
+def _report(d, args: argparse.Namespace) -> int:
+    from .report.terminal import print_diagnosis, wants_rich
+
+    if not args.json and wants_rich():  # colour on a terminal; piped output stays the plain text
+        print_diagnosis(d)
+    else:
+        print(d.to_json() if args.json else d, end="\n" if args.json else "")
+    return 1 if d.reaches(args.fail_on) else 0
+
+
+def _add_predict_verb(sub: argparse._SubParsersAction) -> None:
+    pred = sub.add_parser("predict", help="predict gradient flow at initialization from mean-field theory "
+                          "(MODEL: imports and runs its code; or a plain MLP from --activation --sigma-w2 --depth)")
+    pred.add_argument("model", nargs="?", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
+    pred.add_argument("--input-shape", help="batch size then sample shape, e.g. 256,784 (the batch matters for BatchNorm)")
+    pred.add_argument("--activation", help="without MODEL: a plain MLP's activation, e.g. tanh, relu, leaky_relu:0.2")
+    pred.add_argument("--sigma-w2", type=float, help="without MODEL: weight variance x fan_in (He: 2, Xavier: 1)")
+    pred.add_argument("--sigma-b2", type=float, default=0.0, help="without MODEL: bias variance (default: 0)")
+    pred.add_argument("--depth", type=int, help="without MODEL: number of Linear layers")
+    pred.add_argument("--json", action="store_true", help="print the prediction as JSON instead of text")
+    pred.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .modelspec import load_model, parse_shape
+    from .theory import predict, predict_mlp
+
+    free = {"--activation": args.activation, "--sigma-w2": args.sigma_w2, "--depth": args.depth}
+    if args.model is None:
+        missing = [flag for flag, value in free.items() if value is None]
+        if missing:
+            raise ConfigError(f"give a MODEL (path/to/file.py:factory), or describe a plain MLP: missing {', '.join(missing)} "
+                              "(e.g. graddoctor predict --activation tanh --sigma-w2 1.5 --sigma-b2 0.05 --depth 50).")
+        prediction = predict_mlp(args.activation, args.sigma_w2, args.sigma_b2, args.depth)
+    elif any(value is not None for value in free.values()):
+        raise ConfigError("give either MODEL or --activation/--sigma-w2/--depth, not both.")
+    else:
+        shape = parse_shape(args.input_shape) if args.input_shape else None
+        prediction = predict(load_model(args.model), input_shape=shape[1:] if shape else None,
+                             batch=shape[0] if shape else None)
+    print(prediction.to_json() if args.json else prediction)
+    return 0
+
+
+def _add_compare_verb(sub: argparse._SubParsersAction) -> None:
+    comp = sub.add_parser("compare", help="train MODEL and remedied variants over seeds, side by side, with verdicts "
+                          "(imports and runs MODEL's code)")
+    comp.add_argument("model", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
+    source = comp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help=".npz file with arrays x and y (integer y: classification)")
+    source.add_argument("--dataset", choices=("digits", "mnist1d"), help="a dataset that needs no download")
+    comp.add_argument("--remedies", required=True, help="comma-separated remedy ids; '+' combines, e.g. "
+                      "he_init,leaky_relu,batch_norm,residual,relu+he_init")
+    comp.add_argument("--steps", type=int, default=300, help="optimizer steps per run (default: 300)")
+    comp.add_argument("--seeds", type=int, default=3, help="runs per variant (default: 3)")
+    comp.add_argument("--jobs", type=int, help="worker processes (default: the number of CPUs)")
+    comp.add_argument("--store", help="SQLite run store for every run (default: not kept)")
+    comp.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
+    comp.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer (default: adam)")
+    comp.add_argument("--json", action="store_true", help="print the comparison as JSON instead of the table")
+    comp.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .datasets import load_npz
+
+    data = load_npz(args.data) if args.data else args.dataset
+    c = compare(args.model, data, remedies=args.remedies, steps=args.steps, seeds=args.seeds, jobs=args.jobs,
+                store=args.store, lr=args.lr, optimizer=args.optimizer)
+    print(c.to_json() if args.json else c, end="\n" if args.json else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
