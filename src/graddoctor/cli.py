@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "parquet", "tensorboard"), default="csv")
     export.add_argument("-o", "--output", help="output file (CSV default: standard output); for tensorboard, "
                         "the log directory")
+    export.add_argument("--follow", type=float, metavar="SECONDS", help="with --format tensorboard: keep mirroring "
+                        "the run every SECONDS while it trains; stops when it ends")
     export.set_defaults(func=cmd_export)
     _add_diagnose_verbs(sub)
     _add_predict_verb(sub)
@@ -117,7 +119,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.dest and args.output and args.dest != args.output:
         raise GradDoctorError(f"two outputs given ({args.dest!r} and -o {args.output!r}): give one.")
     args.output = args.output or args.dest
+    if args.follow is not None and args.format != "tensorboard":
+        raise GradDoctorError(f"--follow works with --format tensorboard only, got --format {args.format}.")
     run = load(args.path, name=args.name)
+    if args.format == "tensorboard" and args.follow is not None:
+        return _follow_tensorboard(args.path, run.name, args.output, args.follow)
     if args.format == "tensorboard":
         return _export_tensorboard(run, args.output)
     rows = export_rows(run)
@@ -147,6 +153,24 @@ def _export_tensorboard(run, output: str | None) -> int:
     counts = export_tensorboard(run, output)
     print(f"wrote {counts['scalars']} scalars and {counts['histograms']} histograms of run {run.name!r} to {output}",
           file=sys.stderr)
+    return 0
+
+
+def _follow_tensorboard(path: str, name: str, output: str | None, seconds: float) -> int:
+    if not output:
+        raise GradDoctorError("--format tensorboard needs a log directory: add -o tb/run1 (then tensorboard --logdir tb).")
+    from .integrations.tensorboard import TensorBoardMirror
+
+    mirror = TensorBoardMirror(path, output, name=name)
+    try:
+        while True:
+            mirror.update()
+            if not mirror.running:
+                break
+            time.sleep(max(seconds, 0.0))
+    finally:
+        mirror.close()
+    print(f"followed run {name!r} into {output}: steps up to {mirror.written}", file=sys.stderr)
     return 0
 
 
