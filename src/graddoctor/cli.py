@@ -168,6 +168,8 @@ def _follow_tensorboard(path: str, name: str, output: str | None, seconds: float
             if not mirror.running:
                 break
             time.sleep(max(seconds, 0.0))
+    except KeyboardInterrupt:  # Ctrl-C ends following; what was recorded so far is still written
+        pass
     finally:
         mirror.close()
     print(f"followed run {name!r} into {output}: steps up to {mirror.written}", file=sys.stderr)
