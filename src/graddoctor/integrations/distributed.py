@@ -26,7 +26,7 @@ SUPPORTED = (
     "FSDP2 (torch.distributed.fsdp.fully_shard) on one process group"
 )
 # How long a rank waits for the others at watch() (every rank must call it) and at a recorded step.
-TIMEOUT = datetime.timedelta(minutes=10)
+TIMEOUT = datetime.timedelta(minutes=5)
 
 
 def setup(model: nn.Module) -> "Reducer | None":

@@ -1,0 +1,77 @@
+"""The packing and combining of ranks' partial statistics (integrations._dist_pack), without processes.
+
+Oracle: the statistics of one process over the concatenated outputs (probes.derive on one record).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from graddoctor.config import Stat
+from graddoctor.integrations._dist_pack import Layout, combine, local_units, pack, sum_histograms
+from graddoctor.probes import stats
+from graddoctor.probes.derive import derive
+from graddoctor.probes.record import NZ, OG, SAT, SD, SS, UNIT, S, aggregate
+from graddoctor.probes.select import plan_layers
+
+
+def _record(ys: list[torch.Tensor], grads: list[torch.Tensor]):
+    """keys, host values and numel of a Tanh layer (index 0) that ran once per y."""
+    keys, host, numel = [], [], {0: []}
+    for y, g in zip(ys, grads):
+        for code, value in zip((S, SD, SS), stats.moments(y)):
+            keys.append((0, code))
+            host.append(np.float64(value))
+        nonzero, fired, saturated = stats.activation_counts(y, -1, saturation=(-0.99, 0.99))
+        keys += [(0, NZ), (0, UNIT), (0, SAT), (0, OG)]
+        host += [np.float64(nonzero), fired.double().numpy(), np.float64(saturated), np.float64(stats.sumsq(g))]
+        numel[0].append(y.numel())
+    return keys, host, numel
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])  # 1e4: a mean far above the spread (no cancellation)
+def test_ranks_combined_equal_one_process_on_the_concatenated_outputs(offset):
+    plan = plan_layers(nn.Sequential(nn.Tanh()))
+    torch.manual_seed(0)
+    y = torch.randn(12, 5, dtype=torch.float64) * 0.1 + offset
+    y[:, 3] = 0.0                   # dead everywhere
+    y[:6, 4] = 0.0                  # silent on rank 0 only: alive
+    g = torch.randn(12, 5, dtype=torch.float64)
+    parts = [(y[:6], g[:6] * 2), (y[6:9], g[6:9] * 2), (y[9:], g[9:] * 2)]  # rank 1 runs the layer twice
+    layout = Layout(plan, {0: 5}, hist=False)
+    ranks = [_record([parts[0][0]], [parts[0][1]]), _record([p[0] for p in parts[1:]], [p[1] for p in parts[1:]])]
+    assert local_units(*ranks[0][:2]) == {0: 5}
+    gathered = np.stack([pack(layout, 3, k, h, n, {}, [False]) for k, h, n in ranks])
+    c = combine(layout, gathered, fired0=[0])
+    got = derive(plan, aggregate(c.keys, c.values), c.numel, c.nonfinite, None)
+    # one process on the whole batch, its loss the mean of the two ranks' losses: dL/dy halves
+    keys, host, numel = _record([y], [g])
+    want = derive(plan, aggregate(keys, host), numel, {}, None)
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12, err_msg=str(key[1]))
+    assert got[(0, Stat.DEAD_FRAC)] == 1 / 5
+    assert c.fired == [0]
+
+
+def test_histograms_on_one_range_add_exactly():
+    a = np.concatenate([[0.0, 1.0, 2.0], np.arange(64.0)])
+    b = np.concatenate([[0.0, 1.0, 1.0], np.ones(64)])
+    out = sum_histograms([a, b])
+    np.testing.assert_allclose(out[:3], [0.0, 1.0, 3.0])
+    np.testing.assert_allclose(out[3:], a[3:] + b[3:])
+
+
+def test_histograms_on_different_ranges_keep_range_total_and_nonfinite():
+    def hist(x):
+        return stats.histogram(torch.tensor(x)).double().numpy()
+
+    a, b, point = hist([0.0, 0.5, 1.0, float("nan")]), hist([2.0, 3.0, 2.5]), hist([7.0, 7.0])
+    out = sum_histograms([a, b, point])
+    assert (out[0], out[1], out[2]) == (0.0, 7.0, 1.0)
+    assert out[3:].sum() == pytest.approx(8.0)
+    assert out[-1] == pytest.approx(2.0)  # the point mass at the top lands in the last bin
+    assert out[3:][np.arange(64) * 7 / 64 > 3.2].sum() == pytest.approx(2.0)  # nothing between 3 and 7 but 7
