@@ -101,7 +101,7 @@ def print_layer_table(run: RunView, step: int | None = None, *, console: Any = N
         values = run.row(info.name, int(run.steps[col]))
         table.add_row(Text(info.name or "(root)", style="cyan"), Text(info.type),
                       *(_cell(values.get(c), _number_style(c, values.get(c))) for c in cols))
-    console.print(table)
+    _print_wide(console, table)
 
 
 def print_diagnosis(d: Any, *, console: Any = None) -> None:
@@ -134,19 +134,37 @@ def _print_finding(console: Any, k: int, f: Any) -> None:
         head.append(f"  step {a}" if a == b else f"  steps {a}-{b}")
     console.print(head)
     if f.layers:
-        console.print(Text(f"   layers: {layer_list(f.layers)}"))
-    console.print(Text("   evidence: " + ", ".join(f"{key}={fmt(v)}" for key, v in f.evidence.items()), style="dim"))
-    console.print(Text(f"   cause: {f.cause}"))
+        _indented(console, Text(f"layers: {layer_list(f.layers)}"), 3)
+    _indented(console, Text("evidence: " + ", ".join(f"{key}={fmt(v)}" for key, v in f.evidence.items()), style="dim"), 3)
+    _indented(console, Text(f"cause: {f.cause}"), 3)
     if f.remedies:
-        console.print(Text("   try, in this order:"))
+        _indented(console, Text("try, in this order:"), 3)
         for rank, advice in enumerate(f.remedies, 1):
-            line = Text(f"     {rank}. ")
+            line = Text(f"{rank}. ")
             line.append(advice.title, style="green")
             line.append(f" [{advice.id}]: {advice.why}")
-            console.print(line)
+            _indented(console, line, 5)
     if f.compare:
-        console.print(Text(f"   compare them on your model: {f.compare}", style="cyan"))
+        _indented(console, Text(f"compare them on your model: {f.compare}", style="cyan"), 3)
     console.print()
+
+
+def _indented(console: Any, text: Any, left: int) -> None:
+    from rich.padding import Padding
+
+    console.print(Padding(text, (0, 0, 0, left)))
+
+
+def _print_wide(console: Any, table: Any) -> None:
+    # Never elide a number: a table wider than the terminal is printed at its natural width (the
+    # terminal wraps it, as it does the plain text), rather than cut down to "0.…".
+    needed = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+    width = console.width
+    console.width = max(width, needed)  # print(width=...) cannot exceed the console's own width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def _print_summary(console: Any, d: Any) -> None:
@@ -161,7 +179,7 @@ def _print_summary(console: Any, d: Any) -> None:
         table.add_row(Text(layer["name"] or "(root)", style="cyan"), Text(layer["type"]),
                       *(_cell(layer.get(key), _number_style(key, layer.get(key))) for key, _ in SUMMARY_COLUMNS),
                       Text(kinds, style="magenta" if kinds != "-" else "dim"))
-    console.print(table)
+    _print_wide(console, table)
     if d.expected is not None:
         console.print()
         console.print(Text("\n".join(expected_table(d.expected))))
