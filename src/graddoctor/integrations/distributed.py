@@ -101,25 +101,26 @@ class Reducer:
     """One rank's side of a watched distributed run: the agreement at watch(), one gather per recorded step."""
 
     def __init__(self) -> None:
-        dist = torch.distributed
-        self.rank = dist.get_rank()
-        self.world = dist.get_world_size()
-        try:  # our own gloo group: CPU tensors whatever the backend, and a timeout of its own
-            self.group = dist.new_group(backend="gloo", timeout=TIMEOUT)
-        except Exception as err:
-            raise ConfigError(
-                f"rank {self.rank}: not every rank called graddoctor.watch within {TIMEOUT}: call it on every rank, "
-                f"with the same model and options ({type(err).__name__}: {err})."
-            ) from err
+        self.rank = torch.distributed.get_rank()
+        self.world = torch.distributed.get_world_size()
+        self.group: Any = None
         self.layout: packing.Layout | None = None
         self.sharded: list[bool] = []
         self.any_sharded = False
 
     def attach(self, plan: list[LayerPlan]) -> None:
+        """Classify the layers' parameters (sharded or replicated) and make graddoctor's process group."""
         self.sharded = sharded_layers(plan)
         self.any_sharded = any(self.sharded)
         self._replicated_here = [not s and self.rank != 0 for s in self.sharded]
         self._plan = plan
+        try:  # our own gloo group: CPU tensors whatever the backend, and a timeout of its own
+            self.group = torch.distributed.new_group(backend="gloo", timeout=TIMEOUT)
+        except Exception as err:
+            raise ConfigError(
+                f"rank {self.rank}: not every rank called graddoctor.watch within {TIMEOUT}: call it on every rank, "
+                f"with the same model and options ({type(err).__name__}: {err})."
+            ) from err
 
     def local_of(self, tensors: list[Any]) -> list[Any]:
         """This rank's shards of `tensors` (None stays None)."""

@@ -103,7 +103,7 @@ class Run:
     def _open_distributed(self, store: str | RunStore, user_config: dict[str, Any] | None, resume: bool) -> None:
         """Rank 0 opens the store and the run; every rank checks that all watch alike (one exchange)."""
         reducer = self._reducer
-        reducer.attach(self._plan)
+        reducer.attach(self._plan)  # raises on every rank alike: the same model everywhere
         if reducer.any_sharded:
             self._local = reducer.local_of
         self._store_path = store.path if isinstance(store, RunStore) else str(store)
@@ -114,9 +114,9 @@ class Run:
                 self._store = store if isinstance(store, RunStore) else RunStore(store)
                 self._owns_store = not isinstance(store, RunStore)
                 self._open_run(user_config, resume)
-            except GradDoctorError as err:
-                error = str(err)
-                if self._owns_store:
+            except Exception as err:  # told to every rank by agree(), which then raises everywhere
+                error = str(err) if isinstance(err, GradDoctorError) else f"{type(err).__name__}: {err}"
+                if self._owns_store and self._store is not None:
                     self._store.close()
         else:
             self._writer = _NoWriter()
