@@ -1,16 +1,21 @@
 """Step-time overhead of graddoctor.watch: watched / unwatched, measured interleaved in one process.
 
     python benchmarks/overhead.py [--rounds 8] [--steps 15] [--quick] [--models mlp,cnn]
+    python benchmarks/overhead.py --ddp [--rounds 8] [--steps 15] [--models mlp]
 
 For each model and schedule it alternates blocks of unwatched (A) and watched (B) training steps
 (A B A B ...), takes the median step time of each block, and prints the median over rounds of the
 ratio B/A with its min-max. "floor" is one fused read of every gradient and every activation
 output per step (the least any monitor reading them must pay). Everything except histograms is on.
+`--ddp` runs the same comparison on 2 DDP ranks (gloo on CPU, one thread each, half the batch
+each): both ranks alternate the same blocks and rank 0's step times are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -116,6 +121,68 @@ def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[
     return ratios
 
 
+def ddp_worker(rank: int, world: int, port: int, models: list[str], modes: list[str], rounds: int, steps: int, store: str) -> None:
+    """One rank of the DDP case: the same interleaved blocks on every rank; rank 0 prints."""
+    from graddoctor.integrations.distributed import Reducer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    exchange = _timed(Reducer, "reduce")  # pack, all_gather, combine: what DDP adds to a recorded step
+    try:
+        for name in models:
+            for mode in modes:
+                torch.manual_seed(0)
+                model, x, y = MODELS[name]()
+                x, y = x.chunk(world)[rank], y.chunk(world)[rank]
+                model = nn.parallel.DistributedDataParallel(model)
+                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+                for _ in range(3):
+                    train_step(model, opt, x, y)
+                ratios = []
+                exchange.clear()
+                for r in range(rounds):
+                    order = ("A", "B") if r % 2 == 0 else ("B", "A")
+                    times = {}
+                    for which in order:
+                        if which == "A":
+                            times[which] = block(model, opt, x, y, steps)
+                        else:
+                            times[which] = watched_block(model, opt, x, y, steps, mode, Path(store), f"ddp-{name}-{mode}-{r}")
+                    ratios.append(times["B"] / times["A"])
+                if rank == 0:
+                    print(f"{name + ' ddp':9} {mode:9} {statistics.median(ratios):8.3f} {min(ratios):7.3f} {max(ratios):7.3f}"
+                          f"   (unwatched step {times['A'] * 1e3:.1f} ms; exchange {statistics.median(exchange) * 1e3:.2f} ms"
+                          f" per recorded step)", flush=True)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _timed(cls: type, method: str) -> list[float]:
+    """Replace cls.method (in this process only) by a wrapper that appends each call's seconds."""
+    spent: list[float] = []
+    fn = getattr(cls, method)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    setattr(cls, method, wrapper)
+    return spent
+
+
+def ddp(models: list[str], modes: list[str], rounds: int, steps: int) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        args = (2, port, models, modes, rounds, steps, str(Path(tmp) / "bench.db"))
+        torch.multiprocessing.spawn(ddp_worker, args=args, nprocs=2)
+
+
 def breakdown(name: str, steps: int = 30) -> dict[str, float]:
     """Milliseconds per step spent in each hook of a watched run (every=1), timed from outside."""
     from graddoctor.probes.monitor import Run
@@ -162,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="floor,every=1,every=10")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
     ap.add_argument("--breakdown", action="store_true", help="time each hook of a watched step (ms), every=1")
+    ap.add_argument("--ddp", action="store_true", help="2 DDP ranks on gloo (CPU), watched vs unwatched")
     args = ap.parse_args(argv)
     if args.breakdown:
         for name in args.models.split(","):
@@ -169,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds, args.steps = 2, 4
+    if args.ddp:
+        modes = [m for m in args.modes.split(",") if m != "floor"]
+        print(f"torch {torch.__version__}, 2 DDP ranks (gloo, 1 thread each); rounds={args.rounds}, steps/block={args.steps}")
+        print(f"{'model':9} {'mode':9} {'median':>8} {'min':>7} {'max':>7}", flush=True)
+        ddp(args.models.split(","), modes, args.rounds, args.steps)
+        return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; rounds={args.rounds}, steps/block={args.steps}")
     print(f"{'model':6} {'mode':9} {'median':>8} {'min':>7} {'max':>7}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -123,8 +123,9 @@ class Reducer:
             ) from err
 
     def local_of(self, tensors: list[Any]) -> list[Any]:
-        """This rank's shards of `tensors` (None stays None)."""
-        return [local(t) if t is not None else None for t in tensors]
+        """This rank's shards of `tensors` (None stays None), as plain tensors outside autograd."""
+        with torch.no_grad():  # DTensor.to_local() then returns its local tensor, with no autograd node
+            return [local(t) if t is not None else None for t in tensors]
 
     def agree(self, summary: dict[str, Any], error: str | None, run: dict[str, Any]) -> dict[str, Any]:
         """Check that every rank watches the same way; return rank 0's run (id, start step).
