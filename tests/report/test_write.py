@@ -45,11 +45,6 @@ def test_comparison_page_of_several_runs(store, run, tmp_path):
     assert html.count("<figure>") == 3 + 2 * 3  # loss and two profiles overlaid, then 3 figures per run
 
 
-def test_comparison_labels_runs_of_the_same_name_apart(fake, tmp_path):
-    html = write_report([fake, fake], tmp_path / "c.html").read_text()
-    assert "fake vs fake #2" in html
-
-
 def test_bad_inputs_say_what_to_pass(fake, store, tmp_path):
     with pytest.raises(graddoctor.ConfigError, match="store path"):
         write_report(42, tmp_path / "r.html")
@@ -64,7 +59,7 @@ def test_cli_report_writes_the_file(store, tmp_path, capsys):
     assert main(["report", str(store), "--name", "relu", "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().err and "graddoctor report: relu" in out.read_text()
     assert main(["report", str(store), "--name", "relu", "--name", "relu", "-o", str(out)]) == 0
-    assert "graddoctor comparison: relu vs relu #2" in out.read_text()
+    assert "graddoctor comparison: relu vs relu #2" in out.read_text()  # same name twice: told apart
     assert main(["report", str(tmp_path / "missing.db"), "-o", str(out)]) == 2
 
 
@@ -80,12 +75,21 @@ def long_run(steps: int, depth: int):
 
 
 def test_size_budget_of_a_long_run(tmp_path):
-    """README's budget: 1,000 steps x 20 layers (39 modules) stays under 1 MB; 10x the steps adds little."""
+    """README's budget: 1,000 steps x 20 layers (39 modules) stays under 1 MB; 4x the steps adds little."""
     sizes = {}
-    for steps in (1000, 10_000):
+    for steps in (1000, 4000):
         start = time.perf_counter()
         out = write_report(long_run(steps, 20), tmp_path / f"r{steps}.html")
         sizes[steps] = (out.stat().st_size, time.perf_counter() - start)
     assert sizes[1000][0] < 1_000_000
-    assert sizes[10_000][0] < 1_500_000
+    assert sizes[4000][0] < 1_000_000
     assert sizes[1000][1] < 20
+
+
+def test_a_run_with_no_step_yet_still_gets_a_report(tmp_path):
+    from fakes import fake_run, mlp_layers
+
+    empty = fake_run(mlp_layers(2), {}, steps=0)
+    html = write_report(empty, tmp_path / "r.html").read_text()
+    assert "no step recorded yet: nothing to diagnose" in html and "look healthy" not in html
+    assert html.count("not shown: no step recorded yet.") == 7 and "<figure>" not in html

@@ -36,7 +36,18 @@ class RunReport:
 
 def build(run: RunView, *, prediction: Any = None) -> RunReport:
     """Diagnose `run` and plan its figures (nothing is drawn yet)."""
-    return RunReport(run, diagnose(run, prediction=prediction), tuple(figure_plan(run, prediction)))
+    diagnosis = diagnose(run, prediction=prediction) if len(run.steps) else _empty_diagnosis(run)
+    return RunReport(run, diagnosis, tuple(figure_plan(run, prediction)))
+
+
+def _empty_diagnosis(run: RunView) -> Diagnosis:
+    # diagnose() refuses a run with no step; a report still shows its layers and configuration.
+    return Diagnosis(
+        run={"name": run.name, "status": run.status, "path": run.path, "n_steps": 0, "n_layers": len(run.layer_info)},
+        findings=(),
+        layers=tuple({"name": i.name, "type": i.type, "kind": i.kind, "n_params": i.n_params} for i in run.layer_info),
+        notes=("no step recorded yet: nothing to diagnose; train at least one step inside graddoctor.watch(...).",),
+    )
 
 
 def figure_plan(run: RunView, prediction: Any = None) -> list[FigureSpec]:

@@ -22,7 +22,7 @@ def findings_section(page: HtmlPage, d: Diagnosis, *, anchor: str = "findings") 
     with page.section(f"Findings ({n})" if n else "Findings: none", anchor=anchor):
         for note in d.notes:
             page.note(note)
-        if not d.findings:
+        if not d.findings and d.run.get("n_steps"):
             page.paragraph("No finding: gradients, activations and updates look healthy by every rule.")
         for k, f in enumerate(d.findings, 1):
             finding_block(page, k, f)
