@@ -46,3 +46,15 @@ def test_criticality_deepest_nets_train_only_near_chi1_equal_1(tmp_path):
     assert deep[1]["mean"] > deep[2]["mean"] + 0.1 and deep[1]["mean"] > deep[0]["mean"] + 0.1
     assert analysis["agreement"] >= 0.8
     assert "6 xi_c" in html and html.count("<figure>") == 1
+
+
+def test_glorot_bengio_standard_init_shrinks_gradients_toward_the_input(tmp_path):
+    analysis, html = quick_run("glorot-bengio", tmp_path, seeds=1)
+    p = {(q["activation"], q["init"]): q for q in analysis["points"]}
+    for act in ("tanh", "sigmoid", "softsign"):
+        std, norm = p[act, "standard"], p[act, "normalised"]
+        assert std["grad_ratio"]["mean"] < norm["grad_ratio"]["mean"]          # Fig. 7: standard shrinks more
+        assert std["act_ratio"]["mean"] < norm["act_ratio"]["mean"] + 0.05     # Fig. 6: upper layers narrower
+        assert std["grad_ratio"]["mean"] == pytest.approx(std["theory_grad_ratio"], rel=0.3)
+    assert p["tanh", "standard"]["grad_ratio"]["mean"] == pytest.approx(1 / 9, rel=0.35)   # paper: (1/3)^(4/2)
+    assert html.count("<figure>") == 6
