@@ -78,7 +78,7 @@ def main() -> int:
         save(figures.unit_fractions(sigmoid), "unit_fractions.png")
         save(figures.update_ratio(sigmoid), "update_ratio.png")
         save(figures.loss_curve(relu), "loss_curve.png")
-        curves = figures.curves_of({"sigmoid, N(0, 0.75^2)": sigmoid, "relu, He init": relu}, "loss")
+        curves = figures.curves_of({"sigmoid, N(0, 0.75²)": sigmoid, "relu, He init": relu}, "loss")
         save(figures.overlay(curves, ylabel="loss", title="two runs overlaid: training loss"), "overlay.png")
         out = write_report(store, DOCS / "report.html", names=["sigmoid"])
         print(f"wrote {out.relative_to(DOCS.parent)} ({out.stat().st_size / 1e3:.0f} kB)")

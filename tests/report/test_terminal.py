@@ -82,3 +82,14 @@ def test_importing_graddoctor_its_cli_and_report_does_not_import_matplotlib_or_r
             "print([m for m in ('matplotlib', 'rich') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_progress_bar_on_a_terminal_stderr(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert list(terminal.progress(iter(range(5)), 5, "drawing runs")) == [0, 1, 2, 3, 4]
+    assert "drawing runs" in err.getvalue()
