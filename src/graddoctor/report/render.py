@@ -83,11 +83,12 @@ def config_section(page: HtmlPage, report: RunReport, *, anchor: str = "config")
     """Where the numbers came from: run, environment (torch version, device), configuration as JSON."""
     run = report.run
     with page.section("Configuration and environment", anchor=anchor):
-        rows: list[list[Any]] = [["run", run.name], ["status", run.status], ["store", run.path],
-                                 ["recorded steps", f"{len(run.steps)}" + (f" ({int(run.steps[0])} to "
-                                                                            f"{int(run.steps[-1])})" if len(run.steps) else "")],
-                                 ["layers", len(run.layer_info)], ["statistics", ", ".join(run.stats) or "-"],
-                                 ["logged", ", ".join(run.scalars) or "-"]]
+        span = f" ({int(run.steps[0])} to {int(run.steps[-1])})" if len(run.steps) else ""
+        rows: list[list[Any]] = [
+            ["run", run.name], ["status", run.status], ["store", run.path], ["recorded steps", f"{len(run.steps)}{span}"],
+            ["layers", len(run.layer_info)], ["statistics", ", ".join(run.stats) or "-"],
+            ["logged", ", ".join(run.scalars) or "-"],
+        ]
         if run.error:
             rows.append(["error", run.error])
         if run.first_nonfinite:
