@@ -20,6 +20,9 @@ from torch import nn
 import graddoctor
 from graddoctor.integrations.lightning import GradDoctorCallback
 
+QUICK_SIZES, FULL_SIZES = (3, 16), (12, 64)  # (depth, width)
+CLIP = 1.0
+
 
 class DeepMLP(L.LightningModule):
     def __init__(self, depth: int, width: int) -> None:
@@ -55,15 +58,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
-    steps, depth, width = (4, 3, 16) if args.quick else (200, 12, 64)
+    steps, (depth, width) = (4, QUICK_SIZES) if args.quick else (200, FULL_SIZES)
+    model = DeepMLP(depth, width)  # right after seeding: the same weights on every rank, and in the tests' oracle
     loader = torch.utils.data.DataLoader(data(64 * steps * args.accumulate * args.devices), batch_size=32)
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-        max_steps=steps, accumulate_grad_batches=args.accumulate, gradient_clip_val=1.0,
+        max_steps=steps, accumulate_grad_batches=args.accumulate, gradient_clip_val=CLIP,
         enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
         callbacks=[GradDoctorCallback(store=args.store, name="lightning-ddp", every=1 if args.quick else 5)],
     )
-    trainer.fit(DeepMLP(depth, width), loader)
+    trainer.fit(model, loader)
     if trainer.is_global_zero:
         view = graddoctor.load(args.store, name="lightning-ddp")
         first, last = view.layers[0], view.layers[-1]

@@ -165,8 +165,42 @@ def test_unknown_options_and_unsupported_strategies_are_refused():
         _check_strategy(DeepSpeedStrategy.__new__(DeepSpeedStrategy))
 
 
+def ddp_oracle(steps: int, *, ranks: int, accumulate: int, batch: int) -> tuple[list[list[float]], list[float]]:
+    """The example's first steps in one process: each step sees every rank's micro-batches at once.
+
+    DDP averages the ranks' gradients and Lightning divides each micro-batch's loss by
+    `accumulate`, so a step's gradient is that of the mean loss over the ranks * accumulate *
+    batch samples it used. Lightning's DistributedSampler shuffles training data (seed 0 from
+    seed_everything, epoch 0) and deals the permutation out rank by rank, so step k uses
+    samples order[k * per_step:(k + 1) * per_step].
+    """
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import lightning_ddp as example
+    finally:
+        sys.path.pop(0)
+    L.seed_everything(0, verbose=False)
+    module = example.DeepMLP(*example.QUICK_SIZES)
+    opt = module.configure_optimizers()
+    x, y = example.data(64 * steps * accumulate * ranks).tensors
+    per_step = ranks * accumulate * batch
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    norms, first_act_means = [], []
+    for k in range(steps):
+        opt.zero_grad()
+        xk = x[k * per_step:(k + 1) * per_step]
+        first_act_means.append(float(module.net[0](xk).double().mean()))
+        nn.functional.mse_loss(module(xk), y[k * per_step:(k + 1) * per_step]).backward()
+        linears = [m for m in module.net if isinstance(m, nn.Linear)]
+        norms.append([math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in m.parameters())) for m in linears])
+        torch.nn.utils.clip_grad_norm_(module.parameters(), example.CLIP)
+        opt.step()
+    return norms, first_act_means
+
+
 @pytest.mark.slow
-def test_ddp_example_writes_one_run_from_rank_zero(tmp_path):
+def test_ddp_example_records_what_one_process_computes_on_every_ranks_samples(tmp_path):
     store = tmp_path / "ddp.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(
@@ -177,7 +211,11 @@ def test_ddp_example_writes_one_run_from_rank_zero(tmp_path):
     import sqlite3
 
     with sqlite3.connect(store) as con:
-        assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+        assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1  # rank 0 alone wrote
     view = graddoctor.load(store)
-    assert view.status == "finished" and len(view.steps) > 0
-    assert np.isfinite(view.stat("grad_norm", view.layers[0])).all()
+    assert view.status == "finished" and view.steps.tolist() == [0, 1, 2, 3]
+    norms, act_means = ddp_oracle(4, ranks=2, accumulate=2, batch=32)  # the example's --quick settings
+    linears = [layer for layer in view.layers if view.recorded("grad_norm")[view.layers.index(layer)].any()]
+    recorded = np.array([view.stat("grad_norm", layer) for layer in linears]).T
+    np.testing.assert_allclose(recorded, norms, rtol=1e-4)  # the all-reduced gradients, before clipping
+    np.testing.assert_allclose(view.stat("act_mean", "net.0"), act_means, rtol=1e-4, atol=1e-7)  # both ranks' samples

@@ -1,4 +1,4 @@
-"""What the framework callbacks share: a Run whose gradients are read when the framework says, and rank 0.
+"""What the framework callbacks share: a Run whose gradients are read when the framework says; live TensorBoard.
 
 Imports no framework. The callbacks in `lightning.py` and `hf.py` build on `probes.monitor.Run`, the
 object `graddoctor.watch` returns, so every statistic is computed by the same code as in a plain loop.
@@ -18,7 +18,9 @@ from torch import nn
 from ..config import WatchConfig
 from ..errors import ConfigError
 from ..probes.monitor import Run
-from ..store.sqlite import MEMORY, RunStore
+from ..probes.setup import unwrap
+from ..store.sqlite import RunStore
+from . import distributed
 
 WATCH_OPTIONS = frozenset(f.name for f in dataclasses.fields(WatchConfig)) - {"every"}
 
@@ -63,20 +65,12 @@ def open_run(
 ) -> FrameworkRun:
     """`graddoctor.watch(model, optimizer, ...)`, except that gradients are read by `read_gradients()`."""
     check_options(every, options)
+    reducer = distributed.setup(unwrap(model))  # as in watch(): None on one process, else rank 0 writes
     run = FrameworkRun(
         model, optimizer, store=store, name=name, config=WatchConfig(every=every, **options),
-        scaler=scaler, resume=resume and name is not None,
+        scaler=scaler, resume=resume and name is not None, reducer=reducer,
     )
     return run.attach()
-
-
-def rank_store(store: str | os.PathLike[str] | RunStore, rank: int) -> str | os.PathLike[str] | RunStore:
-    """Only rank 0 writes the store: the other ranks record into memory, which is dropped.
-
-    Every rank still watches (same hooks, same steps), so that a reduction across ranks inside
-    the run has every rank taking part.
-    """
-    return store if rank == 0 else MEMORY
 
 
 def scalar_loss(outputs: Any) -> torch.Tensor | None:

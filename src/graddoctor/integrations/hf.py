@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..probes.monitor import Run
 from ..store.sqlite import MEMORY, RunStore
 from ..watch import watch
-from ._fw_run import LiveTensorBoard, check_options, rank_store, scalar_loss
+from ._fw_run import LiveTensorBoard, check_options, scalar_loss
 
 HF_LOGS = {"grad_norm": "hf/grad_norm"}  # Trainer's own logs worth keeping, under graddoctor's keys
 
@@ -49,7 +49,8 @@ class GradDoctorCallback(TrainerCallback):
       Trainer does), never filtered: the Trainer's `logging_nan_inf_filter` hides NaN losses
       from its own logs. Under DDP it is rank 0's part of the loss.
 
-    In a distributed run every process watches and only the main process (rank 0) writes `store`.
+    In a distributed run every process watches and only rank 0 writes `store` (`graddoctor.watch`'s
+    torch.distributed support: activation statistics over every rank's samples).
 
     Example:
         >>> trainer = Trainer(model, args, train_dataset=ds,                             # doctest: +SKIP
@@ -90,7 +91,7 @@ class GradDoctorCallback(TrainerCallback):
             raise ConfigError("GradDoctorCallback needs the Trainer's model and optimizer in on_train_begin.")
         self.run = watch(
             model, getattr(optimizer, "optimizer", optimizer),  # accelerate's AcceleratedOptimizer wraps the torch one
-            store=rank_store(self.store, args.process_index), name=self.name, every=self.every,
+            store=self.store, name=self.name, every=self.every,
             scaler=getattr(optimizer, "scaler", None), resume=self.name is not None and state.global_step > 0,
             **self.options,
         )

@@ -24,7 +24,7 @@ from typing_extensions import override
 from ..config import RunStatus
 from ..errors import ConfigError
 from ..store.sqlite import MEMORY, RunStore
-from ._fw_run import FrameworkRun, LiveTensorBoard, check_options, open_run, rank_store, scalar_loss
+from ._fw_run import FrameworkRun, LiveTensorBoard, check_options, open_run, scalar_loss
 
 SUPPORTED_STRATEGIES = "a single device (strategy='auto' with devices=1), 'ddp', 'ddp_spawn', 'ddp_notebook'"
 
@@ -48,7 +48,9 @@ class GradDoctorCallback(Callback):
     - `loss`: the sum of `training_step`'s losses over the step's micro-batches, as Lightning
       divides each by k (the loss whose gradient the step used).
 
-    Under `strategy="ddp"` every rank watches and only rank 0 writes `store`.
+    Under `strategy="ddp"` every rank watches and only rank 0 writes `store`, through
+    `graddoctor.watch`'s torch.distributed support: activation statistics cover every rank's
+    samples, gradients are the all-reduced ones.
 
     Example:
         >>> trainer = L.Trainer(callbacks=[GradDoctorCallback(store="runs.db", every=10)])  # doctest: +SKIP
@@ -94,7 +96,7 @@ class GradDoctorCallback(Callback):
                 "Watch it with graddoctor.watch(model, optimizer) in manual optimization instead."
             )
         self.run = open_run(
-            pl_module, trainer.optimizers[0], store=rank_store(self.store, trainer.global_rank), name=self.name,
+            pl_module, trainer.optimizers[0], store=self.store, name=self.name,
             every=self.every, scaler=getattr(trainer.precision_plugin, "scaler", None), resume=self._resume,
             options=self.options,
         )

@@ -3,7 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_lab_verb(sub: argparse._SubParsersAction) -> None:
-    """Register `graddoctor lab` (issue 7)."""
+    """Register `graddoctor lab list` and `graddoctor lab run STUDY|file.toml [--quick] [--seeds K] [--jobs J] [--out DIR]`."""
+    lab = sub.add_parser("lab", help="reproducible studies with measured verdicts (seed-claims, depth-sweep, ...)")
+    verbs = lab.add_subparsers(dest="lab_verb", metavar="{list,run}")
+    ls = verbs.add_parser("list", help="the studies, one a line")
+    ls.set_defaults(func=cmd_list)
+    run = verbs.add_parser("run", help="train a study's sweep, analyse it, write results.json and report.html")
+    run.add_argument("study", help="a study name (graddoctor lab list) or a study .toml file")
+    run.add_argument("--quick", action="store_true", help="the study's quick variant (under a minute on 2 cores)")
+    run.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default 3)")
+    run.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    run.add_argument("--out", default=None, help="directory for store.db, results.json, report.html "
+                                                 "(default: lab_runs/STUDY[-quick]); finished runs there are not trained again")
+    run.add_argument("--no-report", action="store_true", help="skip the HTML report (no matplotlib needed)")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar on stderr (default: when stderr is a terminal)")
+    run.set_defaults(func=cmd_run)
+    lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .study import studies
+
+    found = studies()
+    width = max(map(len, found), default=0)
+    for name, study in found.items():
+        print(f"{name:<{width}}  {study.title}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_study
+
+    run = run_study(args.study, quick=args.quick, seeds=args.seeds, jobs=args.jobs, out=args.out,
+                    progress=args.progress, report=not args.no_report)
+    print(run)
+    sys.stdout.flush()
+    return 0

@@ -18,12 +18,15 @@ class Record:
     spec: RunSpec
     metrics: dict[str, Any]
     store: str
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)  # shared by a Results
 
     def view(self) -> Any:
-        """The recorded run (`graddoctor.RunView`): per-layer statistics by step."""
+        """The recorded run (`graddoctor.RunView`): per-layer statistics by step (read from the store once)."""
         from ..store.view import load
 
-        return load(self.store, name=self.spec.name)
+        if self.spec.name not in self.cache:
+            self.cache[self.spec.name] = load(self.store, name=self.spec.name)
+        return self.cache[self.spec.name]
 
     def metric(self, key: str) -> float:
         value = self.metrics.get(key)

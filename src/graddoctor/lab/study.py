@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import warnings
 from typing import Any, Callable
 
 from ..errors import ConfigError
@@ -81,7 +82,12 @@ def studies() -> dict[str, Study]:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        try:
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+        except Exception as err:  # one broken study must not hide the others
+            warnings.warn(f"study module graddoctor.lab.studies.{info.name} failed to import and is skipped: "
+                          f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+            continue
         study = getattr(module, "STUDY", None)
         if not isinstance(study, Study):
             raise ConfigError(f"graddoctor.lab.studies.{info.name} has no STUDY = Study(...); every module there must define one.")

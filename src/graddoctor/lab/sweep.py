@@ -91,7 +91,8 @@ def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: 
                                       label=lambda item: item[0].name):
         _save(store, spec, metrics)
     done = finished(store)
-    return Results(store, tuple(Record(s, done[s.name][1], store) for s in specs))
+    cache: dict[str, Any] = {}  # RunViews read once, shared by every record of these results
+    return Results(store, tuple(Record(s, done[s.name][1], store, cache) for s in specs))
 
 
 def _train(item: tuple[RunSpec, str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ def render(analysis: dict[str, Any]) -> str:
     lines = [f"{analysis.get('title', analysis.get('study', 'study'))}"]
     if analysis.get("claims"):
         rows = [[c["id"], c["verdict"], c.get("summary", "")] for c in analysis["claims"]]
-        lines.append(format_table(["claim", "verdict", "measured (mean ± std over seeds)"], rows))
+        lines.append(format_table(["claim", "verdict", "measured (mean ± std over seeds)"], rows, right=[False] * 3))
     elif analysis.get("table"):
         table = analysis["table"]
         lines.append(format_table(list(table["header"]), [[str(c) for c in row] for row in table["rows"]]))
