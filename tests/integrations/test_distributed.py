@@ -25,6 +25,8 @@ from torch import nn
 
 import graddoctor
 
+pytestmark = pytest.mark.slow  # every test here reads the ranks' results: 12 processes started at once, ~30 s
+
 WORLD, PER_RANK, STEPS = 2, 8, 4
 WATCH = {"every": 1, "hist_every": 2}
 RTOL, ATOL = 1e-5, 1e-6
