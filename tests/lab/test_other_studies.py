@@ -58,3 +58,14 @@ def test_glorot_bengio_standard_init_shrinks_gradients_toward_the_input(tmp_path
         assert std["grad_ratio"]["mean"] == pytest.approx(std["theory_grad_ratio"], rel=0.3)
     assert p["tanh", "standard"]["grad_ratio"]["mean"] == pytest.approx(1 / 9, rel=0.35)   # paper: (1/3)^(4/2)
     assert html.count("<figure>") == 6
+
+
+def test_depth_sweep_gradient_ratio_follows_theory_and_batchnorm_rescues_deep_sigmoid(tmp_path):
+    analysis, html = quick_run("depth-sweep", tmp_path, seeds=1)
+    cell = {(c["activation"], c["norm"], c["depth"]): c for c in analysis["cells"]}
+    deep_sigmoid = cell["sigmoid", "none", 12]
+    assert deep_sigmoid["log10_ratio"]["mean"] < -5 and deep_sigmoid["test_accuracy"]["mean"] < 0.2
+    assert cell["sigmoid", "batch", 12]["test_accuracy"]["mean"] > 0.8
+    assert abs(cell["relu", "none", 3]["log10_ratio"]["mean"]) < abs(deep_sigmoid["log10_ratio"]["mean"])
+    assert analysis["max_theory_error_plain"] < 0.5
+    assert html.count("<figure>") == 1
