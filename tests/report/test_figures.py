@@ -200,3 +200,17 @@ def test_names_with_dollar_signs_draw_as_text_not_mathtext():
                figures.loss_curve(run, key="$loss")):
         ax.figure.savefig(io.BytesIO(), format="png")  # mathtext would fail to parse '$\frac{$'
     assert labels(figures.gradient_flow(run)) == ["\\$\\frac{\\$", "a\\$b\\$c", "<i>"]
+
+
+def test_a_deep_model_keeps_ticks_legends_and_heights_bounded():
+    from fakes import fake_run, mlp_layers, profile_stats
+
+    deep = fake_run(mlp_layers(150), profile_stats(150, 0.99, steps=4), steps=4)
+    flow = figures.gradient_flow(deep)
+    assert len(flow.get_xticks()) <= 40 and labels(flow)[0] == "0" and labels(flow)[-1] == deep.layers[-1]
+    heat = figures.heatmap(deep, "act_std")
+    assert mesh_of(heat).get_array().shape == (299, 4)          # every layer drawn, not every name written
+    assert len(heat.get_yticks()) <= 40 and heat.figure.get_figheight() <= 12
+    ratio = figures.update_ratio(deep)
+    entries = [t.get_text() for t in ratio.get_legend().get_texts()]
+    assert len(entries) <= 7 and entries[0] == "0" and entries[-2:] == ["298", "guide 0.001"]

@@ -15,6 +15,8 @@ from ..store.view import RunView
 
 # Colours by depth: input side dark, output side light, as in Glorot & Bengio's figures.
 DEPTH_CMAP = "viridis"
+MAX_TICKS = 40    # layer names labelled at most on an axis; a deeper model gets every k-th name
+MAX_LEGEND = 12   # per-layer legend entries at most; a deeper model lists a few, from input to output
 
 
 def matplotlib() -> Any:
@@ -99,6 +101,23 @@ def step_columns(run: RunView, steps: Sequence[int] | None, default: str = "ends
         cols = [0, len(run.steps) - 1] if default == "ends" else [len(run.steps) - 1]
         return sorted(set(cols))
     return [run.step_index(int(s)) for s in steps]
+
+
+def layer_ticks(names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Positions and labels of at most MAX_TICKS layer names, evenly spaced, first and last kept."""
+    keep = subsample(len(names), MAX_TICKS)
+    return keep, [layer_label(names[k]) for k in keep]
+
+
+def depth_legend(ax: Any, **kwargs: Any) -> None:
+    """The legend of per-layer curves; past MAX_LEGEND layers, an evenly spaced few (the colour says the rest)."""
+    handles, labels = ax.get_legend_handles_labels()
+    per_layer = [k for k, h in enumerate(handles) if h.get_gid() != "key"]
+    if len(per_layer) > MAX_LEGEND:
+        chosen = {per_layer[k] for k in subsample(len(per_layer), MAX_LEGEND // 2)}
+        keep = [k for k in range(len(handles)) if k in chosen or k not in per_layer]
+        handles, labels = [handles[k] for k in keep], [labels[k] for k in keep]
+    ax.legend(handles, labels, **kwargs)
 
 
 def subsample(n: int, most: int) -> np.ndarray:

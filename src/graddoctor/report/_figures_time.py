@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..store.view import RunView
-from ._axes import check_run, plain, depth_colors, layer_label, layers_with, new_axes, positive, require
+from ._axes import check_run, depth_colors, depth_legend, layer_label, layers_with, new_axes, plain, positive, require
 
 UPDATE_GUIDE = 1e-3  # Karpathy's rule of thumb: ||dW|| / ||W|| near 1e-3 per step is healthy
 
@@ -37,13 +37,13 @@ def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any
         if name in sat:
             ax.plot(run.steps, run.stat("saturated_frac", name), "--", color=color, label=label, gid="saturated")
     for style, what in (("-", "dead"), ("--", "saturated")):
-        ax.plot([], [], style, color="0.2", label=what)
+        ax.plot([], [], style, color="0.2", label=what, gid="key")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("fraction of units")
     ax.set_title(f"dead (solid) and saturated (dashed) units: {plain(run.name)}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="x-small", ncol=2 if len(names) > 6 else 1)
+    depth_legend(ax, fontsize="x-small", ncol=2 if len(names) > 6 else 1)
     return ax
 
 
@@ -58,13 +58,13 @@ def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: fl
     ax = new_axes(ax)
     for name, color in zip(names, depth_colors(len(names))):
         ax.plot(run.steps, positive(run.stat("update_ratio", name)), color=color, label=layer_label(name))
-    ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}")
+    ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}", gid="key")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||dW|| / ||W|| (log)")
     ax.set_title(f"update ratio per layer (input side dark): {plain(run.name)}")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="x-small", ncol=2 if len(names) > 8 else 1)
+    depth_legend(ax, fontsize="x-small", ncol=2 if len(names) > 8 else 1)
     return ax
 
 

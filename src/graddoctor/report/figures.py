@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..store.view import RunView
-from ._axes import (check_run, plain, depth_colors, layer_label, layers_with, matplotlib, new_axes, positive, require,
-                    step_columns, subsample, weight_layers)
+from ._axes import (check_run, depth_colors, depth_legend, layer_label, layer_ticks, layers_with, matplotlib,
+                    new_axes, plain, positive, require, step_columns, subsample, weight_layers)
 from ._figures_time import loss_curve, overlay, unit_fractions, update_ratio
 
 __all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay"]
@@ -65,9 +65,9 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
     if prediction is not None:
         _theory_line(ax, run, layers, prediction, cols[0])
     ax.set_yscale("log")
-    names = [layer_label(n) for n in layers]
-    crowded = len(layers) > 12 or max(len(n) for n in names) > 10 or sum(len(n) for n in names) > 50
-    ax.set_xticks(x, names, rotation=60 if crowded else 0, ha="right" if crowded else "center",
+    ticks, names = layer_ticks(layers)
+    crowded = len(names) > 12 or max(len(n) for n in names) > 10 or sum(len(n) for n in names) > 50
+    ax.set_xticks(ticks, names, rotation=60 if crowded else 0, ha="right" if crowded else "center",
                   fontsize="small" if crowded else None)
     ax.set_xlabel("layer (input side first)")
     ax.set_ylabel("gradient norm (log)")
@@ -110,7 +110,7 @@ def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: 
     keep = subsample(values.shape[1], max_steps)
     values, recorded, xs = values[:, keep], recorded[:, keep], xs[keep]
     mpl = matplotlib()
-    ax = new_axes(ax, figsize=(8.0, max(2.5, 0.9 + 0.22 * len(names))))
+    ax = new_axes(ax, figsize=(8.0, min(12.0, max(2.5, 0.9 + 0.22 * len(names)))))
     cmap = mpl.colormaps["magma"].with_extremes(bad="#d9d9d9")
     finite = values[np.isfinite(values)]
     norm = _log_norm(mpl, finite)
@@ -123,8 +123,8 @@ def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: 
         ax.pcolormesh(edges, y_edges, np.ma.masked_where(~bad, np.ones_like(values)),
                       cmap=mpl.colors.ListedColormap(["#ff00ff"]), rasterized=True)
     ax.set_ylim(len(names), 0)
-    ax.set_yticks(np.arange(len(names)) + 0.5, [layer_label(n) for n in names],
-                  fontsize="small" if len(names) < 30 else "x-small")
+    ticks, labels = layer_ticks(names)
+    ax.set_yticks(ticks + 0.5, labels, fontsize="small" if len(labels) < 30 else "x-small")
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input side at top)")
     ax.set_title(title)
@@ -209,7 +209,7 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
     ax.set_xlabel(what)
     ax.set_ylabel("fraction of values per bin")
     ax.set_title(f"{'activation' if kind == 'act' else 'gradient'} histograms per layer, step {chosen}: {plain(run.name)}")
-    ax.legend(fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
+    depth_legend(ax, fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
     return ax
 
 
