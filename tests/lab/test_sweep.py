@@ -1,0 +1,56 @@
+"""Sweeps: seeded and deterministic, configs stored with the runs, resumable (finished runs are skipped)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+import graddoctor
+from graddoctor.errors import ConfigError
+from graddoctor.lab import sweep
+from graddoctor.lab.spec import NetSpec, RunSpec, TrainSpec, run_spec
+
+TINY = dict(net=NetSpec(depth=3, width=8), train=TrainSpec(steps=4, lr=0.05), data="gaussian")
+
+
+def test_grid_is_axes_times_seeds_named_and_tagged():
+    specs = sweep.grid(RunSpec("base", **TINY), {"net.depth": [2, 3], "train.lr": [0.1]}, range(2), prefix="g/")
+    assert [s.name for s in specs] == ["g/depth=2/lr=0.1/s0", "g/depth=2/lr=0.1/s1", "g/depth=3/lr=0.1/s0",
+                                       "g/depth=3/lr=0.1/s1"]
+    assert specs[2].net.depth == 3 and specs[2].tag("depth") == 3 and specs[3].seed == 1
+
+
+def test_grid_refuses_an_unknown_axis():
+    with pytest.raises(ConfigError, match="net.FIELD"):
+        sweep.grid(RunSpec("base", **TINY), {"depthh": [1]}, range(1))
+
+
+def test_same_seed_same_numbers_and_config_stored(tmp_path):
+    specs = [run_spec("a", seed=3, **TINY), run_spec("b", seed=3, **TINY)]
+    results = sweep.run_sweep(specs, tmp_path / "s.db", jobs=1, progress=False)
+    a, b = (r.metrics for r in results.records)
+    assert a["losses"] == b["losses"] and a["test_accuracy"] == b["test_accuracy"]
+    assert graddoctor.load(tmp_path / "s.db", name="a").config["user"]["lab"]["seed"] == 3
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        config = json.loads(db.execute("SELECT config_json FROM lab_runs WHERE name='a'").fetchone()[0])
+    assert config["net"]["depth"] == 3 and config["train"]["steps"] == 4
+
+
+def test_finished_runs_are_skipped_and_changed_ones_retrained(tmp_path, monkeypatch):
+    store = tmp_path / "s.db"
+    sweep.run_sweep([run_spec("a", seed=0, **TINY), run_spec("b", seed=1, **TINY)], store, jobs=1, progress=False)
+    trained = []
+    real = sweep.train_run
+    monkeypatch.setattr(sweep, "train_run", lambda spec, path: trained.append(spec.name) or real(spec, path))
+    changed = run_spec("b", seed=1, net=NetSpec(depth=4, width=8), train=TINY["train"], data="gaussian")
+    results = sweep.run_sweep([run_spec("a", seed=0, **TINY), changed, run_spec("c", seed=2, **TINY)], store,
+                              jobs=1, progress=False)
+    assert trained == ["b", "c"]
+    assert [r.spec.name for r in results.records] == ["a", "b", "c"]
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unique"):
+        sweep.run_sweep([run_spec("a", seed=0, **TINY)] * 2, tmp_path / "s.db", jobs=1, progress=False)
