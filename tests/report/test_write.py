@@ -93,3 +93,12 @@ def test_a_run_with_no_step_yet_still_gets_a_report(tmp_path):
     html = write_report(empty, tmp_path / "r.html").read_text()
     assert "no step recorded yet: nothing to diagnose" in html and "look healthy" not in html
     assert html.count("not shown: no step recorded yet.") == 7 and "<figure>" not in html
+
+
+def test_comparison_profiles_are_over_weight_layers(run):
+    from graddoctor.report.write import _profile
+
+    x, values = _profile(run, "out_grad_norm")
+    weights = [i.name for i in run.layer_info if i.kind == "param"]
+    assert list(x) == list(range(len(weights)))
+    assert list(values) == [run.stat("out_grad_norm", name)[-1] for name in weights]

@@ -32,7 +32,7 @@ nav a{margin-right:1em;color:#2460a7;text-decoration:none}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;overflow-x:auto}
 th,td{padding:.25em .6em;border-bottom:1px solid #e3e7eb;text-align:right;white-space:nowrap}
 th{background:#f3f5f7;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
-td.text{text-align:left;white-space:normal}
+td.text,th.text{text-align:left;white-space:normal}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eef0f2}
 figcaption{color:#5a6570;font-size:.9em}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .note{color:#7a5b00;background:#fff8e1;padding:.3em .6em;border-left:3px solid #f0c000}
@@ -133,7 +133,8 @@ class HtmlPage:
             if len(row) != len(headers):
                 raise ValueError(f"table row {k} has {len(row)} cells, but there are {len(headers)} headers: "
                                  f"give one cell per column ({list(headers)}).")
-        head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+        head = "".join(f'<th class="text">{escape(h)}</th>' if j in wide else f"<th>{escape(h)}</th>"
+                       for j, h in enumerate(headers))
         body = "".join(
             "<tr>" + "".join(
                 f'<td class="text">{escape(fmt(c))}</td>' if j in wide else f"<td>{escape(fmt(c))}</td>"

@@ -127,8 +127,10 @@ def _overlays(page: HtmlPage, runs: dict[str, RunView]) -> None:
 
 
 def _profile(run: RunView, stat: str) -> tuple[np.ndarray, np.ndarray]:
-    recorded = run.recorded(stat)[:, -1]
-    values = run.stat_matrix(stat)[recorded, -1]
+    """`stat` at the last step over the layers with parameters that recorded it, input side first."""
+    weights = np.array([info.kind == "param" for info in run.layer_info], dtype=bool)
+    rows = run.recorded(stat)[:, -1] & (weights if weights.any() else True)
+    values = run.stat_matrix(stat)[rows, -1]
     return np.arange(len(values)), values
 
 
