@@ -47,7 +47,7 @@ class GradDoctorCallback(TrainerCallback):
     - `loss`: the step's loss from the model's output `loss` of each micro-batch (added up when
       the Trainer passes the step's token count `num_items_in_batch`, averaged otherwise, as the
       Trainer does), never filtered: the Trainer's `logging_nan_inf_filter` hides NaN losses
-      from its own logs. Under DDP it is rank 0's part of the loss.
+      from its own logs. Under DDP it is rank 0's loss over its own micro-batches.
 
     In a distributed run every process watches and only rank 0 writes `store` (`graddoctor.watch`'s
     torch.distributed support: activation statistics over every rank's samples).
@@ -116,7 +116,10 @@ class GradDoctorCallback(TrainerCallback):
     ) -> None:
         if self.run is not None and self._losses:
             losses = torch.stack(self._losses).float()
-            self.run.log(loss=losses.sum() if self._shares else losses.mean())
+            loss = losses.sum() if self._shares else losses.mean()
+            if self._shares and args.average_tokens_across_devices and args.world_size > 1:
+                loss = loss * args.world_size  # the token count was every rank's: this rank's mean, as the Trainer scales it
+            self.run.log(loss=loss)
         self._losses = []
 
     def on_step_end(
