@@ -121,9 +121,12 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
         ax.set_ylim(_edges(depths)[0], _edges(depths)[-1])
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(sw2, [f"{v:g}" for v in sw2], minor=False)
+        ax.set_yticks(depths, [str(d) for d in depths], minor=False)
+        ax.minorticks_off()
         ax.set_xlabel("sigma_w^2")
         ax.set_ylabel("depth (Linear layers)")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="lower left", framealpha=0.8)
         page.figure(fig, "Test accuracy after the fixed budget; trainable below the solid 6 xi_c curve, per the paper.")
 
 
