@@ -104,9 +104,16 @@ def test_records_post_clip_gradients_of_plain_autograd_one_record_per_step(tmp_p
     assert [e.step for e in acc.Scalars("loss")] == list(range(STEPS))
 
 
-def test_unknown_options_are_refused_at_construction():
+def test_unknown_options_and_sharded_training_are_refused():
     with pytest.raises(graddoctor.ConfigError, match="unknown watch option"):
         GradDoctorCallback(hist=3)
+    from graddoctor.integrations.hf import _check_strategy
+
+    class Args:
+        deepspeed, fsdp = None, "full_shard"
+
+    with pytest.raises(graddoctor.ConfigError, match="fsdp.*Supported: one process"):
+        _check_strategy(Args())
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ class GradDoctorCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        _check_strategy(args)
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if model is None or optimizer is None:
             raise ConfigError("GradDoctorCallback needs the Trainer's model and optimizer in on_train_begin.")
@@ -151,3 +152,14 @@ class GradDoctorCallback(TrainerCallback):
             if self._live is not None:
                 self._live.close()
                 self._live = None
+
+
+def _check_strategy(args: TrainingArguments) -> None:
+    """Refuse sharded training: the Trainer's model would hold DeepSpeed ZeRO or FSDP shards, not the weights."""
+    for flag in ("deepspeed", "fsdp"):
+        if getattr(args, flag, None):
+            raise ConfigError(
+                f"GradDoctorCallback does not support the Trainer's {flag} training ({flag}={getattr(args, flag)!r}): "
+                "its parameters are sharded. Supported: one process (CPU or one GPU) and DDP (torchrun / accelerate "
+                "launch without deepspeed or fsdp)."
+            )
