@@ -96,6 +96,31 @@ def test_grad_norm_is_read_before_clipping_and_equals_plain_autograd(tmp_path):
     assert np.isfinite(view.stat("act_std", "net.1")).all()
 
 
+def test_the_callback_records_the_same_rows_as_watch_on_a_plain_loop(tmp_path):
+    module, store = Tiny(), tmp_path / "runs.db"
+    net = copy.deepcopy(module.net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.2)
+    with graddoctor.watch(net, opt, store=store, name="plain", hist_every=2) as run:
+        for x, y in batches():
+            loss = nn.functional.mse_loss(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+    fit(tmp_path, GradDoctorCallback(store=store, name="lit", hist_every=2), module)
+    plain, lit = graddoctor.load(store, name="plain"), graddoctor.load(store, name="lit")
+    assert lit.stats == plain.stats and lit.scalars == plain.scalars
+    assert lit.layers == ["net." + layer for layer in plain.layers]
+    for stat in plain.stats:
+        np.testing.assert_allclose(lit.stat_matrix(stat), plain.stat_matrix(stat), rtol=1e-5, atol=1e-7, err_msg=stat)
+    for key in plain.scalars:
+        np.testing.assert_allclose(lit.scalar(key), plain.scalar(key), rtol=1e-5, err_msg=key)
+    assert [step for step, *_ in lit.hist("net.0", "grad")] == [0, 2, 4]
+    for layer in plain.layers:
+        for (step_a, *_, counts_a), (step_b, *_, counts_b) in zip(plain.hist(layer, "grad"), lit.hist("net." + layer, "grad")):
+            assert step_a == step_b and np.abs(counts_a - counts_b).sum() <= 2  # a value on a bin edge may move
+
+
 def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
     module, store = Tiny(), tmp_path / "runs.db"
     expected = oracle(module, accumulate=3)
