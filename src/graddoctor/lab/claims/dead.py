@@ -16,7 +16,7 @@ import torch
 from ..results import Results, mean_spread
 from ..spec import NetSpec, TrainSpec, run_spec
 from ..study import Settings
-from ._common import WIDTH, Claim, act_layers, adam, axes, pm, profile, sgd, verdict_of, weight_layers
+from ._common import WIDTH, Claim, act_layers, adam, axes, geo_profile, pm, profile, sgd, verdict_of, weight_layers
 
 DEPTH, SLOPE, SHIFT, HIGH_LR = 6, 0.01, -1.0, 0.05
 ACTS = ("relu", "leaky_relu")
@@ -79,7 +79,7 @@ def measure(results: Results) -> dict[str, Any]:
                 "grad_norm_below_dead_layer": [grad_below_dead(v, d) for v, d in zip(views, dead_at)],
                 "test_accuracy": mean_spread([r.metric("test_accuracy") for r in recs]),
                 "dead_profile_end": np.mean([dead_profile(v, -1) for v in views], 0).tolist(),
-                "grad_profile_init": np.exp(np.mean(np.log(np.maximum([profile(v, "grad_norm") for v in views], 1e-300)), 0)).tolist(),
+                "grad_profile_init": geo_profile(views, "grad_norm"),
             }
     return out
 
