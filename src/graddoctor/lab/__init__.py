@@ -1,1 +1,30 @@
-"""The lab: reproducible studies that measure the claims about vanishing gradients (issue 7)."""
+"""The lab: reproducible studies that measure the claims about vanishing gradients (issue 7).
+
+    from graddoctor import lab
+    run = lab.run_study("seed-claims", quick=True)   # trains, analyses, writes DIR/results.json and report.html
+    print(run)                                        # the verdict table
+    lab.get_study("seed-claims")                      # a Study (graddoctor.lab.study.studies(): all of them)
+
+The names below are imported on first use: `import graddoctor` (which loads graddoctor.lab.pool
+for `compare`) stays torch + numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "run_study": "runner", "StudyRun": "runner", "Study": "study", "Settings": "study", "get_study": "study",
+    "NetSpec": "spec", "TrainSpec": "spec", "RunSpec": "spec", "run_spec": "spec",
+    "build": "models", "load": "data", "grid": "sweep", "run_sweep": "sweep", "Results": "results",
+    "mean_spread": "results", "load_toml": "toml_study",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -76,8 +76,7 @@ class Study:
 
 def studies() -> dict[str, Study]:
     """Every registered study by name: the `STUDY` of each module in graddoctor.lab.studies, sorted by name."""
-    from . import studies as package
-
+    package = importlib.import_module(f"{__package__}.studies")
     found: dict[str, Study] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):

@@ -125,3 +125,13 @@ def axes(ncols: int = 1, width: float = 7.5) -> tuple[Any, list[Any]]:
 def verdict_of(supported: bool, refuted: bool) -> str:
     """'supported' / 'refuted' / 'qualified' (neither condition: qualified)."""
     return "supported" if supported else "refuted" if refuted else "qualified"
+
+
+def bars(ax: Any, values: dict[str, list[float]], *, ylabel: str, title: str, colors: list[str]) -> None:
+    """Mean ± std bars ({label: [mean, std]}) on a 0-1 axis, labels split at '/' onto two lines."""
+    names = list(values)
+    ax.bar(range(len(names)), [values[n][0] or 0.0 for n in names], yerr=[values[n][1] or 0.0 for n in names], color=colors)
+    ax.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names], fontsize="small")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)

@@ -16,7 +16,7 @@ import torch
 from ..results import Results, mean_spread
 from ..spec import NetSpec, TrainSpec, run_spec
 from ..study import Settings
-from ._common import WIDTH, Claim, act_layers, adam, axes, geo_profile, pm, profile, sgd, verdict_of, weight_layers
+from ._common import WIDTH, Claim, act_layers, adam, axes, bars, geo_profile, pm, profile, sgd, verdict_of, weight_layers
 
 DEPTH, SLOPE, SHIFT, HIGH_LR = 6, 0.01, -1.0, 0.05
 ACTS = ("relu", "leaky_relu")
@@ -210,13 +210,7 @@ def c6_figure(data: dict[str, Any]) -> tuple[Any, str]:
     fig, (a, b) = axes(2)
     overlay({k: (list(range(1, len(data[k]) + 1)), data[k]) for k in ("high_lr/relu", "high_lr/leaky_relu")},
             xlabel="activation layer (1 = input side)", ylabel="dead fraction, last step", title=f"Adam lr {HIGH_LR}", ax=a)
-    names = list(data["acc"])
-    b.bar(range(len(names)), [data["acc"][n][0] for n in names], yerr=[data["acc"][n][1] for n in names],
-          color=["#d2461e", "#1f5fa8"] * 2)
-    b.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names], fontsize="small")
-    b.set_ylim(0, 1)
-    b.set_ylabel("test accuracy")
-    b.set_title("Same scenarios")
+    bars(b, data["acc"], ylabel="test accuracy", title="Same scenarios", colors=["#1f5fa8", "#d2461e"] * 2)  # as on the left
     return fig, ("Left: LeakyReLU (slope 0.01) has no dead units where ReLU loses most of them. Right: test accuracy in "
                  "both dead-unit scenarios; keeping units alive is not the same as training well.")
 

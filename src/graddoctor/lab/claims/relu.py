@@ -8,7 +8,7 @@ from ... import theory
 from ..results import Results, mean_spread
 from ..spec import NetSpec, run_spec
 from ..study import Settings
-from ._common import AT_INIT, WIDTH, Claim, adam, axes, decades, first_last, log10_spread, pm, sgd, verdict_of
+from ._common import AT_INIT, WIDTH, Claim, adam, axes, bars, decades, first_last, log10_spread, pm, sgd, verdict_of
 
 DEPTHS = (10, 20, 50)
 TRAIN_DEPTH = 20
@@ -52,13 +52,8 @@ def figure(data: dict[str, Any]) -> tuple[Any, str]:
     fig, (a, b) = axes(2)
     overlay({f"ReLU, {i} init": (list(DEPTHS), v) for i, v in data["ratio"].items()}, xlabel="depth (Linear layers)",
             ylabel="first/last ||dL/dh|| at init", logy=True, guide=1.0, title="Gradient ratio vs depth", ax=a)
-    names = list(data["acc"])
-    b.bar(range(len(names)), [data["acc"][n][0] for n in names], yerr=[data["acc"][n][1] for n in names],
-          color=["#d2461e", "#f08a5d", "#1f5fa8", "#6a9bd1"])
-    b.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names])
-    b.set_ylabel(f"test accuracy, depth {TRAIN_DEPTH}")
-    b.set_ylim(0, 1)
-    b.set_title("Same budget, two optimizers")
+    bars(b, data["acc"], ylabel=f"test accuracy, depth {TRAIN_DEPTH}", title="Same budget, two optimizers",
+         colors=["#d2461e", "#f08a5d", "#1f5fa8", "#6a9bd1"])
     return fig, ("Left: with PyTorch's default init (sigma_w^2 = 1/3, chi_1 = 1/6) a ReLU net's gradient still shrinks "
                  "by a constant factor per layer; with He init (sigma_w^2 = 2, chi_1 = 1) it stays level. Right: plain SGD "
                  "cannot train the default-init net; Adam rescales its tiny gradients and partly recovers.")
