@@ -27,7 +27,7 @@ from ... import theory
 from ..results import Results, mean_spread
 from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
-from ._paper_init import at_init, growth, ratio
+from ._paper_common import at_init, growth, ratio
 
 NAME = "bn-explosion"
 PAPER = "Yang et al. 2019, A Mean Field Theory of Batch Normalization (ICLR; arXiv:1902.08129)"
@@ -145,7 +145,7 @@ def comparison(analysis: dict[str, Any]) -> list[list[Any]]:
 
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The comparison table and three figures: per-layer norms, ratio vs depth, growth vs batch."""
-    from ._paper_figures import axes, lines
+    from ._paper_common import axes, lines
 
     s = analysis["summary"]
     with page.section("BatchNorm gradient explosion vs the paper", anchor="bn-explosion"):

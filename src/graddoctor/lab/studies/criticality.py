@@ -100,7 +100,7 @@ def _curves(sigma_w2: tuple[float, ...], n: int) -> dict[str, Any]:
 
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The accuracy heatmap with the 6 xi_c curve (this run's sigma_b^2 and the paper's) overlaid."""
-    from ._paper_figures import axes
+    from ._paper_common import axes
 
     cfg = analysis["config"]
     sw2, depths = np.array(cfg["sigma_w2"]), np.array(cfg["depths"])

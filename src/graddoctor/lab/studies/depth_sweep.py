@@ -25,7 +25,7 @@ from ... import theory
 from ..results import Results, fmt_spread, mean_spread
 from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
-from ._paper_init import at_init
+from ._paper_common import at_init
 
 NAME = "depth-sweep"
 GAIN2 = {"sigmoid": 1.0, "tanh": 25 / 9, "relu": 2.0}   # nn.init.calculate_gain squared: the lab's "xavier"
@@ -100,7 +100,7 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The table, accuracy vs depth and gradient ratio vs depth per (activation, init, norm)."""
     from ...report.figures import overlay
-    from ._paper_figures import axes
+    from ._paper_common import axes
 
     cfg = analysis["config"]
     with page.section("Accuracy and gradient ratio vs depth", anchor="depth-sweep"):

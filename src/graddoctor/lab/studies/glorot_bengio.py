@@ -32,7 +32,7 @@ from ... import theory
 from ..results import Results, mean_spread
 from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
-from ._paper_init import at_init, capture
+from ._paper_common import at_init, capture
 
 NAME = "glorot-bengio"
 PAPER = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks (AISTATS), Sec. 4.2, Figs. 6-7"
@@ -133,7 +133,7 @@ def _grad_histograms(ax: Any, grads: list[np.ndarray], title: str) -> None:
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The table, then per activation: activation histograms (from the store) and gradient histograms."""
     from ...report.figures import histograms
-    from ._paper_figures import axes
+    from ._paper_common import axes
 
     with page.section("Activations and gradients per layer at init, vs the paper", anchor="glorot-bengio"):
         page.paragraph(__doc__.split("\n\n", 1)[1])

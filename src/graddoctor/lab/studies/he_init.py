@@ -25,7 +25,7 @@ from ... import theory
 from ..results import Results, fmt_spread, mean_spread
 from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
-from ._paper_init import at_init
+from ._paper_common import at_init
 
 NAME = "he-init"
 PAPER = "He et al. 2015, Delving Deep into Rectifiers (ICCV; arXiv:1502.01852), Sec. 2.2 and Figs. 2-3"
@@ -101,7 +101,7 @@ def _paper_says(row: dict[str, Any]) -> str:
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The table, the loss curves per depth, and the gradient flow at init of the deepest pair (seed 0)."""
     from ...report.figures import gradient_flow, overlay
-    from ._paper_figures import axes
+    from ._paper_common import axes
 
     t = analysis["table"]
     with page.section("He vs Xavier init in a deep ReLU net, vs the paper", anchor="he-init"):
