@@ -54,3 +54,21 @@ def test_finished_runs_are_skipped_and_changed_ones_retrained(tmp_path, monkeypa
 def test_duplicate_names_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="unique"):
         sweep.run_sweep([run_spec("a", seed=0, **TINY)] * 2, tmp_path / "s.db", jobs=1, progress=False)
+
+
+def test_a_small_conv_net_trains_on_digits_images(tmp_path):
+    spec = run_spec("conv", net=NetSpec(kind="conv", depth=3, width=4, norm="batch"), train=TrainSpec(steps=2), seed=0)
+    metrics = sweep.run_sweep([spec], tmp_path / "s.db", jobs=1, progress=False).records[0].metrics
+    assert metrics["test_accuracy"] is not None and not metrics["diverged"]
+    view = graddoctor.load(tmp_path / "s.db", name="conv")
+    assert [i.type for i in view.layer_info if i.kind == "param"][:2] == ["Conv2d", "BatchNorm2d"]
+
+
+def test_warmup_ramps_the_learning_rate_and_clipping_shrinks_the_steps(tmp_path):
+    specs = [run_spec(name, seed=0, net=TINY["net"], train=TrainSpec(steps=4, lr=0.1, warmup=4, clip=clip), data="gaussian")
+             for name, clip in (("free", None), ("clipped", 1e-3))]
+    sweep.run_sweep(specs, tmp_path / "s.db", jobs=1, progress=False)
+    free, clipped = (graddoctor.load(tmp_path / "s.db", name=n) for n in ("free", "clipped"))
+    assert free.scalar("lr/group0").tolist() == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    layer = free.layers[0]
+    assert clipped.stat("update_ratio", layer).max() < free.stat("update_ratio", layer).max() / 10
