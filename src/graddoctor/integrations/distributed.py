@@ -168,17 +168,19 @@ class Reducer:
         return packing.combine(self.layout, gathered, fired) if self.rank == 0 else None
 
     def _relayout(self, mine: dict[int, int]) -> None:
-        """Agree on every layer's number of units (the first recorded step, or a layer's first output)."""
+        """Agree on every layer's number of units: at the first recorded step, when a layer first
+        produces its per-unit vector, or when its number of units changes (the same on every rank)."""
         gathered: list[Any] = [None] * self.world
         self._call("a recorded step", lambda: torch.distributed.all_gather_object(gathered, mine, group=self.group))
-        units = dict(self.layout.units)
+        now: dict[int, int] = {}
         for other in gathered:
             for i, n in other.items():
-                if units.setdefault(i, n) != n:
+                if now.setdefault(i, n) != n:
                     raise ProbeError(
-                        f"layer {self._plan[i].name!r} has {units[i]} units on one rank and {n} on another; "
+                        f"layer {self._plan[i].name!r} has {now[i]} units on one rank and {n} on another; "
                         f"graddoctor needs the same model on every rank."
                     )
+        units = {**self.layout.units, **now}
         self.layout = packing.Layout(self._plan, units, self.layout.hist, self.layout.version + 1)
 
     def _gather(self, vec: np.ndarray) -> np.ndarray:
