@@ -67,7 +67,14 @@ def _point(results: Results, key: str, depth: int) -> dict[str, Any]:
             "log10_grad_ratio": mean_spread([math.log10(g[0] / g[-2]) for g in grads]),
             "predicted_log10_grad_ratio": math.log10(predicted.layers[0].rel_out_grad_norm
                                                      / predicted.layers[-2].rel_out_grad_norm),
-            "loss_curve": np.nanmean(losses, axis=0).tolist()}
+            "loss_curve": np.nanmean(losses, axis=0).tolist(), "steps_to_half_chance": _steps_below(losses)}
+
+
+def _steps_below(losses: np.ndarray, window: int = 20) -> int | None:
+    """First step where the seed-mean minibatch loss, averaged over `window` steps, is below half the chance loss."""
+    curve = np.convolve(np.nanmean(losses, axis=0), np.ones(window) / window, mode="valid")
+    below = np.flatnonzero(curve < 0.5 * CHANCE_LOSS)
+    return int(below[0]) + window if below.size else None
 
 
 def analyse(results: Results, settings: Settings) -> dict[str, Any]:
@@ -83,9 +90,10 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
            "rule": f"He trains: every seed's final train loss < half the chance loss ({0.5 * CHANCE_LOSS:.2f}); Xavier "
                    f"stalls: every seed's final train loss > 97 % of the chance loss ({0.97 * CHANCE_LOSS:.2f}), "
                    f"both at depth {deepest} after {cfg.steps} SGD steps"}
-    out["table"] = {"header": ["depth", "init", "final train loss", "test accuracy", "log10 grad ratio first/last",
-                               "theory", "paper (ImageNet conv net)"],
+    out["table"] = {"header": ["depth", "init", "final train loss", "test accuracy", "steps to loss < 1.15",
+                               "log10 grad ratio first/last", "theory", "paper (ImageNet conv net)"],
                     "rows": [[r["depth"], r["label"], fmt_spread(r["final_loss"]), fmt_spread(r["test_accuracy"]),
+                              r["steps_to_half_chance"] if r["steps_to_half_chance"] is not None else f"> {cfg.steps}",
                               fmt_spread(r["log10_grad_ratio"], 2), f"{r['predicted_log10_grad_ratio']:.2f}",
                               _paper_says(r)] for r in rows]}
     out["notes"] = [out["rule"] + f": He trains {he_trains}, Xavier stalls {xavier_stalls}.", f"paper: {PAPER}"]
@@ -106,7 +114,7 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     t = analysis["table"]
     with page.section("He vs Xavier init in a deep ReLU net, vs the paper", anchor="he-init"):
         page.paragraph(__doc__.split("\n\n", 1)[1])
-        page.table(t["header"], t["rows"], text_columns=(6,))
+        page.table(t["header"], t["rows"], text_columns=(7,))
         page.paragraph(analysis["notes"][0])
         every = results.records[0].spec.train.every
         for depth in analysis["config"]["depths"]:
