@@ -105,14 +105,3 @@ def test_show_reports_first_nonfinite(store_path, capsys):
 def test_python_dash_m_runs_the_cli(recorded):
     done = subprocess.run([sys.executable, "-m", "graddoctor", "runs", str(recorded)], capture_output=True, text=True)
     assert done.returncode == 0 and "second" in done.stdout
-
-
-def test_demo_prints_both_tables_quickly(tmp_path, capsys):
-    from graddoctor import demo
-
-    assert demo.main(["--steps", "3", "--store", str(tmp_path / "demo.db")]) == 0
-    out = capsys.readouterr().out
-    assert "sig dz@0" in out and "relu dz@0" in out
-    sig = graddoctor.load(tmp_path / "demo.db", name="sigmoid-default-init")
-    relu = graddoctor.load(tmp_path / "demo.db", name="relu-he-init")
-    assert demo.decay(sig) < 1e-8 < 0.1 < demo.decay(relu) < 10
