@@ -10,14 +10,16 @@ At a recorded step each rank packs its partial statistics into one float64 vecto
 from __future__ import annotations
 
 import datetime
+import functools
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, ProbeError, StoreError
+from ..probes.rows import StepPayload
 from ..probes.select import LayerPlan
 from . import _dist_pack as packing
 
@@ -97,6 +99,13 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return to_local() if to_local is not None else t
 
 
+def _fill(layout: packing.Layout, gathered: np.ndarray, payload: StepPayload) -> None:
+    combined = packing.combine(layout, gathered, payload.fired)
+    payload.keys, payload.values, payload.numel = combined.keys, combined.values, combined.numel
+    payload.fired, payload.nonfinite = combined.fired, combined.nonfinite
+    payload.combine = None
+
+
 class Reducer:
     """One rank's side of a watched distributed run: the agreement at watch(), one gather per recorded step."""
 
@@ -149,23 +158,30 @@ class Reducer:
                 )
         return first["run"]
 
-    def reduce(self, step: int, hist: bool, keys: list, host: list, numel: dict, fired: list, nonfinite: dict) -> "packing.Combined | None":
-        """Gather one recorded step's partials; rank 0 gets them combined, the others None."""
+    def reduce(self, payload: StepPayload, *, hist: bool) -> Callable[[StepPayload], None] | None:
+        """Gather one recorded step's partials (`payload`: this rank's, on the host).
+
+        Returns, on rank 0, the function that replaces the payload's partials by every rank's
+        combined (run by the store writer's thread); None on the other ranks.
+        """
         if self.layout is None or self.layout.hist != hist:
             units = self.layout.units if self.layout is not None else {}
             version = self.layout.version if self.layout is not None else 0
             self.layout = packing.Layout(self._plan, units, hist, version)
-        gathered = self._gather(packing.pack(self.layout, step, keys, host, numel, nonfinite, self._replicated_here))
+        p = payload
+        gathered = self._gather(packing.pack(self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here))
         if gathered[:, 2].any():  # a rank measured a per-unit vector the layout has no room for
-            self._relayout(packing.local_units(keys, host))
-            gathered = self._gather(packing.pack(self.layout, step, keys, host, numel, nonfinite, self._replicated_here))
+            self._relayout(packing.local_units(p.keys, p.values))
+            gathered = self._gather(packing.pack(self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here))
         steps = gathered[:, 0]
-        if (steps != step).any():
+        if (steps != p.step).any():
             raise ProbeError(
                 f"ranks recorded different steps at once ({', '.join(f'rank {r}: {int(s)}' for r, s in enumerate(steps))}): "
                 f"every rank must take the same optimizer steps while watched."
             )
-        return packing.combine(self.layout, gathered, fired) if self.rank == 0 else None
+        if self.rank != 0:
+            return None
+        return functools.partial(_fill, self.layout, gathered)
 
     def _relayout(self, mine: dict[int, int]) -> None:
         """Agree on every layer's number of units: at the first recorded step, when a layer first

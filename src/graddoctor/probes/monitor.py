@@ -387,25 +387,21 @@ class Run:
             scalars += [(rec.step, f"lr/group{g}", group["lr"]) for g, group in enumerate(self.optimizer.param_groups)]
         n = len(rec.values)
         host = transfer(rec.values + [v for _, _, v in scalars if isinstance(v, torch.Tensor)])
-        keys, values, numel, fired = rec.keys, host[:n], dict(rec.numel), rec.fired
-        nonfinite = self._nonfinite_counts(rec.keys, host)
-        if self._reducer is not None:  # one all_gather; rank 0 gets every rank's partials combined
-            combined = self._reducer.reduce(rec.step, rec.hist, keys, values, numel, fired, nonfinite)
-            if combined is None:
-                return
-            keys, values, numel, fired, nonfinite = (
-                combined.keys, combined.values, combined.numel, combined.fired, combined.nonfinite
-            )
-        self._writer.put_record(StepPayload(
+        payload = StepPayload(
             step=rec.step,
             wall_time=time.time(),
-            keys=keys,
-            values=values,
-            numel=numel,
-            fired=fired,
+            keys=rec.keys,
+            values=host[:n],
+            numel=dict(rec.numel),
+            fired=rec.fired,
             scalars=_scalar_rows(scalars, host[n:]),
-            nonfinite=nonfinite,
-        ))
+            nonfinite=self._nonfinite_counts(rec.keys, host),
+        )
+        if self._reducer is not None:  # one all_gather; rank 0's writer thread combines the ranks' partials
+            payload.combine = self._reducer.reduce(payload, hist=rec.hist)
+            if payload.combine is None:
+                return
+        self._writer.put_record(payload)
 
     def _flush_late_logs(self) -> None:
         late, self._late_logs = self._late_logs, []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,6 +30,9 @@ class StepPayload:
     fired: list[int]                      # layer indices in the order their forward ran
     scalars: list[tuple[int, str, float]]
     nonfinite: dict[int, float]           # exact NaN/Inf gradient counts, for layers that have any
+    # Under torch.distributed (rank 0): fills keys, values, numel, fired and nonfinite from every
+    # rank's partials, here in the writer's thread rather than in the training step.
+    combine: Callable[["StepPayload"], None] | None = None
 
 
 class RowBuilder:
@@ -43,6 +46,8 @@ class RowBuilder:
         self.first_nonfinite: dict[str, Any] | None = None
 
     def build(self, p: StepPayload) -> dict[str, Any]:
+        if p.combine is not None:
+            p.combine(p)
         values = aggregate(p.keys, p.values)
         amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
         derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
