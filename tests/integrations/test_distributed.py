@@ -96,6 +96,8 @@ def scenario_equal(rank: int, out: Path) -> dict:
     run = train(DDP(make_model()), data, rank, WORLD, store=out / "ddp.db", name="ddp", **WATCH)
     result["ddp_path"] = run.path
     result["ddp_view"] = _error(run.view)
+    for part in (data[:2], data[2:]):  # resume: every rank continues from rank 0's stored step
+        train(DDP(make_model()), part, rank, WORLD, store=out / "resumed.db", name="resumed", resume=True, **WATCH)
     model = make_model()
     for layer in (model[0], model[2], model[4]):
         fully_shard(layer)
@@ -327,6 +329,10 @@ def test_ddp_and_fsdp2_record_what_one_process_records(ranks, tmp_path):
     _assert_same_records(ddp, ref, exact_grad_hist=True)
     assert ref.stat("dead_frac", "1")[0] == 1 / 8  # unit 1 only: unit 0 is silent on rank 0, not on rank 1
     _assert_same_records(graddoctor.load(folder / "fsdp.db", name="fsdp"), ref, exact_grad_hist=False)
+
+    resumed = graddoctor.load(folder / "resumed.db", name="resumed")
+    assert resumed.steps.tolist() == [0, 1, 2, 3] and resumed.status == "finished"
+    assert [h[0] for h in resumed.hist("0", "grad")] == [0, 2]
 
     # only rank 0 writes; rank 1 holds no store and says so
     assert results[0]["ddp_view"] is None

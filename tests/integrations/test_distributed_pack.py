@@ -14,7 +14,7 @@ from graddoctor.config import Stat
 from graddoctor.integrations._dist_pack import Layout, combine, local_units, pack, sum_histograms
 from graddoctor.probes import stats
 from graddoctor.probes.derive import derive
-from graddoctor.probes.record import NZ, OG, SAT, SD, SS, UNIT, S, aggregate
+from graddoctor.probes.record import GN, NZ, OG, SAT, SD, SS, UNIT, WN, WSQ, S, aggregate
 from graddoctor.probes.select import plan_layers
 
 
@@ -75,3 +75,17 @@ def test_histograms_on_different_ranges_keep_range_total_and_nonfinite():
     assert out[3:].sum() == pytest.approx(8.0)
     assert out[-1] == pytest.approx(2.0)  # the point mass at the top lands in the last bin
     assert out[3:][np.arange(64) * 7 / 64 > 3.2].sum() == pytest.approx(2.0)  # nothing between 3 and 7 but 7
+
+
+def test_replicated_parameters_count_once_and_shards_add_up():
+    """DDP: only rank 0 sends a replicated layer's sums; FSDP2: every rank's shard sums are added."""
+    plan = plan_layers(nn.Sequential(nn.Linear(3, 2)))
+    keys = [(0, GN), (0, WSQ), (0, GN), (0, WSQ)]  # weight and bias
+    host = [np.float64(3.0), np.float64(4.0), np.float64(0.0), np.float64(1.0)]
+    layout = Layout(plan, {}, hist=False)
+    for replicated, want_g, want_w in ((True, 9.0, 5.0), (False, 18.0, 10.0)):
+        ranks = [pack(layout, 0, keys, host, {}, {0: 2.0}, [replicated and r != 0]) for r in range(2)]
+        c = combine(layout, np.stack(ranks), fired0=[])
+        values = aggregate(c.keys, c.values)
+        assert values[(0, GN)] == want_g and values[(0, WN)] == want_w  # sums of squares
+        assert c.nonfinite == {0: 2.0 if replicated else 4.0}
