@@ -142,6 +142,7 @@ def ddp_worker(rank: int, world: int, port: int, models: list[str], modes: list[
                     print(f"{name + ' ddp':9} {mode:9} {statistics.median(wall):8.3f} {min(wall):7.3f} {max(wall):7.3f}"
                           f"   cpu {statistics.median(cpu):.3f} ({min(cpu):.3f}-{max(cpu):.3f}); exchange "
                           f"{statistics.median(exchange) * 1e3:.2f} ms per recorded step", flush=True)
+        torch.distributed.barrier()  # neither rank tears gloo down while the other still talks
     finally:
         torch.distributed.destroy_process_group()
 

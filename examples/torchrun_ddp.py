@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{run.name}: {world} ranks, {len(r.steps)} recorded steps of {steps} in {args.store}; "
               f"grad_norm of layer '0' {first:.3g} -> {last:.3g}, dead_frac of layer '1' {r.stat('dead_frac', '1')[-1]:.3f}")
         print(f"next: graddoctor diagnose {args.store}")
+    dist.barrier()  # rank 1 waits for rank 0's summary before the group goes
     dist.destroy_process_group()
 
 
