@@ -426,6 +426,8 @@ class Run:
             return
         if not self.model.training:
             self._warned_no_forward = True
+            if self._reducer is not None and self._reducer.rank != 0:
+                return  # under torch.distributed, rank 0 alone warns (STYLE 9)
             warnings.warn(
                 "graddoctor.watch: the model is in eval() mode while training, so forward passes are not "
                 "counted (they look like validation): no activation or dL/d output statistics are recorded. "
