@@ -60,6 +60,28 @@ def test_init_variance_per_fan_in(init, var):
     assert model[2].bias.abs().max() == 0
 
 
+def test_glorot_is_uniform_with_variance_2_over_fan_in_plus_fan_out():
+    torch.manual_seed(0)
+    model = build(NetSpec(depth=3, width=512, init="glorot"), (256,), 512)
+    w = model[0].weight                                           # fan_in 256, fan_out 512
+    bound = (6 / (256 + 512)) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
+    assert w.var().item() == pytest.approx(2 / (256 + 512), rel=0.05)
+    assert model[0].bias.abs().max() == 0
+
+
+def test_sigma_b2_draws_normal_biases_and_needs_the_normal_init():
+    torch.manual_seed(0)
+    model = build(NetSpec(depth=3, width=2048, init="normal", sigma_b2=0.05), (64,), 2048)
+    assert model[2].bias.var().item() == pytest.approx(0.05, rel=0.1)
+    torch.manual_seed(0)
+    assert build(NetSpec(depth=3, width=8, init="normal"), (4,), 2)[0].bias.abs().max() == 0   # default: zero biases
+    with pytest.raises(ConfigError, match="sigma_b2.*init='normal'"):
+        NetSpec(init="he", sigma_b2=0.05)
+    with pytest.raises(ConfigError, match="sigma_b2 must be >= 0"):
+        NetSpec(init="normal", sigma_b2=-1.0)
+
+
 def test_bias_shift_moves_hidden_biases_only():
     torch.manual_seed(0)
     plain = build(NetSpec(depth=3, width=8), (4,), 2)

@@ -75,10 +75,13 @@ def _init(model: nn.Module, spec: NetSpec) -> None:
     with torch.no_grad():
         for m in weights:
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
-            if spec.init != "default":
+            if spec.init == "glorot":
+                bound = math.sqrt(6.0 / (fan_in + fan_out))  # variance bound^2 / 3 = 2 / (fan_in + fan_out)
+                nn.init.uniform_(m.weight, -bound, bound)
+            elif spec.init != "default":
                 nn.init.normal_(m.weight, 0.0, math.sqrt(_weight_var(spec, fan_in, fan_out)))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            if spec.init != "default" and m.bias is not None:
+                nn.init.normal_(m.bias, 0.0, math.sqrt(spec.sigma_b2)) if spec.sigma_b2 else nn.init.zeros_(m.bias)
         for m in weights[:-1]:
             if spec.bias_shift and m.bias is not None:
                 m.bias.add_(spec.bias_shift)

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softsign", "gelu", "elu", "selu", "linear")
 NORMS = ("none", "batch", "layer")
-INITS = ("default", "he", "xavier", "normal")
+INITS = ("default", "he", "xavier", "glorot", "normal")
 OPTIMIZERS = ("sgd", "adam")
 KINDS = ("mlp", "conv")
 
@@ -48,9 +48,12 @@ class NetSpec:
     negative_slope: float = 0.01  # leaky_relu only: f(x) = x for x >= 0, negative_slope * x for x < 0
     norm: str = "none"            # "batch" (BatchNorm after each hidden weight layer), "layer" or "none"
     residual: bool = False        # x + block(x) around every hidden block of matching shape
-    init: str = "default"         # "default" (PyTorch's: weight var 1/(3 fan_in)), "he" (2/fan_in),
-                                  # "xavier" (gain^2 2/(fan_in+fan_out)), "normal" (sigma_w2/fan_in)
+    init: str = "default"         # "default" (PyTorch's: weight var 1/(3 fan_in)), "he" (normal, 2/fan_in),
+                                  # "xavier" (normal, gain^2 2/(fan_in+fan_out)), "glorot" (Glorot & Bengio's
+                                  # normalised init: U(+-sqrt(6/(fan_in+fan_out))), gain 1), "normal" (sigma_w2/fan_in);
+                                  # every init but "default" starts the biases at 0 (or N(0, sigma_b2) under "normal")
     sigma_w2: float = 1.0         # init="normal": weight variance sigma_w2 / fan_in
+    sigma_b2: float = 0.0         # init="normal": bias variance (biases ~ N(0, sigma_b2), not scaled by fan_in)
     bias: bool = True             # weight layers have a bias
     bias_shift: float = 0.0       # added to every hidden layer's bias after init (negative: dead-unit scenario)
 
@@ -63,6 +66,11 @@ class NetSpec:
         _positive_int("width", self.width)
         if not self.sigma_w2 > 0:
             raise ConfigError(f"sigma_w2 must be > 0, got {self.sigma_w2!r}.")
+        if not self.sigma_b2 >= 0:
+            raise ConfigError(f"sigma_b2 must be >= 0, got {self.sigma_b2!r}.")
+        if self.sigma_b2 and (self.init != "normal" or not self.bias):
+            raise ConfigError(f"sigma_b2 = {self.sigma_b2!r} needs init='normal' and bias=True (got init={self.init!r}, "
+                              f"bias={self.bias!r}): only the 'normal' init draws biases from N(0, sigma_b2).")
         if self.bias_shift and not self.bias:
             raise ConfigError("bias_shift needs bias=True: there is no bias to shift.")
 
@@ -71,7 +79,7 @@ class NetSpec:
         parts = [f"{self.kind}{self.depth}", self.activation]
         parts += [self.norm] if self.norm != "none" else []
         parts += ["res"] if self.residual else []
-        parts += [self.init if self.init != "normal" else f"sw{self.sigma_w2:g}"]
+        parts += [self.init if self.init != "normal" else f"sw{self.sigma_w2:g}" + (f"-sb{self.sigma_b2:g}" if self.sigma_b2 else "")]
         parts += [f"shift{self.bias_shift:g}"] if self.bias_shift else []
         return "-".join(parts)
 
