@@ -352,10 +352,11 @@ def test_bad_configurations_are_refused_on_every_rank(ranks):
 
 
 def test_one_gather_per_recorded_step_and_none_in_between(ranks):
-    # every=2 over 5 steps: steps 0, 2, 4 recorded. The first recorded step also agrees on the
-    # layers' unit counts (all_gather_object); after that, one all_gather per recorded step.
+    # every=2 over 5 steps: steps 0, 2, 4 recorded. At the first recorded step the gathered headers
+    # bring the layers' unit counts and every rank gathers once more on the agreed layout; after
+    # that, exactly one all_gather per recorded step, and nothing on the steps in between.
     for result in ranks["equal"]:
-        assert result["collectives"] == [3, 0, 1, 0, 1]
+        assert result["collectives"] == [2, 0, 1, 0, 1]
 
 
 def test_watch_after_compiled_ddp_ran_is_recorded_or_refused_never_silent(ranks, tmp_path):

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from graddoctor.config import Stat
-from graddoctor.integrations._dist_pack import Layout, combine, local_units, pack, sum_histograms
+from graddoctor.errors import ProbeError
+from graddoctor.integrations._dist_pack import Layout, agreed_units, combine, local_units, pack, sum_histograms
 from graddoctor.probes import stats
 from graddoctor.probes.derive import derive
 from graddoctor.probes.record import GN, NZ, OG, SAT, SD, SS, UNIT, WN, WSQ, S, aggregate
@@ -43,7 +44,7 @@ def test_ranks_combined_equal_one_process_on_the_concatenated_outputs(offset):
     parts = [(y[:6], g[:6] * 2), (y[6:9], g[6:9] * 2), (y[9:], g[9:] * 2)]  # rank 1 runs the layer twice
     layout = Layout(plan, {0: 5}, hist=False)
     ranks = [_record([parts[0][0]], [parts[0][1]]), _record([p[0] for p in parts[1:]], [p[1] for p in parts[1:]])]
-    assert local_units(*ranks[0][:2]) == {0: 5}
+    assert local_units(aggregate(*ranks[0][:2])) == {0: 5}
     gathered = np.stack([pack(layout, 3, k, h, n, {}, [False]) for k, h, n in ranks])
     c = combine(layout, gathered, fired0=[0])
     got = derive(plan, aggregate(c.keys, c.values), c.numel, c.nonfinite, None)
@@ -89,3 +90,32 @@ def test_replicated_parameters_count_once_and_shards_add_up():
         values = aggregate(c.keys, c.values)
         assert values[(0, GN)] == want_g and values[(0, WN)] == want_w  # sums of squares
         assert c.nonfinite == {0: 2.0 if replicated else 4.0}
+
+
+def test_unit_counts_travel_in_the_header_and_every_rank_agrees_alike():
+    """The layout is agreed from the gathered headers: no exchange of its own, the same decision everywhere."""
+    plan = plan_layers(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU()))
+    relu1, relu2 = (i for i, layer in enumerate(plan) if layer.type_name == "ReLU")
+
+    def packed(layout, counts):  # one rank's vector: a ReLU layer measured `n` units (None: did not fire)
+        keys, host = [], []
+        for i, n in counts.items():
+            if n is not None:
+                keys.append((i, UNIT))
+                host.append(np.ones(n))
+        return pack(layout, 5, keys, host, {}, {}, [False] * len(plan))
+
+    empty = Layout(plan, {}, hist=False)
+    gathered = np.stack([packed(empty, {relu1: 4, relu2: 2}), packed(empty, {relu1: 4, relu2: None})])
+    units = agreed_units(empty, gathered)
+    assert units == {relu1: 4, relu2: 2}  # a layer silent on one rank is not a disagreement
+    layout = Layout(plan, units, hist=False)
+    gathered = np.stack([packed(layout, {relu1: 4, relu2: 2}), packed(layout, {relu1: 4, relu2: None})])
+    assert agreed_units(layout, gathered) is None  # steady state: the first gather was the only one
+    c = combine(layout, gathered, fired0=[])
+    assert [k for k in c.keys if k[1] == UNIT] == [(relu1, UNIT), (relu2, UNIT)]
+    changed = np.stack([packed(layout, {relu1: 6, relu2: 2}), packed(layout, {relu1: 6, relu2: 2})])
+    assert agreed_units(layout, changed) == {relu1: 6, relu2: 2}
+    differ = np.stack([packed(layout, {relu1: 4, relu2: 2}), packed(layout, {relu1: 6, relu2: 2})])
+    with pytest.raises(ProbeError, match=r"rank 0: 4, rank 1: 6.*exclude=\['1'\]"):
+        agreed_units(layout, differ)

@@ -1,8 +1,10 @@
 """One recorded step's partial statistics as one flat float64 vector per rank, and back.
 
 Each rank reduces its own step record (calls, micro-batches) to per-layer partials in a layout
-every rank derives from the same plan, so the vectors have the same length everywhere and one
-all_gather moves them. Rank 0 then combines the ranks' partials with the reduction each quantity
+every rank derives from the same plan and the same agreed unit counts, so the vectors have the
+same length everywhere and one all_gather moves them. Each vector's header carries the unit counts
+its rank measured, so a count the layout lacks is seen by every rank in the same gathered matrix
+(`agreed_units`) and they re-lay out alike, with no exchange of its own. Rank 0 then combines the ranks' partials with the reduction each quantity
 needs: sums (squared norms of shards, element counts), Chan's formula (mean and variance),
 elementwise max (per-unit max |y|: a unit is dead only if silent on every rank), histograms
 summed on a common range. Pure numpy: testable without a process group.
@@ -15,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ProbeError
 from ..probes.derive import moments
 from ..probes.record import GN, GSQ, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, USQ, WN, WSQ, Key, aggregate
 from ..probes.select import LayerPlan
 from ..probes.stats import HIST_BINS
 
-HEADER = 3                 # step, layout version, "my units do not fit the layout" flag
+# Header: the step, then per layer the length of the per-unit vector this rank measured (0: none).
 PARAM = 5                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count
 OUTPUT = 7                 # n, mean, M2, nonzero count, saturated count, has dL/dy, sum (dL/dy)^2
 HIST = 1 + 3 + HIST_BINS   # present flag, then [lo, hi, nonfinite, counts...]
@@ -33,11 +36,13 @@ class Layout:
     plan: list[LayerPlan]
     units: dict[int, int]  # layer -> number of units of its per-unit vector (agreed by all ranks)
     hist: bool
-    version: int = 0
+
+    def header(self) -> int:
+        return 1 + len(self.plan)
 
     def sections(self) -> list[tuple[int, str, int, int]]:
         """(layer, section, offset, length), in plan order."""
-        out, offset = [], HEADER
+        out, offset = [], self.header()
         for i, layer in enumerate(self.plan):
             parts = [("p", PARAM)] if layer.params else []
             parts.append(("a", OUTPUT))
@@ -57,9 +62,34 @@ class Layout:
         return last[2] + last[3]
 
 
-def local_units(keys: list[Key], host: list[np.ndarray]) -> dict[int, int]:
-    """Layer -> length of the per-unit vector this rank measured at this step."""
-    return {i: int(np.size(v)) for (i, code), v in zip(keys, host) if code == UNIT}
+def local_units(values: dict[Key, Any]) -> dict[int, int]:
+    """Layer -> length of the per-unit vector this rank measured at this step (`aggregate`d values)."""
+    return {i: int(np.size(v)) for (i, code), v in values.items() if code == UNIT}
+
+
+def agreed_units(layout: Layout, gathered: np.ndarray) -> dict[int, int] | None:
+    """The unit counts a new layout needs, from the ranks' headers; None when `layout` fits them all.
+
+    Every rank calls this on the same gathered matrix, so all decide alike (no deadlock, no exchange).
+
+    Raises:
+        ProbeError: a layer with different unit counts on different ranks (on every rank alike).
+    """
+    counts = gathered[:, 1:layout.header()]
+    changed = {}
+    for i in range(counts.shape[1]):
+        seen = sorted({int(n) for n in counts[:, i] if n > 0})
+        if len(seen) > 1:
+            per_rank = ", ".join(f"rank {r}: {int(n)}" for r, n in enumerate(counts[:, i]) if n > 0)
+            raise ProbeError(
+                f"layer {layout.plan[i].name!r} has a different number of units on different ranks ({per_rank}) "
+                f"at step {int(gathered[0, 0])}; graddoctor combines dead units unit by unit and needs the same "
+                f"number everywhere. Give every rank the same input shapes, or leave this layer out of watch() "
+                f"with exclude=[{layout.plan[i].name!r}]."
+            )
+        if seen and layout.units.get(i) != seen[0]:
+            changed[i] = seen[0]
+    return {**layout.units, **changed} if changed else None
 
 
 def pack(
@@ -74,10 +104,11 @@ def pack(
     """This rank's partials as a flat vector. `replicated_here[i]`: layer i's parameters are
     replicated (DDP) and this rank is not rank 0, so it contributes nothing to their sums."""
     values = aggregate(keys, host)
-    units = local_units(keys, host)
+    units = local_units(values)
     vec = np.zeros(layout.size())
-    misfit = any(layout.units.get(i) != n for i, n in units.items())
-    vec[:HEADER] = (step, layout.version, float(misfit))
+    vec[0] = step
+    for i, n in units.items():
+        vec[1 + i] = n
     for i, name, off, length in layout.sections():
         part = vec[off:off + length]
         if name == "p" and not replicated_here[i]:
@@ -85,7 +116,7 @@ def pack(
             part[:] = (values.get((i, GN), 0.0), values.get((i, WN), 0.0), un is not None, un or 0.0, nonfinite.get(i, 0.0))
         elif name == "a":
             _pack_output(part, i, values, numel.get(i, []))
-        elif name == "u" and (i, UNIT) in values and not misfit:
+        elif name == "u" and units.get(i) == layout.units[i]:  # a misfit is re-laid out (agreed_units)
             part[0], part[1:] = 1.0, values[(i, UNIT)]
         elif name in ("ha", "hg") and not (name == "hg" and replicated_here[i]):
             hist = values.get((i, HIST_ACT if name == "ha" else HIST_GRAD))

@@ -106,6 +106,16 @@ def _fill(layout: packing.Layout, gathered: np.ndarray, payload: StepPayload) ->
     payload.combine = None
 
 
+def _check_same_step(gathered: np.ndarray, step: int) -> None:
+    steps = gathered[:, 0]
+    if (steps != step).any():
+        raise ProbeError(
+            f"ranks recorded different steps at once ({', '.join(f'rank {r}: {int(s)}' for r, s in enumerate(steps))}): "
+            f"every rank must take the same optimizer steps while watched (the same number of optimizer.step() "
+            f"calls, or of run.step() calls without an optimizer)."
+        )
+
+
 class Reducer:
     """One rank's side of a watched distributed run: the agreement at watch(), one gather per recorded step."""
 
@@ -164,40 +174,24 @@ class Reducer:
         Returns, on rank 0, the function that replaces the payload's partials by every rank's
         combined (run by the store writer's thread); None on the other ranks.
         """
+        units = self.layout.units if self.layout is not None else {}
         if self.layout is None or self.layout.hist != hist:
-            units = self.layout.units if self.layout is not None else {}
-            version = self.layout.version if self.layout is not None else 0
-            self.layout = packing.Layout(self._plan, units, hist, version)
-        p = payload
-        gathered = self._gather(packing.pack(self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here))
-        if gathered[:, 2].any():  # a rank measured a per-unit vector the layout has no room for
-            self._relayout(packing.local_units(p.keys, p.values))
-            gathered = self._gather(packing.pack(self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here))
-        steps = gathered[:, 0]
-        if (steps != p.step).any():
-            raise ProbeError(
-                f"ranks recorded different steps at once ({', '.join(f'rank {r}: {int(s)}' for r, s in enumerate(steps))}): "
-                f"every rank must take the same optimizer steps while watched."
-            )
+            self.layout = packing.Layout(self._plan, units, hist)
+        gathered = self._gather(self._pack(payload))
+        _check_same_step(gathered, payload.step)
+        # The headers carry each rank's unit counts: at the first recorded step, when a layer first
+        # measures its per-unit vector or when its count changes, every rank sees the same misfit
+        # in the same matrix and gathers once more on the new layout. Otherwise: one gather.
+        units = packing.agreed_units(self.layout, gathered)
+        if units is not None:
+            self.layout = packing.Layout(self._plan, units, hist)
+            gathered = self._gather(self._pack(payload))
         if self.rank != 0:
             return None
         return functools.partial(_fill, self.layout, gathered)
 
-    def _relayout(self, mine: dict[int, int]) -> None:
-        """Agree on every layer's number of units: at the first recorded step, when a layer first
-        produces its per-unit vector, or when its number of units changes (the same on every rank)."""
-        gathered: list[Any] = [None] * self.world
-        self._call("a recorded step", lambda: torch.distributed.all_gather_object(gathered, mine, group=self.group))
-        now: dict[int, int] = {}
-        for other in gathered:
-            for i, n in other.items():
-                if now.setdefault(i, n) != n:
-                    raise ProbeError(
-                        f"layer {self._plan[i].name!r} has {now[i]} units on one rank and {n} on another; "
-                        f"graddoctor needs the same model on every rank."
-                    )
-        units = {**self.layout.units, **now}
-        self.layout = packing.Layout(self._plan, units, self.layout.hist, self.layout.version + 1)
+    def _pack(self, p: StepPayload) -> np.ndarray:
+        return packing.pack(self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here)
 
     def _gather(self, vec: np.ndarray) -> np.ndarray:
         mine = torch.from_numpy(vec)
