@@ -127,3 +127,56 @@ def test_trainer_example_runs_in_its_quick_form(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     view = graddoctor.load(store)
     assert view.status == "finished" and len(view.steps) > 0 and "loss" in view.scalars
+
+
+class Boom(transformers.TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            raise RuntimeError("boom at step 2")
+
+
+def failing_train(tmp_path, callback) -> None:
+    targs = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), use_cpu=True, report_to=[], max_steps=STEPS, save_strategy="no",
+        disable_tqdm=True, per_device_train_batch_size=N_SAMPLES,
+    )
+    trainer = transformers.Trainer(model=tiny_gpt2(), args=targs, train_dataset=samples(), callbacks=[callback, Boom()])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train()
+
+
+def test_a_train_that_raised_is_marked_failed_by_the_next_train(tmp_path):
+    callback = GradDoctorCallback(store=tmp_path / "runs.db", name="hf")
+    failing_train(tmp_path, callback)
+    first = callback.run
+    assert graddoctor.load(tmp_path / "runs.db", name="hf").status == "running"  # no callback ran: still open
+    failing_train(tmp_path, callback)
+    view = first.view()
+    assert view.status == "failed" and "did not reach on_train_end" in view.error
+    callback.run.close(status="failed")
+
+
+FAILING_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_hf
+test_hf.transformers.Trainer(
+    model=test_hf.tiny_gpt2(), train_dataset=test_hf.samples(),
+    args=test_hf.transformers.TrainingArguments(output_dir={out!r}, use_cpu=True, report_to=[], max_steps=3,
+                                                save_strategy="no", disable_tqdm=True),
+    callbacks=[test_hf.GradDoctorCallback(store={store!r}, name="hf"), test_hf.Boom()],
+).train()
+"""
+
+
+def test_a_train_that_raises_is_marked_failed_when_the_process_exits(tmp_path):
+    store = tmp_path / "runs.db"
+    script = FAILING_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "hf"), store=str(store))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 1 and "boom at step 2" in proc.stderr
+    view = graddoctor.load(store, name="hf")
+    assert view.status == "failed"
+    assert view.error == "Trainer.train() did not reach on_train_end: RuntimeError: boom at step 2"
+    assert view.steps.tolist() == [0, 1]

@@ -1,7 +1,8 @@
-"""What the framework callbacks share: a Run whose gradients are read when the framework says; live TensorBoard.
+"""What the framework callbacks share: their settings, the `graddoctor.watch` run they open, live TensorBoard.
 
-Imports no framework. The callbacks in `lightning.py` and `hf.py` build on `probes.monitor.Run`, the
-object `graddoctor.watch` returns, so every statistic is computed by the same code as in a plain loop.
+Imports no framework. The callbacks in `lightning.py` and `hf.py` record through `graddoctor.watch`
+(the same `Run` as a plain loop, torch.distributed included), so every statistic is computed by
+the same code; they only decide when a step's gradients are read and what the loss was.
 """
 
 from __future__ import annotations
@@ -15,33 +16,55 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import WatchConfig
+from ..config import RunStatus, WatchConfig
 from ..errors import ConfigError
 from ..probes.monitor import Run
-from ..probes.setup import unwrap
-from ..store.sqlite import RunStore
-from . import distributed
+from ..store.sqlite import MEMORY, RunStore
+from ..watch import watch
 
 WATCH_OPTIONS = frozenset(f.name for f in dataclasses.fields(WatchConfig)) - {"every"}
 
 
-class FrameworkRun(Run):
-    """A `Run` that reads parameter gradients when `read_gradients()` is called, not in the optimizer's pre-hook.
+class RecordingCallback:
+    """The part both `GradDoctorCallback`s share (a mixin listed before the framework's callback class).
 
-    Why: a framework that calls `optimizer.step(closure)` (Lightning without a GradScaler) runs
-    forward and backward *inside* `step`, after the optimizer's step pre-hooks: there they would
-    see the previous step's gradients. The framework's own before-step hook is the right moment.
-    The optimizer's post-hook still ends the step (after the update, for `update_ratio`).
+    It keeps the settings given at construction, opens the run with `graddoctor.watch` when
+    training starts (`_start`), mirrors it into TensorBoard on rank 0 when asked, and closes both
+    (`_finish`). The arguments are documented on each callback.
     """
 
-    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if optimizer is None:  # run.step() or read_gradients(); the optimizer's own pre-hook passes itself
-            super()._on_pre_step(optimizer, args, kwargs)
+    def __init__(
+        self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
+        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, **options: Any,
+    ) -> None:
+        check_options(every, options)
+        self.store, self.every, self.name, self.options = store, every, name, options
+        self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
+        self.run: Run | None = None
+        self._live: LiveTensorBoard | None = None
 
-    def read_gradients(self) -> None:
-        """Read the gradients (and snapshot the weights) of the step in progress, now."""
-        self._check_open("read_gradients")
-        super()._on_pre_step(None, (), {})
+    def _start(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: Any, resume: bool, rank: int) -> Run:
+        """`graddoctor.watch(model, optimizer, ...)` with the callback's settings, and the live mirror if asked."""
+        self.run = watch(model, optimizer, store=self.store, name=self.name, every=self.every, scaler=scaler,
+                         resume=resume, **self.options)
+        self.name = self.run.name
+        if self.tensorboard is not None:
+            self._live = LiveTensorBoard(self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=rank)
+        return self.run
+
+    def _step_taken(self) -> None:
+        if self._live is not None:
+            self._live.step_taken()
+
+    def _finish(self, status: RunStatus = RunStatus.FINISHED, error: str | None = None) -> None:
+        """Close the run (idempotent), then the mirror, which writes the run's last steps."""
+        try:
+            if self.run is not None:
+                self.run.close(status=status, error=error)
+        finally:
+            if self._live is not None:
+                self._live.close()
+                self._live = None
 
 
 def check_options(every: int, options: dict[str, Any]) -> None:
@@ -50,27 +73,6 @@ def check_options(every: int, options: dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"got unknown watch option(s) {sorted(unknown)}; the options are {sorted(WATCH_OPTIONS)}.")
     WatchConfig(every=every, **options)
-
-
-def open_run(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    store: str | os.PathLike[str] | RunStore,
-    name: str | None,
-    every: int,
-    scaler: Any = None,
-    resume: bool = False,
-    options: dict[str, Any],
-) -> FrameworkRun:
-    """`graddoctor.watch(model, optimizer, ...)`, except that gradients are read by `read_gradients()`."""
-    check_options(every, options)
-    reducer = distributed.setup(unwrap(model))  # as in watch(): None on one process, else rank 0 writes
-    run = FrameworkRun(
-        model, optimizer, store=store, name=name, config=WatchConfig(every=every, **options),
-        scaler=scaler, resume=resume and name is not None, reducer=reducer,
-    )
-    return run.attach()
 
 
 def scalar_loss(outputs: Any) -> torch.Tensor | None:

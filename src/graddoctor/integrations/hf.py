@@ -5,7 +5,8 @@ Importing this module imports `transformers` (the `graddoctor[hf]` extra); `impo
 
 from __future__ import annotations
 
-import os
+import atexit
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,16 +20,14 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 import torch
 
+from ..config import RunStatus
 from ..errors import ConfigError
-from ..probes.monitor import Run
-from ..store.sqlite import MEMORY, RunStore
-from ..watch import watch
-from ._fw_run import LiveTensorBoard, check_options, scalar_loss
+from ._fw_run import RecordingCallback, scalar_loss
 
 HF_LOGS = {"grad_norm": "hf/grad_norm"}  # Trainer's own logs worth keeping, under graddoctor's keys
 
 
-class GradDoctorCallback(TrainerCallback):
+class GradDoctorCallback(RecordingCallback, TrainerCallback):
     """Record per-layer gradient, activation and weight statistics of a `Trainer.train` run.
 
     When each statistic is read (one record per optimizer step; graddoctor's step k is the
@@ -52,6 +51,10 @@ class GradDoctorCallback(TrainerCallback):
     In a distributed run every process watches and only rank 0 writes `store` (`graddoctor.watch`'s
     torch.distributed support: activation statistics over every rank's samples).
 
+    The Trainer calls no callback when `train()` raises, so such a run is marked failed, with the
+    uncaught exception, when the process exits (or at the next `train()` with this callback); in a
+    notebook that goes on, `callback.run.close(status="failed")` marks it now.
+
     Example:
         >>> trainer = Trainer(model, args, train_dataset=ds,                             # doctest: +SKIP
         ...                   callbacks=[GradDoctorCallback(store="runs.db", every=10)])
@@ -70,18 +73,10 @@ class GradDoctorCallback(TrainerCallback):
             `include`, `exclude`, `flush_seconds`).
     """
 
-    def __init__(
-        self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
-        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, **options: Any,
-    ) -> None:
-        check_options(every, options)
-        self.store, self.every, self.name, self.options = store, every, name, options
-        self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
-        self._live: LiveTensorBoard | None = None
-        self.run: Run | None = None
-        self._loss_hook: Any = None
-        self._losses: list[torch.Tensor] = []
-        self._shares = False
+    # Per-train state (the settings and `run` live in RecordingCallback, whose __init__ this class uses).
+    _loss_hook: Any = None            # the forward hook on the model that collects each micro-batch's loss
+    _losses: list[torch.Tensor]       # the losses of the step's micro-batches so far (set in on_train_begin)
+    _shares = False                   # the model was given the step's token count: its losses add up
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -90,18 +85,15 @@ class GradDoctorCallback(TrainerCallback):
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if model is None or optimizer is None:
             raise ConfigError("GradDoctorCallback needs the Trainer's model and optimizer in on_train_begin.")
-        self.run = watch(
+        self._end_unfinished(" (it raised or was interrupted)")  # a previous train() of this callback
+        run = self._start(
             model, getattr(optimizer, "optimizer", optimizer),  # accelerate's AcceleratedOptimizer wraps the torch one
-            store=self.store, name=self.name, every=self.every,
             scaler=getattr(optimizer, "scaler", None), resume=self.name is not None and state.global_step > 0,
-            **self.options,
+            rank=args.process_index,
         )
-        self.name = self.run.name
-        if self.tensorboard is not None:
-            self._live = LiveTensorBoard(
-                self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=args.process_index
-            )
-        self._loss_hook = self.run.model.register_forward_hook(self._on_model_output, with_kwargs=True)
+        self._losses = []
+        self._loss_hook = run.model.register_forward_hook(self._on_model_output, with_kwargs=True)
+        atexit.register(self._end_unfinished)  # train() raised: no callback runs, but the process exits
 
     def _on_model_output(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         if module.training and torch.is_grad_enabled() and isinstance(output, Mapping):
@@ -126,8 +118,7 @@ class GradDoctorCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self._live is not None:
-            self._live.step_taken()
+        self._step_taken()
 
     def on_log(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -142,16 +133,29 @@ class GradDoctorCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        atexit.unregister(self._end_unfinished)
+        self._remove_loss_hook()
+        self._finish()
+
+    def _end_unfinished(self, cause: str | None = None) -> None:
+        """Mark failed a run that `on_train_end` never closed (a no-op on a closed one).
+
+        The Trainer calls no callback when `train()` raises, so this runs at interpreter exit (where
+        `sys.last_value` is the uncaught exception just printed) or at the next `on_train_begin`.
+        """
+        atexit.unregister(self._end_unfinished)
+        self._remove_loss_hook()
+        if self.run is None:
+            return
+        if cause is None:
+            last = getattr(sys, "last_value", None)
+            cause = f": {type(last).__name__}: {last}" if last is not None else " (it raised or was interrupted)"
+        self._finish(status=RunStatus.FAILED, error=f"Trainer.train() did not reach on_train_end{cause}")
+
+    def _remove_loss_hook(self) -> None:
         if self._loss_hook is not None:
             self._loss_hook.remove()
             self._loss_hook = None
-        try:
-            if self.run is not None:
-                self.run.close()
-        finally:
-            if self._live is not None:
-                self._live.close()
-                self._live = None
 
 
 def _check_strategy(args: TrainingArguments) -> None:

@@ -5,7 +5,6 @@ Importing this module imports `lightning` (the `graddoctor[lightning]` extra); `
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 try:
@@ -23,13 +22,12 @@ from typing_extensions import override
 
 from ..config import RunStatus
 from ..errors import ConfigError
-from ..store.sqlite import MEMORY, RunStore
-from ._fw_run import FrameworkRun, LiveTensorBoard, check_options, open_run, scalar_loss
+from ._fw_run import RecordingCallback, scalar_loss
 
 SUPPORTED_STRATEGIES = "a single device (strategy='auto' with devices=1), 'ddp', 'ddp_spawn', 'ddp_notebook'"
 
 
-class GradDoctorCallback(Callback):
+class GradDoctorCallback(RecordingCallback, Callback):
     """Record per-layer gradient, activation and weight statistics of the LightningModule while it fits.
 
     When each statistic is read (one record per optimizer step, steps counted from 0 like
@@ -74,18 +72,10 @@ class GradDoctorCallback(Callback):
             or more than one optimizer.
     """
 
-    def __init__(
-        self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
-        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, **options: Any,
-    ) -> None:
-        check_options(every, options)
-        self.store, self.every, self.name, self.options = store, every, name, options
-        self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
-        self._live: LiveTensorBoard | None = None
-        self.run: FrameworkRun | None = None
-        self._resume = False
-        self._loss: Any = None
-        self._stepped = False
+    # Per-fit state (the settings and `run` live in RecordingCallback, whose __init__ this class uses).
+    _resume = False      # load_state_dict() restored a run name: the fit continues that run
+    _loss: Any = None    # sum of the losses of the step's micro-batches so far
+    _stepped = False     # an optimizer step was taken since the last on_train_batch_end
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -95,19 +85,12 @@ class GradDoctorCallback(Callback):
                 f"GradDoctorCallback watches one optimizer; this LightningModule configures {len(trainer.optimizers)}. "
                 "Watch it with graddoctor.watch(model, optimizer) in manual optimization instead."
             )
-        self.run = open_run(
-            pl_module, trainer.optimizers[0], store=self.store, name=self.name,
-            every=self.every, scaler=getattr(trainer.precision_plugin, "scaler", None), resume=self._resume,
-            options=self.options,
-        )
-        self.name = self.run.name
-        if self.tensorboard is not None:
-            self._live = LiveTensorBoard(
-                self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=trainer.global_rank
-            )
+        self._start(pl_module, trainer.optimizers[0], scaler=getattr(trainer.precision_plugin, "scaler", None),
+                    resume=self._resume, rank=trainer.global_rank)
 
     @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        # Not the optimizer's pre-hook: Lightning runs forward and backward inside optimizer.step(closure).
         if self.run is not None:
             self.run.read_gradients()
             self._stepped = True
@@ -125,25 +108,15 @@ class GradDoctorCallback(Callback):
             if self._loss is not None:
                 self.run.log(loss=self._loss)
             self._loss, self._stepped = None, False
-            if self._live is not None:
-                self._live.step_taken()
+            self._step_taken()
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close()
+        self._finish()
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._close(status=RunStatus.FAILED, error=f"{type(exception).__name__}: {exception}")
-
-    def _close(self, status: RunStatus = RunStatus.FINISHED, error: str | None = None) -> None:
-        try:
-            if self.run is not None:
-                self.run.close(status=status, error=error)
-        finally:
-            if self._live is not None:
-                self._live.close()
-                self._live = None
+        self._finish(status=RunStatus.FAILED, error=f"{type(exception).__name__}: {exception}")
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class Run:
         self._steps_taken = self._steps_at_update = self._amp_skipped = 0
         self._warned_no_forward = False
         self._closed = False
+        self._caller_reads = False  # read_gradients() was called: the optimizer's pre-hook leaves gradients to it
         self._begin(self._start_step)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -211,6 +212,25 @@ class Run:
         self._on_pre_step(None, (), {})
         self._on_post_step(None, (), {})
 
+    def read_gradients(self) -> None:
+        """Read the parameter gradients (and the weights before the update) of the step in progress, now.
+
+        By default they are read in the optimizer's step pre-hook. A framework that calls
+        `optimizer.step(closure)` (Lightning without a GradScaler) runs forward and backward
+        inside `step`, after that hook, which would see the previous step's gradients. Call
+        this instead from the framework's hook between the last backward and the update
+        (Lightning's `on_before_optimizer_step`), on every optimizer step: from the first call
+        on, the pre-hook leaves the gradients to it, and what it read earlier in the same step
+        is replaced. The update (`update_ratio`) is still measured in the optimizer's post-hook.
+        """
+        self._check_open("read_gradients")
+        rec = self._record
+        if not self._caller_reads and rec is not None:  # step(closure): the pre-hook read before the backward
+            kept = [(key, v) for key, v in zip(rec.keys, rec.values) if key[1] not in (GN, WN, WSQ, HIST_GRAD)]
+            rec.keys, rec.values = [key for key, _ in kept], [v for _, v in kept]
+        self._caller_reads = True
+        self._on_pre_step(None, (), {})
+
     def view(self) -> RunView:
         """What this run has recorded so far, read back from the store (also after the block)."""
         if self._store is None:
@@ -300,7 +320,7 @@ class Run:
 
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         rec = self._record
-        if rec is None:
+        if rec is None or (optimizer is not None and self._caller_reads):
             return
         params, grads = self._params, [p.grad for p in self._params]
         if self._local is not None:  # FSDP2: this rank's shards; rank 0 sums their squares over ranks
