@@ -20,16 +20,16 @@ import torch
 from torch import nn
 
 from ..config import RunStatus, WatchConfig
-from ..errors import ConfigError, GradDoctorError, ProbeError
+from ..errors import ConfigError, ProbeError
 from ..store.sqlite import RunStore
-from ..store.view import RunView, read_run
-from ..store.writer import StoreWriter
+from ..store.view import RunView
 from . import stats
 from .hooks import AttributePatch, HandleGroup
 from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UNIT, USQ, WN, WSQ, StepRecord, transfer
-from .rows import RowBuilder, StepPayload
+from .rows import StepPayload
 from .select import first_float_tensor, layout_modules, plan_layers
-from .setup import check_inputs, environment, run_config, unwrap
+from .session import open_session
+from .setup import check_inputs, unwrap
 
 
 class Run:
@@ -60,16 +60,15 @@ class Run:
         check_inputs(self.model, self._plan, optimizer, config)
         self._params = [p for layer in self._plan for p in layer.params]
         self._owner = [i for i, layer in enumerate(self._plan) for _ in layer.params]
+        name = name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+        self._session = open_session(
+            self.model, self._plan, optimizer, config, store, name, user_config=user_config, resume=resume, reducer=reducer
+        )
+        self.run_id, self.name, self._start_step = self._session.run_id, self._session.name, self._session.start_step
+        self._writer = self._session.writer
         # Several processes (integrations.distributed): decided once here, never per hook call.
         self._reducer = reducer
-        self._local: Any = None
-        self.name = name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-        if reducer is None:
-            self._store = store if isinstance(store, RunStore) else RunStore(store)
-            self._owns_store = not isinstance(store, RunStore)
-            self._open_run(user_config, resume)
-        else:
-            self._open_distributed(store, user_config, resume)
+        self._local: Any = reducer.local_of if reducer is not None and reducer.any_sharded else None
         self._handles = HandleGroup()
         self._snapshot: list[torch.Tensor] | None = None
         self._scratch = stats.Scratch()
@@ -85,56 +84,6 @@ class Run:
         self._begin(self._start_step)
 
     # -- set-up ----------------------------------------------------------------------------------
-
-    def _open_run(self, user_config: dict[str, Any] | None, resume: bool) -> None:
-        positions: dict[str, int] = {}
-        resumed = self._store.resume_run(self.name) if resume else None
-        if resumed is not None:
-            self.run_id, self._start_step = resumed
-            positions = self._store.layer_positions(self.run_id)
-        else:
-            config_json = run_config(self.model, self.optimizer, self.config, user_config)
-            self.run_id = self._store.create_run(self.name, config_json, environment(self.model))
-            self._start_step = 0
-        self._rows = RowBuilder(self._plan, positions)
-        self._writer = StoreWriter(
-            self._store, self.run_id, flush_seconds=self.config.flush_seconds, prepare=self._rows.build
-        )
-
-    def _open_distributed(self, store: str | RunStore, user_config: dict[str, Any] | None, resume: bool) -> None:
-        """Rank 0 opens the store and the run; every rank checks that all watch alike (one exchange)."""
-        reducer = self._reducer
-        reducer.attach(self._plan)  # raises on every rank alike: the same model everywhere
-        if reducer.any_sharded:
-            self._local = reducer.local_of
-        self._store_path = store.path if isinstance(store, RunStore) else str(store)
-        self._store, self._owns_store, error = None, False, None
-        self.run_id, self._start_step = -1, 0
-        if reducer.rank == 0:
-            try:
-                self._store = store if isinstance(store, RunStore) else RunStore(store)
-                self._owns_store = not isinstance(store, RunStore)
-                self._open_run(user_config, resume)
-            except Exception as err:  # told to every rank by agree(), which then raises everywhere
-                error = str(err) if isinstance(err, GradDoctorError) else f"{type(err).__name__}: {err}"
-                if self._owns_store and self._store is not None:
-                    self._store.close()
-        else:
-            self._writer = _NoWriter()
-        summary = {
-            "layers": [layer.name for layer in self._plan], "watch": self.config.to_dict(),
-            "optimizer": type(self.optimizer).__name__, "resume": resume, "world": reducer.world,
-        }
-        try:
-            agreed = reducer.agree(summary, error, {"run_id": self.run_id, "start": self._start_step, "name": self.name})
-        except BaseException as err:
-            if reducer.rank == 0 and error is None:
-                self._writer.close(str(RunStatus.FAILED), f"{type(err).__name__}: {err}")
-                if self._owns_store:
-                    self._store.close()
-            reducer.close()
-            raise
-        self.run_id, self._start_step, self.name = agreed["run_id"], agreed["start"], agreed["name"]
 
     def attach(self) -> "Run":
         try:
@@ -177,13 +126,9 @@ class Run:
             if self._late_logs:
                 self._flush_late_logs()
         finally:
-            self._writer.close(str(status), error)
+            self._session.close(str(status), error)
             self._snapshot = None
             self._scratch = stats.Scratch()
-            if self._owns_store and self._store.path != ":memory:":
-                self._store.close()
-            if self._reducer is not None:
-                self._reducer.close()
 
     # -- user calls ----------------------------------------------------------------------------
 
@@ -233,27 +178,16 @@ class Run:
 
     def view(self) -> RunView:
         """What this run has recorded so far, read back from the store (also after the block)."""
-        if self._store is None:
-            raise ConfigError(
-                f"run.view() on rank {self._reducer.rank}: only rank 0 writes the run store; read it there "
-                f"(or later with graddoctor.load({self.path!r}))."
-            )
-        if self._closed:
-            if self._store.path == ":memory:":
-                return read_run(self._store, self.run_id)
-            store = RunStore(self._store.path, readonly=True)
-            try:
-                return read_run(store, self.run_id)
-            finally:
-                store.close()
+        return self._session.read(None if self._closed else self._flush_pending)
+
+    def _flush_pending(self) -> None:
         if self._late_logs:
             self._flush_late_logs()
         self._writer.flush()
-        return read_run(self._store, self.run_id)
 
     @property
     def path(self) -> str:
-        return self._store.path if self._store is not None else self._store_path
+        return self._session.path
 
     @property
     def layers(self) -> list[str]:
@@ -466,24 +400,6 @@ class Run:
     def _check_open(self, what: str) -> None:
         if self._closed:
             raise ConfigError(f"run.{what}() was called after the watch block ended; call it inside the `with` block.")
-
-
-class _NoWriter:
-    """The store writer of ranks other than 0 under torch.distributed: they hold no store."""
-
-    next_step: int | None = None
-
-    def put(self, **rows: Any) -> None:
-        pass
-
-    def put_record(self, record: Any) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self, status: str, error: str | None = None) -> None:
-        pass
 
 
 def _close_at_exit(ref: "weakref.ref[Run]") -> None:
