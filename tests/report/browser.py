@@ -22,7 +22,7 @@ class Visit:
     page_errors: list[str]      # uncaught exceptions
     dialogs: list[str]          # alert()/confirm(): a script ran
     screenshot: bytes
-    figure_sizes: list[tuple[str, float, float]]   # (tag, width, height) of every img/svg
+    figure_sizes: list[tuple[str, float, float, float]]   # (tag, width, height, decoded width) of every img/svg
     text: str                   # document.body.innerText
     stray_images: int           # <img> elements outside <figure>: markup injected from a name
 
@@ -69,7 +69,8 @@ class Browser:
             page.wait_for_timeout(200)
             sizes = page.evaluate(
                 "() => Array.from(document.querySelectorAll('img, svg')).map(e => {"
-                " const r = e.getBoundingClientRect(); return [e.tagName.toLowerCase(), r.width, r.height]; })")
+                " const r = e.getBoundingClientRect();"  # a broken image still has a box (its alt text's)
+                " return [e.tagName.toLowerCase(), r.width, r.height, e.naturalWidth ?? r.width]; })")
             text = page.evaluate("() => document.body.innerText")
             stray = page.evaluate("() => document.querySelectorAll('img:not(figure img)').length")
             shot = page.screenshot(full_page=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 
@@ -28,6 +29,22 @@ def test_single_run_report_has_findings_first_then_layers_figures_config(store, 
     assert "<img src=x" not in html and "<script" not in html.lower()
     for text in (EVIL, EVIL_SCRIPT):                       # layer name, run name, config value, logged key
         assert text.replace("<", "&lt;").replace(">", "&gt;") in html
+
+
+def test_names_inside_svg_figures_are_text_not_markup(store, run, tmp_path):
+    """matplotlib writes names into the SVGs' <text>: each SVG still parses and shows them, with no element of theirs."""
+    import xml.etree.ElementTree as ET
+
+    html = write_report(store, tmp_path / "r.html", names=[run.name]).read_text()
+    svgs = [base64.b64decode(data) for data in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)]
+    assert len(svgs) >= 5
+    texts = []
+    for svg in svgs:
+        root = ET.fromstring(svg)  # an unescaped '<' in a label would not parse (and the <img> would show broken)
+        assert not [e.tag for e in root.iter() if e.tag.rsplit("}", 1)[-1] in ("script", "img", "foreignObject")]
+        texts += ["".join(e.itertext()) for e in root.iter() if e.tag.endswith("}text")]
+    assert EVIL in texts                                          # the layer name, as a tick or legend label
+    assert any(t.endswith(": " + EVIL_SCRIPT + "run") for t in texts)  # the run name, in the titles
 
 
 def test_missing_data_is_said_not_skipped(fake, tmp_path):
