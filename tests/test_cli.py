@@ -60,6 +60,20 @@ def test_export_csv_round_trips_the_values(recorded, capsys):
     assert got[(1, "", "lr/group0")] == 0.1
 
 
+def test_export_csv_writes_a_sometimes_logged_scalar_only_where_it_was_logged(store_path, capsys):
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with graddoctor.watch(model, opt, store=store_path) as run:
+        for step in range(4):
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            opt.step()
+            if step % 2:
+                run.log(acc=0.5)
+    assert main(["export", str(store_path)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["step"], r["value"]) for r in rows if r["stat"] == "acc"] == [("1", "0.5"), ("3", "0.5")]
+
+
 def test_export_to_file(recorded, tmp_path):
     out = tmp_path / "x.csv"
     assert main(["export", str(recorded), "-o", str(out)]) == 0

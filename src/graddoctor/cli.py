@@ -100,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def export_rows(run) -> list[tuple[str, int, str, str, float]]:
-    """(run, step, layer, stat, value) rows; per-step scalars have layer ''."""
+    """(run, step, layer, stat, value) rows of the recorded values only; per-step scalars have layer ''."""
     rows = []
     for stat in run.stats:
         matrix = run.stat_matrix(stat)
@@ -109,9 +109,10 @@ def export_rows(run) -> list[tuple[str, int, str, str, float]]:
             for j, step in enumerate(run.steps):
                 if recorded[i, j]:
                     rows.append((run.name, int(step), layer, stat, float(matrix[i, j])))
-    for key in run.scalars:
-        for step, value in zip(run.steps, run.scalar(key)):
-            rows.append((run.name, int(step), "", key, float(value)))
+    for key in run.scalars:  # a key logged at some steps only (hf/grad_norm) has no row at the others
+        for step, value, logged in zip(run.steps, run.scalar(key), run.scalar_recorded(key)):
+            if logged:
+                rows.append((run.name, int(step), "", key, float(value)))
     return rows
 
 
