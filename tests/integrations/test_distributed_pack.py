@@ -119,3 +119,23 @@ def test_unit_counts_travel_in_the_header_and_every_rank_agrees_alike():
     differ = np.stack([packed(layout, {relu1: 4, relu2: 2}), packed(layout, {relu1: 6, relu2: 2})])
     with pytest.raises(ProbeError, match=r"rank 0: 4, rank 1: 6.*exclude=\['1'\]"):
         agreed_units(layout, differ)
+
+
+def test_a_unit_that_is_nan_on_one_rank_and_zero_on_the_other_is_not_dead():
+    """One process on the concatenated outputs sees max |y| = NaN for that unit, not 0: not dead."""
+    plan = plan_layers(nn.Sequential(nn.Tanh()))
+    y = torch.ones(4, 3, dtype=torch.float64)
+    y[:2, 0] = 0.0
+    y[2, 0] = float("nan")
+    y[:, 2] = 0.0  # dead everywhere
+    g = torch.ones(4, 3, dtype=torch.float64)
+    layout = Layout(plan, {0: 3}, hist=False)
+    ranks = [_record([y[:2]], [g[:2] * 2]), _record([y[2:]], [g[2:] * 2])]
+    c = combine(layout, np.stack([pack(layout, 0, k, h, n, {}, [False]) for k, h, n in ranks]), fired0=[0])
+    got = derive(plan, aggregate(c.keys, c.values), c.numel, c.nonfinite, None)
+    keys, host, numel = _record([y], [g])
+    want = derive(plan, aggregate(keys, host), numel, {}, None)
+    assert got[(0, Stat.DEAD_FRAC)] == want[(0, Stat.DEAD_FRAC)] == 1 / 3
+    # the same across two calls of the layer on one process
+    keys, host, numel = _record([y[:2], y[2:]], [g[:2], g[2:]])
+    assert derive(plan, aggregate(keys, host), numel, {}, None)[(0, Stat.DEAD_FRAC)] == 1 / 3

@@ -168,7 +168,7 @@ def combine(layout: Layout, gathered: np.ndarray, fired0: list[int]) -> Combined
         elif name == "a":
             _combine_output(i, layer, block, world, add, out)
         elif name == "u" and block[:, 0].any():
-            add(i, UNIT, np.fmax.reduce(block[block[:, 0] > 0, 1:], axis=0))
+            add(i, UNIT, np.maximum.reduce(block[block[:, 0] > 0, 1:], axis=0))  # NaN stays NaN: not dead
         elif name in ("ha", "hg") and block[:, 0].any():
             add(i, HIST_ACT if name == "ha" else HIST_GRAD, sum_histograms(list(block[block[:, 0] > 0, 1:])))
     fired = [i for i in fired0 if i in out.numel]

@@ -87,7 +87,7 @@ def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, Any]:
             out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
         elif code == UNIT:  # any nonzero value in any call: the unit fired
             prev = out[key]
-            out[key] = np.fmax(prev, value) if prev.shape == value.shape else prev
+            out[key] = np.maximum(prev, value) if prev.shape == value.shape else prev  # NaN stays NaN
         elif code in (HIST_ACT, HIST_GRAD):
             continue  # first call of the step only
         else:
