@@ -214,3 +214,18 @@ def test_a_deep_model_keeps_ticks_legends_and_heights_bounded():
     ratio = figures.update_ratio(deep)
     entries = [t.get_text() for t in ratio.get_legend().get_texts()]
     assert len(entries) <= 7 and entries[0] == "0" and entries[-2:] == ["298", "guide 0.001"]
+
+
+def test_nonfinite_and_zero_norms_are_marked_not_dropped_by_the_log_axes():
+    from fakes import fake_run, mlp_layers
+
+    layers = [n for n, t, _ in mlp_layers(3) if t == "Linear"]   # "0", "2", "4"
+    run = fake_run(mlp_layers(3), {"out_grad_norm": {"0": [1.0, np.nan], "2": [1.0, 0.0], "4": 1.0},
+                                   "update_ratio": {"0": [1e-3, np.inf], "2": 1e-3, "4": 1e-3}}, steps=2)
+    flow = figures.gradient_flow(run, stats=("out_grad_norm",))
+    marks = {line.get_label(): list(line.get_xdata()) for line in flow.lines if line.get_gid() == "key"}
+    assert marks == {"NaN/Inf": [0], "0 (below the log axis)": [1]}  # layer positions, input side first
+    assert labels(flow) == layers
+    ratio = figures.update_ratio(run)
+    assert [list(line.get_xdata()) for line in ratio.lines if line.get_label().startswith("NaN/Inf")] == [[1]]
+    assert "NaN/Inf (a layer)" in [t.get_text() for t in ratio.get_legend().get_texts()]

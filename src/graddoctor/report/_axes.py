@@ -127,6 +127,18 @@ def subsample(n: int, most: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, most).round().astype(int))
 
 
+def mark_at_bottom(ax: Any, xs: Any, where: Any, *, label: str, marker: str = "|", color: str = "red") -> None:
+    """Ticks along the bottom edge at `xs[where]`: values a log axis cannot show (NaN/Inf, zeros), never hidden.
+
+    Drawn in axes coordinates for y, so they show whatever the y scale; `gid="key"` keeps them in a
+    per-layer legend that lists only a few layers.
+    """
+    where = np.asarray(where, dtype=bool)
+    if where.any():
+        ax.plot(np.asarray(xs)[where], np.zeros(int(where.sum())), marker, color=color, markersize=12 if marker == "|"
+                else 7, linestyle="none", label=label, transform=ax.get_xaxis_transform(), gid="key", clip_on=False)
+
+
 def positive(values: np.ndarray) -> np.ndarray:
     """`values` with zeros and negatives as NaN: they have no place on a log axis (left as gaps)."""
     out = np.array(values, dtype=float)

@@ -10,7 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..store.view import RunView
-from ._axes import check_run, depth_colors, depth_legend, layer_label, layers_with, new_axes, plain, positive, require
+from ._axes import (check_run, depth_colors, depth_legend, layer_label, layers_with, mark_at_bottom, new_axes, plain,
+                    positive, require)
 
 UPDATE_GUIDE = 1e-3  # Karpathy's rule of thumb: ||dW|| / ||W|| near 1e-3 per step is healthy
 
@@ -50,7 +51,8 @@ def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any
 def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: float = UPDATE_GUIDE, ax: Any = None) -> Any:
     """||dW|| / ||W|| per step for each layer with parameters, log scale, with a guide line at `guide`.
 
-    Far below the guide the layer barely learns (stalled); far above, its weights churn.
+    Far below the guide the layer barely learns (stalled); far above, its weights churn. A step
+    where some layer's ratio is NaN/Inf gets a red tick at the bottom (a log axis would drop it).
     """
     run = check_run(run, "update_ratio")
     names = layers_with(run, "update_ratio", layers)
@@ -59,6 +61,9 @@ def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: fl
     for name, color in zip(names, depth_colors(len(names))):
         ax.plot(run.steps, positive(run.stat("update_ratio", name)), color=color, label=layer_label(name))
     ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}", gid="key")
+    rows = [run.layers.index(name) for name in names]
+    values, recorded = run.stat_matrix("update_ratio")[rows], run.recorded("update_ratio")[rows]
+    mark_at_bottom(ax, run.steps, (recorded & ~np.isfinite(values)).any(axis=0), label="NaN/Inf (a layer)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||dW|| / ||W|| (log)")
@@ -96,9 +101,7 @@ def loss_curve(data: RunView | Sequence[float] | np.ndarray, key: str = "loss", 
     ax.plot(xs, ys, color="#1f5fa8", label=plain(key))
     # A logged NaN/Inf is marked, never hidden; a step where the key was not logged is just a gap.
     bad = ~np.isfinite(ys) & (data.scalar_recorded(key) if isinstance(data, RunView) else True)
-    if bad.any():
-        ax.plot(xs[bad], np.zeros(int(bad.sum())), "|", color="red", markersize=12, label="non-finite",
-                transform=ax.get_xaxis_transform())
+    mark_at_bottom(ax, xs, bad, label="NaN/Inf")
     finite = ys[np.isfinite(ys)]
     if logy is None:
         logy = bool(finite.size) and bool((finite > 0).all()) and finite.max() > 100 * finite.min()

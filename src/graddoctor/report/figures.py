@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..store.view import RunView
-from ._axes import (check_run, depth_colors, depth_legend, layer_label, layer_ticks, layers_with, matplotlib,
-                    new_axes, plain, positive, require, step_columns, subsample, weight_layers)
+from ._axes import (check_run, depth_colors, depth_legend, layer_label, layer_ticks, layers_with, mark_at_bottom,
+                    matplotlib, new_axes, plain, positive, require, step_columns, subsample, weight_layers)
 from ._figures_time import loss_curve, overlay, unit_fractions, update_ratio
 
 __all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay"]
@@ -32,7 +32,9 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
 
     Vanishing gradients show as a slope down toward the input; a linear axis would hide them.
     `out_grad_norm` (||dL/d output||, what theory predicts) is drawn solid with circles,
-    `grad_norm` (the weight gradient) dashed with squares, one colour per step.
+    `grad_norm` (the weight gradient) dashed with squares, one colour per step. A layer whose
+    drawn norm is NaN/Inf gets a red tick at the bottom, one whose norm is exactly 0 a grey
+    triangle: a log axis could not show them, and they are never hidden.
 
     Args:
         run: a recorded run.
@@ -62,6 +64,7 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
             y = positive(run.stat_matrix(stat)[rows, col])
             has = run.recorded(stat)[rows, col]  # connect the layers that have the stat (grad_norm: weight layers)
             ax.plot(x[has], y[has], line, marker=marker, color=color, label=f"{label}, step {int(run.steps[col])}")
+    _mark_unplottable(ax, run, rows, cols, stats)
     if prediction is not None:
         _theory_line(ax, run, layers, prediction, cols[0])
     ax.set_yscale("log")
@@ -75,6 +78,18 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
     ax.grid(True, which="major", axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return ax
+
+
+def _mark_unplottable(ax: Any, run: RunView, rows: list[int], cols: list[int], stats: Sequence[str]) -> None:
+    """Layers whose drawn norm is NaN/Inf (red ticks) or exactly 0 (grey triangles): a log axis would drop them."""
+    bad = zero = np.zeros(len(rows), dtype=bool)
+    for stat in stats:
+        values, has = run.stat_matrix(stat)[rows][:, cols], run.recorded(stat)[rows][:, cols]
+        bad = bad | (has & ~np.isfinite(values)).any(axis=1)
+        zero = zero | (has & (values == 0)).any(axis=1)
+    x = np.arange(len(rows))
+    mark_at_bottom(ax, x, bad, label="NaN/Inf")
+    mark_at_bottom(ax, x, zero, label="0 (below the log axis)", marker="v", color="0.45")
 
 
 def _theory_line(ax: Any, run: RunView, layers: list[str], prediction: Any, col: int) -> None:
