@@ -84,7 +84,11 @@ class GradDoctorCallback(RecordingCallback, TrainerCallback):
         _check_strategy(args)
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if model is None or optimizer is None:
-            raise ConfigError("GradDoctorCallback needs the Trainer's model and optimizer in on_train_begin.")
+            raise ConfigError(
+                f"GradDoctorCallback needs the Trainer's model and optimizer in on_train_begin, got model={model!r:.60} "
+                f"and optimizer={optimizer!r:.60}: pass it to the Trainer (Trainer(..., callbacks=[callback])) rather "
+                "than calling its methods yourself."
+            )
         self._end_unfinished(" (it raised or was interrupted)")  # a previous train() of this callback
         run = self._start(
             model, getattr(optimizer, "optimizer", optimizer),  # accelerate's AcceleratedOptimizer wraps the torch one
