@@ -111,6 +111,7 @@ def scenario_equal(rank: int, out: Path) -> dict:
     result["fsdp1"] = _error(lambda: graddoctor.watch(_fsdp1(), None))
     result["replicated_dtensor"] = _error(lambda: graddoctor.watch(_replicated_dtensor(), None))
     result["collectives"] = _collectives_per_step(rank, out, data)
+    result["branch"] = _branch_collectives(rank, out, data)
     return result
 
 
@@ -124,6 +125,33 @@ def _collectives_per_step(rank: int, out: Path, data) -> list[int]:
     """graddoctor's collective calls during each optimizer step of a DDP run with every=2."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    model = DDP(make_model())
+    return _counted(model, lambda step, x: model(x), rank, data + data[:1], store=out / "count.db", every=2)
+
+
+class _Branch(nn.Module):
+    """A ReLU (`extra`) that runs only when asked: on no rank at step 0, on rank 1 alone at step 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.act, self.extra, self.head = nn.Linear(6, 4), nn.ReLU(), nn.ReLU(), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, extra: bool) -> torch.Tensor:
+        h = self.act(self.fc(x))
+        return self.head(self.extra(h) if extra else h)
+
+
+def _branch_collectives(rank: int, out: Path, data) -> list[int]:
+    """A layer that fires on one rank only, and whose per-unit vector first appears at step 1: no
+    hang, one more gather at that step only (plain replicas: no DDP, which needs every rank's branch)."""
+    model = _Branch()
+    return _counted(model, lambda step, x: model(x, extra=step >= 2 or (step == 1 and rank == 1)), rank, data,
+                    store=out / "branch.db", name="branch")
+
+
+def _counted(model, forward, rank: int, data, **watch_kwargs) -> list[int]:
+    """graddoctor's collective calls during each optimizer step of a watched run."""
     dist, calls, per_step = torch.distributed, [0], []
     originals = {name: getattr(dist, name) for name in ("all_gather", "all_gather_object", "all_reduce", "broadcast")}
 
@@ -133,16 +161,15 @@ def _collectives_per_step(rank: int, out: Path, data) -> list[int]:
             return fn(*args, **kwargs)
         return wrapper
 
-    model = DDP(make_model())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     try:
         for name, fn in originals.items():
             setattr(dist, name, counting(fn))
-        with graddoctor.watch(model, opt, store=out / "count.db", every=2):
+        with graddoctor.watch(model, opt, **watch_kwargs):
             opt.register_step_post_hook(lambda *a: (per_step.append(calls[0]), calls.__setitem__(0, 0)))
             calls[0] = 0
-            for x, y in data + data[:1]:
-                loss = (model(x.chunk(WORLD)[rank]) - y.chunk(WORLD)[rank]).pow(2).mean()
+            for step, (x, y) in enumerate(data):
+                loss = (forward(step, x.chunk(WORLD)[rank]) - y.chunk(WORLD)[rank]).pow(2).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -357,6 +384,15 @@ def test_one_gather_per_recorded_step_and_none_in_between(ranks):
     # that, exactly one all_gather per recorded step, and nothing on the steps in between.
     for result in ranks["equal"]:
         assert result["collectives"] == [2, 0, 1, 0, 1]
+
+
+def test_a_layer_that_fires_on_one_rank_only_costs_one_more_gather_once(ranks):
+    for result in ranks["equal"]:
+        assert result["branch"] == [2, 2, 1, 1]  # step 1: `extra` first fires (on rank 1 alone)
+    r = graddoctor.load(ranks.store("equal") / "branch.db", name="branch")
+    assert r.status == "finished" and r.steps.tolist() == [0, 1, 2, 3]
+    extra = r.stat("dead_frac", "extra")
+    assert np.isnan(extra[0]) and np.isfinite(extra[1:]).all()  # recorded from the step it first ran
 
 
 def test_watch_after_compiled_ddp_ran_is_recorded_or_refused_never_silent(ranks, tmp_path):
