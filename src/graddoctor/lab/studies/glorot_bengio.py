@@ -9,11 +9,11 @@ normalised init, Var[W] = 2 / (n_in + n_out) (= 1/n for square layers), both kee
 across layers (Figs. 6-7, bottom).
 
 Here: the lab's MLP with 5 hidden layers (width 1,000 full / 256 quick) on digits (64 inputs), one
-recorded step (graddoctor.watch, histograms at step 0) on a batch of 256 / 128. Standard init =
-the lab's "default" (PyTorch's: weights U[-1/sqrt(fan_in), 1/sqrt(fan_in)], as the paper; biases
-also uniform, ~0.02 wide, where the paper's are 0). Normalised init = the lab's "normal" with
-sigma_w^2 = 1: the paper's variance on the square hidden layers, Gaussian instead of uniform (the
-first layer, 64 -> width, gets 1/64 instead of 2/(64 + width)). Spreads: std of each hidden
+recorded step (graddoctor.watch, histograms at step 0) on a batch of 256 / 128. Both inits are the
+paper's: standard = the lab's "default" (PyTorch's weights U[-1/sqrt(fan_in), 1/sqrt(fan_in)]) with
+bias=False, which at init is the paper's zero biases; normalised = the lab's "glorot"
+(U[+-sqrt(6/(fan_in + fan_out))], biases 0: Var 1/n on the square hidden layers, 2/(64 + width) on
+the first). Spreads: std of each hidden
 layer's activations (`act_std`) and of dL/dh (`out_grad_norm` / sqrt(batch x width)), from the
 store; the back-propagated gradient histograms are re-measured on the same init and seed.
 """
@@ -37,8 +37,10 @@ from ._paper_common import at_init, capture
 NAME = "glorot-bengio"
 PAPER = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks (AISTATS), Sec. 4.2, Figs. 6-7"
 ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "softsign": "Softsign"}
-INITS = {"standard": ("default", 1 / 3), "normalised": ("normal", 1.0)}   # lab init, n Var[W] on hidden layers
+# NetSpec fields of each init (no bias at init = the paper's zero biases), and n Var[W] of the hidden layers
+INITS = {"standard": ({"init": "default", "bias": False}, 1 / 3), "normalised": ({"init": "glorot"}, 1.0)}
 HIDDEN = 5
+N_IN = 64  # digits' 8x8 inputs: the first layer's fan_in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +61,8 @@ def runs(settings: Settings) -> list[RunSpec]:
     cfg = config(settings)
     train = TrainSpec(steps=1, batch=cfg.batch, hist_every=1)
     return [run_spec(f"{act}/{key}/s{seed}", seed=seed, train=train, activation=act, init=key,
-                     net=NetSpec(depth=HIDDEN + 1, width=cfg.width, activation=act, init=init, sigma_w2=1.0))
-            for act in ACTIVATIONS for key, (init, _) in INITS.items() for seed in range(settings.seeds)]
+                     net=NetSpec(depth=HIDDEN + 1, width=cfg.width, activation=act, **fields))
+            for act in ACTIVATIONS for key, (fields, _) in INITS.items() for seed in range(settings.seeds)]
 
 
 def spreads(record: Any) -> tuple[list[float], list[float]]:
@@ -71,9 +73,15 @@ def spreads(record: Any) -> tuple[list[float], list[float]]:
     return acts, [g / math.sqrt(spec.train.batch * spec.net.width) for g in grads]
 
 
-def predicted_grad_ratio(act: str, n_var: float) -> float:
-    """Mean-field std ratio of dL/dh, hidden layer 1 over hidden layer 5 (theory.predict_mlp)."""
-    p = theory.predict_mlp(act, n_var, 0.0, HIDDEN + 1).layers
+def predicted_grad_ratio(act: str, init: str, width: int) -> float:
+    """Mean-field std ratio of dL/dh, hidden layer 1 over hidden layer 5 (theory.predict_mlp, standardised inputs).
+
+    The first layer's weight variance enters as the input's second moment: fan_in x Var[W] of that layer
+    (1/3 standard; 2 x 64 / (64 + width) normalised), the hidden layers' as sigma_w^2 = n Var[W].
+    """
+    n_var = INITS[init][1]
+    first = n_var if init == "standard" else 2 * N_IN / (N_IN + width)
+    p = theory.predict_mlp(act, n_var, 0.0, HIDDEN + 1, input_q=first / n_var).layers
     return p[0].rel_out_grad_norm / p[HIDDEN - 1].rel_out_grad_norm
 
 
@@ -81,14 +89,14 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
     """Per (activation, init): activation and gradient std per layer, their ratios, the theory's ratio."""
     points = []
     for act in ACTIVATIONS:
-        for key, (_, n_var) in INITS.items():
+        for key in INITS:
             measured = [spreads(r) for r in results.select(activation=act, init=key)]
             points.append({"activation": act, "init": key,
                            "act_std": np.mean([m[0] for m in measured], axis=0).tolist(),
                            "grad_std": np.mean([m[1] for m in measured], axis=0).tolist(),
                            "act_ratio": mean_spread([m[0][-1] / m[0][0] for m in measured]),
                            "grad_ratio": mean_spread([m[1][0] / m[1][-1] for m in measured]),
-                           "theory_grad_ratio": predicted_grad_ratio(act, n_var)})
+                           "theory_grad_ratio": predicted_grad_ratio(act, key, config(settings).width)})
     paper = {"standard": f"{(1 / 3) ** 2:.3f} (variance x1/3 per layer, 4 layers, linear regime)",
              "normalised": "about 1 (same spread in every layer)"}
     rows = [[p["activation"], p["init"], f"{p['act_ratio']['mean']:.3g}", f"{p['grad_ratio']['mean']:.3g}",
