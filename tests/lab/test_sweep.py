@@ -72,3 +72,37 @@ def test_warmup_ramps_the_learning_rate_and_clipping_shrinks_the_steps(tmp_path)
     assert free.scalar("lr/group0").tolist() == pytest.approx([0.025, 0.05, 0.075, 0.1])
     layer = free.layers[0]
     assert clipped.stat("update_ratio", layer).max() < free.stat("update_ratio", layer).max() / 10
+
+
+def test_two_worker_processes_give_the_numbers_of_one(tmp_path):
+    specs = [run_spec(f"r{k}", seed=k, **TINY) for k in range(3)]
+    one = sweep.run_sweep(specs, tmp_path / "one.db", jobs=1, progress=False)
+    two = sweep.run_sweep(specs, tmp_path / "two.db", jobs=2, progress=False)
+    for a, b in zip(one.records, two.records):
+        assert a.spec == b.spec
+        assert a.metrics["losses"] == b.metrics["losses"] and a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+        assert (a.view().stat("grad_norm", "0") == b.view().stat("grad_norm", "0")).all()
+
+
+def test_a_sweep_interrupted_by_ctrl_c_resumes_with_the_unfinished_runs(tmp_path, monkeypatch):
+    store = tmp_path / "s.db"
+    specs = [run_spec(name, seed=k, **TINY) for k, name in enumerate("abc")]
+    real = sweep.train_run
+
+    def interrupted_at_b(spec, path):
+        if spec.name == "b":
+            real(spec, path)              # b's steps reach the store, then Ctrl-C before it is marked finished
+            raise KeyboardInterrupt
+        return real(spec, path)
+
+    monkeypatch.setattr(sweep, "train_run", interrupted_at_b)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(specs, store, jobs=1, progress=False)
+    assert set(sweep.finished(str(store))) == {"a"}
+    trained = []
+    monkeypatch.setattr(sweep, "train_run", lambda spec, path: trained.append(spec.name) or real(spec, path))
+    results = sweep.run_sweep(specs, store, jobs=1, progress=False)
+    assert trained == ["b", "c"]
+    fresh = sweep.run_sweep([specs[1]], tmp_path / "fresh.db", jobs=1, progress=False).records[0]
+    assert results.records[1].metrics["losses"] == fresh.metrics["losses"]
+    assert results.records[1].view().steps.tolist() == fresh.view().steps.tolist()   # the retrained run, not the cut one
