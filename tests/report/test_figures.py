@@ -229,3 +229,13 @@ def test_nonfinite_and_zero_norms_are_marked_not_dropped_by_the_log_axes():
     ratio = figures.update_ratio(run)
     assert [list(line.get_xdata()) for line in ratio.lines if line.get_label().startswith("NaN/Inf")] == [[1]]
     assert "NaN/Inf (a layer)" in [t.get_text() for t in ratio.get_legend().get_texts()]
+
+
+def test_heatmap_on_a_log_scale_paints_exact_zeros_apart_from_missing_values():
+    from graddoctor.report.figures import NONFINITE_COLOR, ZERO_COLOR
+
+    values = np.array([[0.0, 0.5, np.nan], [0.25, 0.0, 1.0]])
+    meshes = [c for c in figures.heatmap(values, "dead_frac").collections if type(c).__name__ == "QuadMesh"]
+    assert len(meshes) == 2                                   # the map, then the zeros (no NaN/Inf recorded)
+    assert meshes[1].get_cmap().colors == [ZERO_COLOR] != [NONFINITE_COLOR]
+    assert (~np.ma.getmaskarray(meshes[1].get_array())).tolist() == [[True, False, False], [False, True, False]]

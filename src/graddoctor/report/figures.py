@@ -23,6 +23,7 @@ from ._figures_time import loss_curve, overlay, unit_fractions, update_ratio
 __all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay"]
 
 MAX_HEATMAP_STEPS = 500  # columns drawn at most; a longer run is subsampled evenly (first and last kept)
+NONFINITE_COLOR, ZERO_COLOR = "#ff00ff", "#3a8fd9"  # heatmap cells: recorded NaN/Inf; exact 0 on a log scale
 
 
 def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, prediction: Any = None,
@@ -119,7 +120,8 @@ def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: 
             which bounds the image (and the report) whatever the run's length.
         ax: Axes to draw into.
 
-    Grey cells were not recorded; magenta cells hold a recorded NaN or Inf (never hidden).
+    Grey cells were not recorded; magenta cells hold a recorded NaN or Inf (never hidden); on a
+    log scale, blue cells hold an exact 0 (a dead unit fraction of 0, a layer with no gradient).
     """
     values, recorded, names, xs, title = _heatmap_data(data, stat, layers, steps)
     keep = subsample(values.shape[1], max_steps)
@@ -133,10 +135,9 @@ def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: 
     edges = _edges(xs)
     y_edges = np.arange(len(names) + 1)
     mesh = ax.pcolormesh(edges, y_edges, np.ma.masked_invalid(shown), cmap=cmap, norm=norm, rasterized=True)
-    bad = recorded & ~np.isfinite(values)
-    if bad.any():
-        ax.pcolormesh(edges, y_edges, np.ma.masked_where(~bad, np.ones_like(values)),
-                      cmap=mpl.colors.ListedColormap(["#ff00ff"]), rasterized=True)
+    _paint(ax, edges, y_edges, recorded & ~np.isfinite(values), NONFINITE_COLOR)
+    if isinstance(norm, mpl.colors.LogNorm):  # a log scale masks 0 as it does a missing value: said apart
+        _paint(ax, edges, y_edges, recorded & (values == 0), ZERO_COLOR)
     ax.set_ylim(len(names), 0)
     ticks, labels = layer_ticks(names)
     ax.set_yticks(ticks + 0.5, labels, fontsize="small" if len(labels) < 30 else "x-small")
@@ -165,6 +166,14 @@ def _heatmap_data(data: Any, stat: str, layers: Sequence[str] | None,
         raise ValueError(f"heatmap(): array of shape {values.shape} but {len(names)} layer names and {len(xs)} steps: "
                          "give one name per row and one step per column.")
     return values, ~np.isnan(values), names, xs, f"{stat} per layer and step"
+
+
+def _paint(ax: Any, edges: np.ndarray, y_edges: np.ndarray, where: np.ndarray, color: str) -> None:
+    """Cells where `where` holds, in one flat colour over the map (values the colour scale cannot show)."""
+    if where.any():
+        mpl = matplotlib()
+        ax.pcolormesh(edges, y_edges, np.ma.masked_where(~where, np.ones(where.shape)),
+                      cmap=mpl.colors.ListedColormap([color]), rasterized=True)
 
 
 def _log_norm(mpl: Any, finite: np.ndarray) -> Any:

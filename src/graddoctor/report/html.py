@@ -206,9 +206,11 @@ class HtmlPage:
 
 def choose_format(fig: Any, max_points: int = 20_000) -> str:
     """'png' for rasters (imshow, pcolormesh) or many drawn points, else 'svg' (sharp and small)."""
+    from matplotlib.collections import QuadMesh  # `fig` is a matplotlib Figure: already imported
+
     points = 0
     for ax in fig.axes:
-        if ax.images or any(type(c).__name__ == "QuadMesh" for c in ax.collections):
+        if ax.images or any(isinstance(c, QuadMesh) for c in ax.collections):
             return "png"
         points += sum(len(line.get_xdata()) for line in ax.lines)
         points += sum(len(getattr(c, "get_offsets", lambda: ())()) for c in ax.collections)

@@ -59,7 +59,7 @@ def figure_plan(run: RunView, prediction: Any = None) -> list[FigureSpec]:
               {"out_grad_norm", "grad_norm"} & stats,
               lambda: figures.gradient_flow(run, prediction=prediction), "no gradient norm was recorded"),
         _spec(run, "Back-propagated gradient, layer x step", "||dL/d output|| of each layer with parameters over training, log colour "
-              "(grey: not recorded, magenta: NaN/Inf).", {"out_grad_norm"} & stats,
+              "(grey: not recorded, magenta: NaN/Inf, blue: exactly 0).", {"out_grad_norm"} & stats,
               lambda: figures.heatmap(run, "out_grad_norm", layers=weight_layers(run)), "out_grad_norm was not recorded"),
         _spec(run, "Update ratio", "||dW||/||W|| per layer and step, log scale; the dashed line is the ~1e-3 rule "
               "of thumb.", {"update_ratio"} & stats, lambda: figures.update_ratio(run),
