@@ -119,3 +119,17 @@ def test_comparison_profiles_are_over_weight_layers(run):
     weights = [i.name for i in run.layer_info if i.kind == "param"]
     assert list(x) == list(range(len(weights)))
     assert list(values) == [run.stat("out_grad_norm", name)[-1] for name in weights]
+
+
+def test_progress_wraps_the_long_loops_of_one_run_and_of_a_comparison(store, run, tmp_path):
+    seen = []
+
+    def progress(items, total, label):
+        seen.append((label, total))
+        return items
+
+    write_report(store, tmp_path / "r.html", names=[run.name], progress=progress)
+    assert seen == [("reading runs", 1), ("drawing figures", 7)]
+    seen.clear()
+    write_report(store, tmp_path / "c.html", names=[run.name, "relu"], progress=progress)
+    assert seen == [("reading runs", 2), ("diagnosing", 2), ("drawing runs", 2)]

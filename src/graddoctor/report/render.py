@@ -66,12 +66,13 @@ def layer_section(page: HtmlPage, d: Diagnosis, *, anchor: str = "layers") -> No
             page.table(["layer", "type", "predicted factor", "measured factor"], rows)
 
 
-def figures_section(page: HtmlPage, report: RunReport, *, anchor: str = "figures", only: set[str] | None = None) -> None:
-    """Each planned figure drawn, or a note saying what was not recorded."""
+def figures_section(page: HtmlPage, report: RunReport, *, anchor: str = "figures", only: set[str] | None = None,
+                    progress: Any = None) -> None:
+    """Each planned figure drawn, or a note saying what was not recorded; `progress` wraps the loop (a bar)."""
+    specs = [spec for spec in report.figures if only is None or spec.title in only]
+    step = progress or (lambda items, total, label: items)
     with page.section("Figures", anchor=anchor):
-        for spec in report.figures:
-            if only is not None and spec.title not in only:
-                continue
+        for spec in step(specs, len(specs), "drawing figures"):
             page.heading(spec.title)
             if spec.draw is None:
                 page.note(f"not shown: {spec.missing}.")
@@ -103,11 +104,11 @@ def config_section(page: HtmlPage, report: RunReport, *, anchor: str = "config")
             page.note("no configuration was stored with this run.")
 
 
-def run_sections(page: HtmlPage, report: RunReport, *, prefix: str = "") -> None:
+def run_sections(page: HtmlPage, report: RunReport, *, prefix: str = "", progress: Any = None) -> None:
     """The whole single-run report: findings, per-layer table, figures, configuration."""
     findings_section(page, report.diagnosis, anchor=prefix + "findings")
     layer_section(page, report.diagnosis, anchor=prefix + "layers")
-    figures_section(page, report, anchor=prefix + "figures")
+    figures_section(page, report, anchor=prefix + "figures", progress=progress)
     config_section(page, report, anchor=prefix + "config")
 
 

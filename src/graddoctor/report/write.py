@@ -51,7 +51,7 @@ def write_report(path_or_runs: Any, output: str | os.PathLike[str], names: Seque
     if len(runs) == 1:
         report = build(runs[0], prediction=prediction)
         page = HtmlPage(title=f"graddoctor report: {runs[0].name}", subtitle=_subtitle(runs[0]))
-        run_sections(page, report)
+        run_sections(page, report, progress=step)  # drawing the figures is the long part of one run
         return page.write(output)
     reports = [build(run) for run in step(runs, len(runs), "diagnosing")]
     page = comparison_page(reports, progress=step)
