@@ -169,6 +169,7 @@ test_hf.transformers.Trainer(
 """
 
 
+@pytest.mark.slow
 def test_a_train_that_raises_is_marked_failed_when_the_process_exits(tmp_path):
     store = tmp_path / "runs.db"
     script = FAILING_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "hf"), store=str(store))
