@@ -239,3 +239,14 @@ def test_heatmap_on_a_log_scale_paints_exact_zeros_apart_from_missing_values():
     assert len(meshes) == 2                                   # the map, then the zeros (no NaN/Inf recorded)
     assert meshes[1].get_cmap().colors == [ZERO_COLOR] != [NONFINITE_COLOR]
     assert (~np.ma.getmaskarray(meshes[1].get_array())).tolist() == [[True, False, False], [False, True, False]]
+
+
+def test_histograms_name_a_layer_whose_values_were_all_nonfinite(fake):
+    import dataclasses
+
+    counts = np.zeros(64)
+    counts[10] = 5
+    hists = {("1", "act"): [(0, -1.0, 1.0, 3, counts)], ("3", "act"): [(0, np.nan, np.nan, 32, np.zeros(64))]}
+    ax = figures.histograms(dataclasses.replace(fake, _hists=hists), "act", layers=["1", "3"])
+    assert [p.get_label() for p in ax.patches] == ["1, 3 non-finite"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1, 3 non-finite", "3: all 32 values NaN/Inf"]

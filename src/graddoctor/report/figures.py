@@ -225,7 +225,9 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
     ax = new_axes(ax)
     for (name, (_, lo, hi, nonfinite, counts)), color in zip(drawn, depth_colors(len(drawn))):
         edges = np.linspace(lo, hi, len(counts) + 1) if np.isfinite(lo) and np.isfinite(hi) else None
-        if edges is None or counts.sum() == 0:
+        if edges is None or counts.sum() == 0:  # nothing finite to draw: the legend still says why
+            ax.plot([], [], color=color, label=f"{layer_label(name)}: all {nonfinite} values NaN/Inf" if nonfinite
+                    else f"{layer_label(name)}: no value", gid="key")
             continue
         extra = f", {nonfinite} non-finite" if nonfinite else ""
         ax.stairs(counts / counts.sum(), edges, color=color, label=f"{layer_label(name)}{extra}")
