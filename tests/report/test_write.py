@@ -133,3 +133,16 @@ def test_progress_wraps_the_long_loops_of_one_run_and_of_a_comparison(store, run
     seen.clear()
     write_report(store, tmp_path / "c.html", names=[run.name, "relu"], progress=progress)
     assert seen == [("reading runs", 2), ("diagnosing", 2), ("drawing runs", 2)]
+
+
+def test_comparison_summary_shows_the_last_logged_loss_not_a_gap_as_nan(fake):
+    import dataclasses
+
+    from graddoctor.report.write import _last
+
+    loss = np.linspace(2, 0.1, 20)
+    loss[-1] = np.nan
+    gap = dataclasses.replace(fake, _scalars={"loss": loss}, _scalar_recorded={"loss": ~np.isnan(loss)})
+    assert _last(gap, "loss") == pytest.approx(loss[-2])
+    diverged = dataclasses.replace(gap, _scalar_recorded={"loss": np.ones(20, dtype=bool)})  # a logged NaN shows
+    assert np.isnan(_last(diverged, "loss"))

@@ -135,9 +135,11 @@ def _profile(run: RunView, stat: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _last(run: RunView, key: str) -> float | None:
+    """The last logged value of `key` (a step where it was not logged is not a NaN loss)."""
     if key not in run.scalars:
         return None
-    return float(run.scalar(key)[-1])
+    logged = run.scalar(key)[run.scalar_recorded(key)]
+    return float(logged[-1]) if len(logged) else None
 
 
 def _labels(names: list[str]) -> list[str]:
