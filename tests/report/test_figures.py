@@ -250,3 +250,14 @@ def test_histograms_name_a_layer_whose_values_were_all_nonfinite(fake):
     ax = figures.histograms(dataclasses.replace(fake, _hists=hists), "act", layers=["1", "3"])
     assert [p.get_label() for p in ax.patches] == ["1, 3 non-finite"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1, 3 non-finite", "3: all 32 values NaN/Inf"]
+
+
+def test_curves_of_keeps_only_the_steps_where_a_value_was_logged(fake):
+    import dataclasses
+
+    sparse = np.full(20, np.nan)
+    sparse[::5] = [4.0, 3.0, 2.0, 1.0]
+    run = dataclasses.replace(fake, _scalars={"hf/grad_norm": sparse})
+    steps, values = figures.curves_of({"r": run}, "hf/grad_norm")["r"]
+    assert steps.tolist() == [0, 5, 10, 15] and values.tolist() == [4.0, 3.0, 2.0, 1.0]
+    assert figures.curves_of({"r": run}, "loss")["r"][0].size == 0  # not logged by this run: an empty curve

@@ -247,11 +247,18 @@ def _hist_layers(run: RunView, kind: str) -> list[str]:
 
 
 def curves_of(runs: Mapping[str, RunView], stat: str, layer: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{run name: (steps, values)} of one layer's `stat` (or a scalar such as 'loss' with layer=None) for `overlay`."""
+    """{run name: (steps, values)} of one layer's `stat` (or a scalar such as 'loss' with layer=None) for `overlay`.
+
+    Only the steps where the value was recorded (or logged): a key logged every 20 steps is one
+    connected curve, not isolated points between gaps.
+    """
     out = {}
     for label, run in runs.items():
         if layer is None:
-            out[label] = (run.steps, run.scalar(stat) if stat in run.scalars else np.full(len(run.steps), np.nan))
+            keep = run.scalar_recorded(stat)
+            out[label] = (run.steps[keep], run.scalar(stat)[keep] if stat in run.scalars else np.array([]))
         else:
-            out[label] = (run.steps, run.stat(stat, layer))
+            values = run.stat(stat, layer)  # a KeyError naming the layers when there is no such layer
+            keep = run.recorded(stat)[run.layers.index(layer)]
+            out[label] = (run.steps[keep], values[keep])
     return out
