@@ -39,10 +39,10 @@ def test_he_init_trains_and_xavier_stalls_at_depth_30(tmp_path):
 
 def test_criticality_deepest_nets_train_only_near_chi1_equal_1(tmp_path):
     analysis, html = quick_run("criticality", tmp_path, seeds=1)
-    assert analysis["critical_sigma_w2"] == pytest.approx(1.0, abs=1e-6)      # tanh, sigma_b^2 = 0
-    assert analysis["best_sigma_w2_at_deepest"] == 1.0                        # the peak sits at chi_1 = 1
+    assert analysis["critical_sigma_w2"] == pytest.approx(1.76, abs=0.01)     # tanh, the paper's sigma_b^2 = 0.05
+    assert analysis["best_sigma_w2_at_deepest"] == 1.76                       # the peak sits at chi_1 = 1
     shallow, deep = analysis["accuracy"]
-    assert shallow[0]["mean"] < 0.2 and shallow[1]["mean"] > 0.5 and shallow[2]["mean"] > 0.5   # 6 xi_c: 9, inf, 48
+    assert shallow[0]["mean"] < 0.2 and shallow[1]["mean"] > 0.5 and shallow[2]["mean"] > 0.5   # 6 xi_c: 7, inf, 42
     assert deep[1]["mean"] > deep[2]["mean"] + 0.1 and deep[1]["mean"] > deep[0]["mean"] + 0.1
     assert analysis["agreement"] >= 0.8
     assert "6 xi_c" in html and html.count("<figure>") == 1
