@@ -8,6 +8,7 @@ and mnist1d are imported inside the functions that need them, so `import graddoc
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import numpy as np
@@ -93,11 +94,12 @@ def load_dataset(name: str) -> Dataset:
                 "--dataset mnist1d needs the mnist1d package (it generates the data locally): pip install mnist1d; "
                 "or use --dataset digits, or --data file.npz."
             ) from None
-        state = np.random.get_state()
+        np_state, py_state = np.random.get_state(), random.getstate()
         try:
             data = make_dataset(get_dataset_args())  # generated locally (seeded), with its own 80/20 split
-        finally:
-            np.random.set_state(state)  # make_dataset reseeds NumPy's global generator: give the caller's back
+        finally:  # make_dataset reseeds NumPy's and Python's global generators (mnist1d.utils.set_seed): give the caller's back
+            np.random.set_state(np_state)
+            random.setstate(py_state)
         return dataclasses.replace(standardised("mnist1d", data["x"], data["y"], data["x_test"], data["y_test"]),
                                    image_shape=(1, 40))
     raise ConfigError(f"unknown dataset {name!r}; the datasets are {', '.join(DATASETS)} (or give --data file.npz).")

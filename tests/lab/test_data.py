@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 import numpy as np
@@ -31,13 +32,15 @@ def test_synthetic_tasks_are_the_same_every_time(name):
     assert len(a.y_train.unique()) >= 5
 
 
-def test_mnist1d_gives_numpy_its_global_seed_back():
+def test_mnist1d_gives_numpy_and_python_their_global_seeds_back():
     pytest.importorskip("mnist1d")
     np.random.seed(5)
-    expected = np.random.rand()
+    random.seed(5)
+    expected = np.random.rand(), random.random()
     np.random.seed(5)
+    random.seed(5)
     d = load("mnist1d")
-    assert np.random.rand() == expected
+    assert (np.random.rand(), random.random()) == expected
     assert d.x_train.shape == (4000, 40) and d.image_shape == (1, 40)
 
 
