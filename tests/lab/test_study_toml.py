@@ -89,5 +89,8 @@ def test_bad_toml_keys_name_line_and_key(tmp_path, text, message):
 def test_a_toml_value_the_specs_refuse(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[net]\nactivation = ['relu', 'swishy']\n")
-    with pytest.raises(ConfigError, match="activation must be one of"):
+    with pytest.raises(ConfigError, match="bad.toml, line 2, activation must be one of .*; got 'swishy'"):
+        load_toml(path)
+    path.write_text("[train]\nsteps = 10\n\n[quick.train]\nsteps = 0\n")       # the quick variant is checked too
+    with pytest.raises(ConfigError, match=r"bad.toml, line 5, steps must be an integer >= 1, got 0"):
         load_toml(path)

@@ -71,7 +71,7 @@ def load_toml(path: str | Path) -> Study:
     if bad:
         raise ConfigError(f"{path}, line {_line(text, 'metrics')}: [analysis] metrics {bad} unknown; the metrics are {', '.join(METRICS)}.")
     spec = TomlSpec(str(path), doc, metrics)
-    runs_of(spec, Settings())  # validate every value now, before any training
+    _check_values(path, text, spec)
     study = doc.get("study", {})
     return Study(name=name, title=study.get("title", f"Study {name} ({path.name})"),
                  summary=study.get("summary", f"A sweep declared in {path.name}."),
@@ -103,10 +103,25 @@ def _check_keys(path: Path, text: str, doc: dict[str, Any]) -> None:
                                       f"{', '.join(sorted(allowed))}.")
 
 
-def _line(text: str, key: str, header: bool = False) -> int | str:
+def _check_values(path: Path, text: str, spec: TomlSpec) -> None:
+    """Build every run of the full and quick variants now, before any training; a refused value names its line."""
+    for quick in (False, True):
+        try:
+            runs_of(spec, Settings(quick=quick))
+        except ConfigError as err:
+            message = str(err).removeprefix(f"{spec.path}: ")
+            key = next((k for k in sorted(SECTIONS["net"] | SECTIONS["train"], key=len, reverse=True)
+                        if re.search(rf"\b{k}\b", message)), None)
+            after = _line(text, "quick", header=True) if quick else 0  # the quick variant's value sits below [quick.*]
+            number = _line(text, key, after=after if isinstance(after, int) else 0) if key else "?"
+            raise ConfigError(f"{path}, line {number}, {message}") from None
+
+
+def _line(text: str, key: str, header: bool = False, after: int = 0) -> int | str:
+    """The number of the first line after line `after` that sets `key` (or opens section `key`); '?' if none."""
     pattern = rf"^\s*\[\s*{re.escape(key)}[\].]" if header else rf"^\s*{re.escape(key)}\s*="
     for number, line in enumerate(text.splitlines(), 1):
-        if re.match(pattern, line):
+        if number > after and re.match(pattern, line):
             return number
     return "?"
 
