@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except GradDoctorError as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        from graddoctor.lab._cli import INTERRUPTED
+
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(run)
     return 0
 

@@ -49,6 +49,15 @@ def test_cli_lab_list_and_unknown_study(capsys):
     assert "seed-claims" in capsys.readouterr().err
 
 
+def test_cli_ctrl_c_says_how_to_resume_and_exits_130(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("graddoctor.lab.runner.run_study", interrupted)
+    assert main(["lab", "run", "seed-claims", "--quick"]) == 130
+    assert "run the same command again" in capsys.readouterr().err
+
+
 def test_a_toml_study_runs_into_its_directory(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+INTERRUPTED = ("interrupted: the runs that finished are kept in the output directory's store.db; "
+               "run the same command again to train only the rest.")
+
 
 def add_lab_verb(sub: argparse._SubParsersAction) -> None:
     """Register `graddoctor lab list` and `graddoctor lab run STUDY|file.toml [--quick] [--seeds K] [--jobs J] [--out DIR]`."""
@@ -39,8 +42,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_study
 
-    run = run_study(args.study, quick=args.quick, seeds=args.seeds, jobs=args.jobs, out=args.out,
-                    progress=args.progress, report=not args.no_report)
+    try:
+        run = run_study(args.study, quick=args.quick, seeds=args.seeds, jobs=args.jobs, out=args.out,
+                        progress=args.progress, report=not args.no_report)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(run)
     sys.stdout.flush()
     return 0

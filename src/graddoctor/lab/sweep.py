@@ -86,13 +86,21 @@ def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: 
         db.execute(SIDE_TABLE)
     done = finished(store)
     todo = [s for s in specs if done.get(s.name, (None,))[0] != json.loads(json.dumps(s.to_dict()))]
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or cores()
     for (spec, _), metrics in parallel_map(_train, [(s, store) for s in todo], jobs=jobs, progress=progress,
                                       label=lambda item: item[0].name):
         _save(store, spec, metrics)
     done = finished(store)
     cache: dict[str, Any] = {}  # RunViews read once, shared by every record of these results
     return Results(store, tuple(Record(s, done[s.name][1], store, cache) for s in specs))
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one; else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _train(item: tuple[RunSpec, str]) -> dict[str, Any]:
