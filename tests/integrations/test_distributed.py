@@ -198,7 +198,12 @@ def scenario_compiled(rank: int, out: Path) -> dict:
     inner = DDP(torch.compile(model, backend="eager"))  # DDP around a compiled module, called once
     inner(data[0][0].chunk(WORLD)[rank]).sum().backward()
     err_inner = _error(lambda: train(inner, data, rank, WORLD, store=out / "inner.db", name="c", **WATCH))
-    return {"compiled": err, "inner": err_inner}
+    torch._dynamo.reset()
+    model = make_model()  # the hooks are blind on rank 1 alone: every rank must stop, at once
+    one = DDP(torch.compile(model, backend="eager")) if rank == 1 else DDP(model)
+    one(data[0][0].chunk(WORLD)[rank]).sum().backward()
+    err_one = _error(lambda: train(one, data, rank, WORLD, store=out / "one.db", name="c", **WATCH))
+    return {"compiled": err, "inner": err_inner, "one_rank": err_one}
 
 
 def scenario_raise(rank: int, out: Path, who: int) -> dict:
@@ -413,6 +418,17 @@ def test_watch_after_compiled_ddp_ran_is_recorded_or_refused_never_silent(ranks,
             _assert_same_records(graddoctor.load(store), ref, exact_grad_hist=True)
             outcomes[case] = "recorded"
     assert outcomes == {"compiled": "recorded", "inner": "ProbeError"}  # today's behaviour; either is fine
+
+
+def test_hooks_blind_on_one_rank_only_stop_every_rank_with_that_rank_named(ranks):
+    # DDP(torch.compile(model)) called before watch on rank 1 only: rank 1 sees gradients but no
+    # forward. Both ranks raise at the first recorded step's gather (never rank 1 alone, leaving
+    # rank 0 to wait for it), and the run is marked failed.
+    for result in ranks["compiled"]:
+        error = result["one_rank"]
+        assert error.startswith("ProbeError") and "on rank 1 saw gradients but no forward" in error, error
+    r = graddoctor.load(ranks.store("compiled") / "one.db")
+    assert r.status == "failed" and len(r.steps) == 0
 
 
 def test_torchrun_example_runs_in_its_quick_form(ranks):

@@ -23,7 +23,9 @@ from ..probes.record import GN, GSQ, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS
 from ..probes.select import LayerPlan
 from ..probes.stats import HIST_BINS
 
-# Header: the step, then per layer the length of the per-unit vector this rank measured (0: none).
+# Header: the step, 1 when this rank's hooks saw gradients but never a forward pass (Run refuses
+# that on every rank), then per layer the length of the per-unit vector this rank measured (0: none).
+UNITS_AT = 2
 PARAM = 5                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count
 OUTPUT = 7                 # n, mean, M2, nonzero count, saturated count, has dL/dy, sum (dL/dy)^2
 HIST = 1 + 3 + HIST_BINS   # present flag, then [lo, hi, nonfinite, counts...]
@@ -38,7 +40,7 @@ class Layout:
     hist: bool
 
     def header(self) -> int:
-        return 1 + len(self.plan)
+        return UNITS_AT + len(self.plan)
 
     def sections(self) -> list[tuple[int, str, int, int]]:
         """(layer, section, offset, length), in plan order."""
@@ -75,7 +77,7 @@ def agreed_units(layout: Layout, gathered: np.ndarray) -> dict[int, int] | None:
     Raises:
         ProbeError: a layer with different unit counts on different ranks (on every rank alike).
     """
-    counts = gathered[:, 1:layout.header()]
+    counts = gathered[:, UNITS_AT:layout.header()]
     changed = {}
     for i in range(counts.shape[1]):
         seen = sorted({int(n) for n in counts[:, i] if n > 0})
@@ -100,15 +102,17 @@ def pack(
     numel: dict[int, list[int]],
     nonfinite: dict[int, float],
     replicated_here: list[bool],
+    *,
+    no_forward: bool = False,
 ) -> np.ndarray:
     """This rank's partials as a flat vector. `replicated_here[i]`: layer i's parameters are
     replicated (DDP) and this rank is not rank 0, so it contributes nothing to their sums."""
     values = aggregate(keys, host)
     units = local_units(values)
     vec = np.zeros(layout.size())
-    vec[0] = step
+    vec[:UNITS_AT] = (step, no_forward)
     for i, n in units.items():
-        vec[1 + i] = n
+        vec[UNITS_AT + i] = n
     for i, name, off, length in layout.sections():
         part = vec[off:off + length]
         if name == "p" and not replicated_here[i]:

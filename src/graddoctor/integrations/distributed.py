@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ProbeError, StoreError
+from ..probes.monitor import NO_FORWARD
 from ..probes.rows import StepPayload
 from ..probes.select import LayerPlan
 from . import _dist_pack as packing
@@ -168,17 +169,24 @@ class Reducer:
                 )
         return first["run"]
 
-    def reduce(self, payload: StepPayload, *, hist: bool) -> Callable[[StepPayload], None] | None:
+    def reduce(self, payload: StepPayload, *, hist: bool, no_forward: bool = False) -> Callable[[StepPayload], None] | None:
         """Gather one recorded step's partials (`payload`: this rank's, on the host).
 
         Returns, on rank 0, the function that replaces the payload's partials by every rank's
         combined (run by the store writer's thread); None on the other ranks.
+
+        Raises:
+            ProbeError: on every rank alike, when a rank's hooks saw gradients but no forward pass
+                (`no_forward` there), or ranks are at different steps or measure different units.
         """
         units = self.layout.units if self.layout is not None else {}
         if self.layout is None or self.layout.hist != hist:
             self.layout = packing.Layout(self._plan, units, hist)
-        gathered = self._gather(self._pack(payload))
+        gathered = self._gather(self._pack(payload, no_forward))
         _check_same_step(gathered, payload.step)
+        blind = [r for r in range(self.world) if gathered[r, 1]]
+        if blind:
+            raise ProbeError(f"graddoctor.watch on rank {', '.join(map(str, blind))} {NO_FORWARD} Every rank stops here.")
         # The headers carry each rank's unit counts: at the first recorded step, when a layer first
         # measures its per-unit vector or when its count changes, every rank sees the same misfit
         # in the same matrix and gathers once more on the new layout. Otherwise: one gather.
@@ -190,8 +198,10 @@ class Reducer:
             return None
         return functools.partial(_fill, self.layout, gathered)
 
-    def _pack(self, p: StepPayload) -> np.ndarray:
-        return packing.pack(self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here)
+    def _pack(self, p: StepPayload, no_forward: bool = False) -> np.ndarray:
+        return packing.pack(
+            self.layout, p.step, p.keys, p.values, p.numel, p.nonfinite, self._replicated_here, no_forward=no_forward
+        )
 
     def _gather(self, vec: np.ndarray) -> np.ndarray:
         mine = torch.from_numpy(vec)

@@ -31,6 +31,12 @@ from .select import first_float_tensor, layout_modules, plan_layers
 from .session import open_session
 from .setup import check_inputs, unwrap
 
+NO_FORWARD = (
+    "saw gradients but no forward pass of the watched model: it probably ran through a torch.compile'd "
+    "wrapper that was called before watch() attached its hooks, and PyTorch ignores hooks added after "
+    "compilation. Call watch() before the first call of the compiled model, or torch._dynamo.reset() before watch()."
+)
+
 
 class Run:
     """A watched training run: a context manager that records into a run store.
@@ -334,7 +340,7 @@ class Run:
 
     def _close(self, rec: StepRecord) -> None:
         """End a recorded step: one transfer to the host; the rest happens in the writer's thread."""
-        self._check_forwards_seen(rec)
+        no_forward = self._check_forwards_seen(rec)
         scalars = self._late_logs + [(rec.step, k, v) for k, v in rec.logged.items()]
         self._late_logs = []
         if self.optimizer is not None:  # read now: a scheduler changes it before the next flush
@@ -352,7 +358,7 @@ class Run:
             nonfinite=self._nonfinite_counts(rec.keys, host),
         )
         if self._reducer is not None:  # one all_gather; rank 0's writer thread combines the ranks' partials
-            payload.combine = self._reducer.reduce(payload, hist=rec.hist)
+            payload.combine = self._reducer.reduce(payload, hist=rec.hist, no_forward=no_forward)
             if payload.combine is None:
                 return
         self._writer.put_record(payload)
@@ -374,28 +380,29 @@ class Run:
         found = [(i, c) for i, c in zip(bad, counts) if c is not None]
         return {i: float(v) for (i, _), v in zip(found, transfer([c for _, c in found]))}
 
-    def _check_forwards_seen(self, rec: StepRecord) -> None:
-        """Refuse, at the first recorded step, a training step whose forward our hooks never saw."""
+    def _check_forwards_seen(self, rec: StepRecord) -> bool:
+        """Refuse, at the first recorded step, a training step whose forward our hooks never saw.
+
+        Under torch.distributed it returns True instead of raising: the step's gather then raises
+        on every rank, never on this one alone (the others would wait for it).
+        """
         if self._fired_any or self._warned_no_forward or not any(code == GN for _, code in rec.keys):
-            return
+            return False
         if not self.model.training:
             self._warned_no_forward = True
             if self._reducer is not None and self._reducer.rank != 0:
-                return  # under torch.distributed, rank 0 alone warns (STYLE 9)
+                return False  # under torch.distributed, rank 0 alone warns (STYLE 9)
             warnings.warn(
                 "graddoctor.watch: the model is in eval() mode while training, so forward passes are not "
                 "counted (they look like validation): no activation or dL/d output statistics are recorded. "
                 "Call model.train() to record them.",
                 stacklevel=4,
             )
-            return
+            return False
+        if self._reducer is not None:
+            return True
         self._handles.remove()
-        raise ProbeError(
-            "graddoctor.watch saw gradients but no forward pass of the watched model: it probably ran through "
-            "a torch.compile'd wrapper that was called before watch() attached its hooks, and PyTorch ignores "
-            "hooks added after compilation. Call watch() before the first call of the compiled model, or "
-            "torch._dynamo.reset() before watch()."
-        )
+        raise ProbeError(f"graddoctor.watch {NO_FORWARD}")
 
     def _check_open(self, what: str) -> None:
         if self._closed:
