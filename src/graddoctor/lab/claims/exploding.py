@@ -35,7 +35,7 @@ def judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any], st
                                  "clip": mean_spread([r.metric("test_accuracy") for r in clipped])},
                "diagnosis": kinds, "clip_norm": CLIP}
     found = all(any(k in FLAGS for k in ks) for ks in kinds["no_clip"])
-    rescued = not any(numbers["diverged"]["clip"]) and min(numbers["test_accuracy"]["clip"]["values"], default=0) >= 0.5
+    rescued = not any(numbers["diverged"]["clip"]) and all(v is not None and v >= 0.5 for v in numbers["test_accuracy"]["clip"]["values"])
     verdict = verdict_of(supported=found and ratio["mean"] >= 1 and rescued, refuted=not found)
     n = len(free)
     summary = (f"ReLU depth {DEPTH}, sigma_w^2 = {SIGMA_W2:g} (chi_1 = {numbers['chi1_theory']:.2f}): first/last ||dL/dh|| at "

@@ -34,8 +34,9 @@ def judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any], st
     numbers = {"first_over_last_log10": {i: {str(d): s for d, s in v.items()} for i, v in ratio.items()},
                "test_accuracy_depth20": acc, "chi1_theory": {"default": theory.chi1("relu", 1 / 3, 1 / (3 * WIDTH)),
                                                             "he": theory.chi1("relu", 2.0, 0.0)}}
-    he_level = all(-1 <= v <= 1 for d in DEPTHS for v in ratio["he"][d]["values"])
-    default_level = all(-1 <= v <= 1 for d in DEPTHS for v in ratio["default"][d]["values"])
+    level = {init: all(v is not None and -1 <= v <= 1 for d in DEPTHS for v in ratio[init][d]["values"])
+             for init in INITS}  # None: a zero or non-finite ratio, not level
+    he_level, default_level = level["he"], level["default"]
     verdict = verdict_of(supported=he_level and default_level, refuted=not he_level)
     summary = (f"ReLU at init, first/last ||dL/dh|| at depth {'/'.join(map(str, DEPTHS))}: default init "
                f"{', '.join(decades(ratio['default'][d]) for d in DEPTHS)}; He init "

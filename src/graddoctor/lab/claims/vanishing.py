@@ -85,7 +85,8 @@ def c2_judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any],
     numbers = {"test_accuracy": acc, "first_layer_update_ratio": upd, "depths": {"deep": DEEP, "shallow": SHALLOW},
                "steps": deep[0].spec.train.steps, "optimizer": f"sgd lr {SIGMOID_LR} momentum 0.9, batch 64"}
     gap = acc["shallow"]["mean"] - acc["deep"]["mean"]
-    separated = max(acc["deep"]["values"]) < min(acc["shallow"]["values"])
+    values = acc["deep"]["values"] + acc["shallow"]["values"]  # None: a non-finite accuracy, never "separated"
+    separated = None not in values and max(acc["deep"]["values"]) < min(acc["shallow"]["values"])
     verdict = verdict_of(gap >= 0.3 and separated, refuted=gap < 0.05)
     summary = (f"same budget ({numbers['steps']} SGD steps): test accuracy depth {DEEP} {pm(acc['deep'])} vs depth "
                f"{SHALLOW} {pm(acc['shallow'])}; first layer's update ||dw||/||w|| per step {_sci(upd['deep'])} vs {_sci(upd['shallow'])}")
