@@ -28,6 +28,7 @@ from ._compare_run import _CONVS, _evaluate, _flow, _init_worker, _mse, _Progres
 from ._compare_verdict import MIN_EFFECT, SPREADS, Variant, _finite, verdict, verdict_rule  # noqa: F401 - importable here as before
 from .datasets import Dataset, as_dataset
 from .errors import ConfigError
+from .lab.pool import cores
 from .remedies.catalog import get_remedy
 from .store.sqlite import MEMORY, RunStore
 
@@ -119,7 +120,7 @@ def compare(
         remedies: remedy ids from the catalog, e.g. ["he_init", "leaky_relu", "batch_norm"].
         steps: optimizer steps per run (batches of 64).
         seeds: runs per variant (seeds 0 .. seeds-1).
-        jobs: worker processes (default: os.cpu_count()); 1 trains in this process.
+        jobs: worker processes (default: the cores this process may use); 1 trains in this process.
         store: SQLite run store for every run (default: in memory, discarded).
         lr: learning rate of every variant (before `lower_lr`/`warmup`).
         optimizer: "adam" or "sgd".
@@ -132,20 +133,7 @@ def compare(
         ConfigError: bad arguments, an unknown remedy, a remedy the model cannot take (the
             surgery's refusal, checked once before any training), a factory that fails.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ConfigError(f"steps must be an integer >= 2, got {steps!r}.")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be an integer >= 1, got {seeds!r}.")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ConfigError(f"jobs must be a positive integer, got {jobs!r}.")
-    if optimizer not in ("adam", "sgd"):
-        raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ConfigError(f"lr must be a positive number, got {lr!r}.")
-    if not (isinstance(model_factory, str) or callable(model_factory)):
-        raise ConfigError(f"model_factory must be a MODEL spec string or a callable, got {type(model_factory).__name__}.")
-    if not _as_list(remedies):
-        raise ConfigError("give at least one remedy to compare with the original, e.g. remedies=['he_init', 'relu'].")
+    _check_arguments(model_factory, remedies, steps, seeds, jobs, lr, optimizer)
     dataset = as_dataset(data)
     variants = [("original", ())] + [(r, _parse_remedy(r, optimizer)) for r in _as_list(remedies)]
     _preflight(model_factory, dataset, variants)
@@ -155,7 +143,7 @@ def compare(
         RunStore(store_path).close()  # create the schema once, before the workers race to
     tasks = [Task(name, ids, seed, model_factory, dataset, steps, float(lr), optimizer, target, store_path)
              for name, ids in variants for seed in range(seeds)]
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or cores()
     if jobs > 1 and not isinstance(model_factory, str):
         _check_picklable(model_factory)
     t0 = time.perf_counter()
@@ -171,6 +159,25 @@ def compare(
     ]
     return Comparison(dataset.task, dataset.describe(), steps, seeds, optimizer, float(lr), target,
                       store_path, tuple(out), time.perf_counter() - t0)
+
+
+def _check_arguments(model_factory: Any, remedies: Sequence[str], steps: Any, seeds: Any, jobs: Any, lr: Any,
+                     optimizer: str) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ConfigError(f"steps must be an integer >= 2, got {steps!r}.")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be an integer >= 1, got {seeds!r}.")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"jobs must be a positive integer, got {jobs!r}.")
+    if optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ConfigError(f"lr must be a positive number, got {lr!r}.")
+    if not (isinstance(model_factory, str) or callable(model_factory)):
+        raise ConfigError(f"model_factory must be a MODEL spec string or a callable, got {type(model_factory).__name__}.")
+    if not _as_list(remedies):
+        raise ConfigError("give at least one remedy to compare with the original, e.g. remedies=['he_init', 'relu'].")
+
 
 def _json_stat(s: dict[str, float]) -> dict[str, Any]:
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}

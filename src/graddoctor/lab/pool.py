@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import sys
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -50,6 +51,14 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, jobs: int, progres
                 raise
     finally:
         bar.close()
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one; else all of them): the default jobs."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _init_worker() -> None:

@@ -21,7 +21,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError
-from .pool import parallel_map
+from .pool import cores, parallel_map
 from .results import Record, Results
 from .spec import RunSpec
 from .trainer import train_run
@@ -93,14 +93,6 @@ def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: 
     done = finished(store)
     cache: dict[str, Any] = {}  # RunViews read once, shared by every record of these results
     return Results(store, tuple(Record(s, done[s.name][1], store, cache) for s in specs))
-
-
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one; else all of them)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _train(item: tuple[RunSpec, str]) -> dict[str, Any]:
