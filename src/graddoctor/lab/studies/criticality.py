@@ -118,7 +118,7 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
         ax.set_ylim(_edges(depths)[0], _edges(depths)[-1])
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks(sw2, [f"{v:g}" for v in sw2], minor=False)
+        ax.set_xticks(sw2, [f"{v:g}" for v in sw2], minor=False, rotation=45)  # 1.5, 1.76, 2 sit close
         ax.set_yticks(depths, [str(d) for d in depths], minor=False)
         ax.minorticks_off()
         ax.set_xlabel("sigma_w^2")
