@@ -51,6 +51,7 @@ def split(name: str, x: Any, y: Any, *, test_fraction: float = 0.25, seed: int =
     """Shuffle (seeded), split and standardise `x` (per input feature, train statistics)."""
     x = torch.as_tensor(np.asarray(x))
     y = torch.as_tensor(np.asarray(y))
+    _check_shapes(name, x, y)
     if len(x) != len(y):
         raise ConfigError(f"{name}: x has {len(x)} samples but y has {len(y)}; they must match.")
     if len(x) < 8:
@@ -64,6 +65,7 @@ def split(name: str, x: Any, y: Any, *, test_fraction: float = 0.25, seed: int =
 def standardised(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any) -> Dataset:
     """A `Dataset` from a given split: float inputs standardised with the training statistics."""
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in (x_train, y_train, x_test, y_test))
+    _check_shapes(name, x_train, y_train)
     x_train, x_test = x_train.to(torch.float32), x_test.to(torch.float32)
     if y_train.is_floating_point():
         y_train, y_test = y_train.to(torch.float32), y_test.to(torch.float32)
@@ -71,6 +73,14 @@ def standardised(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any
         y_train, y_test = y_train.long(), y_test.long()
     mean, std = x_train.mean(0), x_train.std(0).nan_to_num(1.0).clamp_min(1e-6)
     return Dataset(name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test)
+
+
+def _check_shapes(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.dim() < 2:
+        raise ConfigError(f"{name}: expected inputs x of shape (n, features...) with one row per sample, got shape {tuple(x.shape)}.")
+    if not y.is_floating_point() and y.dim() != 1:
+        raise ConfigError(f"{name}: expected integer targets y of shape (n,) holding class indices, got shape {tuple(y.shape)} "
+                          "(for regression, give float targets).")
 
 
 def load_dataset(name: str) -> Dataset:

@@ -73,3 +73,12 @@ def test_not_an_idx_file(tmp_path):
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="digits, mnist1d, mnist, teacher, gaussian"):
         load("cifar")
+
+
+@pytest.mark.parametrize("x_shape, y_shape, message", [((20,), (20,), r"x of shape \(n, features...\).*got shape \(20,\)"),
+                                                      ((20, 3), (20, 2), r"y of shape \(n,\) holding class indices, got shape \(20, 2\)")],
+                         ids=["flat-x", "2d-integer-y"])
+def test_an_npz_of_the_wrong_shape_says_what_was_expected(tmp_path, x_shape, y_shape, message):
+    np.savez(tmp_path / "d.npz", x=np.zeros(x_shape, dtype=np.float32), y=np.zeros(y_shape, dtype=np.int64))
+    with pytest.raises(ConfigError, match=message):
+        load(str(tmp_path / "d.npz"))
