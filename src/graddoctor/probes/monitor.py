@@ -166,13 +166,13 @@ class Run:
     def read_gradients(self) -> None:
         """Read the parameter gradients (and the weights before the update) of the step in progress, now.
 
-        By default they are read in the optimizer's step pre-hook. A framework that calls
-        `optimizer.step(closure)` (Lightning without a GradScaler) runs forward and backward
-        inside `step`, after that hook, which would see the previous step's gradients. Call
-        this instead from the framework's hook between the last backward and the update
-        (Lightning's `on_before_optimizer_step`), on every optimizer step: from the first call
-        on, the pre-hook leaves the gradients to it, and what it read earlier in the same step
-        is replaced. The update (`update_ratio`) is still measured in the optimizer's post-hook.
+        By default they are read in the optimizer's step pre-hook or, for `optimizer.step(closure)`
+        (forward and backward run inside `step`), when the closure's first call returns. A
+        framework whose closure does more after the backward (Lightning's clips the gradients)
+        calls this from its hook between the backward and that (Lightning's
+        `on_before_optimizer_step`), on every optimizer step: from the first call on, the hooks
+        leave the gradients to it, and what they read earlier in the same step is replaced. The
+        update (`update_ratio`) is still measured in the optimizer's post-hook.
         """
         self._check_open("read_gradients")
         rec = self._record
@@ -180,7 +180,8 @@ class Run:
             kept = [(key, v) for key, v in zip(rec.keys, rec.values) if key[1] not in (GN, WN, WSQ, HIST_GRAD)]
             rec.keys, rec.values = [key for key, _ in kept], [v for _, v in kept]
         self._caller_reads = True
-        self._on_pre_step(None, (), {})
+        if rec is not None:
+            self._read_step_gradients(rec)
 
     def view(self) -> RunView:
         """What this run has recorded so far, read back from the store (also after the block)."""
@@ -258,10 +259,33 @@ class Run:
         if rec is self._record:  # a backward run after its step closed is not this step's
             rec.add(i, OG, stats.sumsq(grad.detach()))
 
-    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
         rec = self._record
         if rec is None or (optimizer is not None and self._caller_reads):
-            return
+            return None
+        # the hook gets step's own (args, kwargs): args[0] is the optimizer, args[1] the closure
+        closure = (kwargs.get("closure") or (args[1] if len(args) > 1 else None)) if optimizer is not None else None
+        if callable(closure):  # step(closure): forward and backward run inside step, after this hook
+            return _with_closure(args, kwargs, self._read_after(closure, rec))
+        self._read_step_gradients(rec)
+        return None
+
+    def _read_after(self, closure: Any, rec: StepRecord) -> Any:
+        """`closure`, reading the step's gradients when its first call returns (LBFGS calls it again
+        later, at moved weights): before any update, so the weight snapshot is still the step's own.
+        A `read_gradients()` inside the closure (Lightning) has read them already."""
+        pending = [True]
+
+        def closure_then_read() -> Any:
+            loss = closure()
+            if pending and not self._caller_reads and rec is self._record:
+                pending.clear()
+                self._read_step_gradients(rec)
+            return loss
+
+        return closure_then_read
+
+    def _read_step_gradients(self, rec: StepRecord) -> None:
         params, grads = self._params, [p.grad for p in self._params]
         if self._local is not None:  # FSDP2: this rank's shards; rank 0 sums their squares over ranks
             params, grads = self._local(params), self._local(grads)
@@ -418,6 +442,13 @@ def _close_at_exit(ref: "weakref.ref[Run]") -> None:
 def _scalar_rows(scalars: list, host_tail: list[np.ndarray]) -> list[tuple[int, str, float]]:
     it = iter(host_tail)
     return [(s, k, float(next(it)) if isinstance(v, torch.Tensor) else float(v)) for s, k, v in scalars]
+
+
+def _with_closure(args: tuple, kwargs: dict, closure: Any) -> tuple[tuple, dict]:
+    """`optimizer.step`'s (args, kwargs) with its closure replaced, wherever it was passed."""
+    if "closure" in kwargs:
+        return args, {**kwargs, "closure": closure}
+    return (args[0], closure, *args[2:]), kwargs
 
 
 def _detached(value: float | torch.Tensor) -> float | torch.Tensor:
