@@ -38,6 +38,16 @@ def test_same_seed_same_numbers_and_config_stored(tmp_path):
     assert config["net"]["depth"] == 3 and config["train"]["steps"] == 4
 
 
+def test_a_sweep_in_this_process_leaves_the_global_torch_rng_as_it_was(tmp_path):
+    import torch
+
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    sweep.run_sweep([run_spec("a", seed=0, **TINY)], tmp_path / "s.db", jobs=1, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_finished_runs_are_skipped_and_changed_ones_retrained(tmp_path, monkeypatch):
     store = tmp_path / "s.db"
     sweep.run_sweep([run_spec("a", seed=0, **TINY), run_spec("b", seed=1, **TINY)], store, jobs=1, progress=False)

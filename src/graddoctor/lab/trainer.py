@@ -3,7 +3,7 @@
 Determinism: `torch.manual_seed(seed)` before the model is built, minibatches drawn with
 replacement from a generator seeded by the run (never the global RNG), and one torch thread while
 training (a different thread count may change float sums). The same seed gives the same numbers
-in this process or in a worker.
+in this process or in a worker, and the caller's global torch RNG is restored after each run.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def train_run(spec: RunSpec, store: str) -> dict[str, Any]:
 
     data = dataset(spec.data)
     n_out = data.n_classes if data.task == "classification" else 1
-    with _one_thread():
+    with _one_thread(), torch.random.fork_rng(devices=[]):  # the caller's torch RNG stream is left as it was
         torch.manual_seed(spec.seed)
         model = build(spec.net, tuple(data.x_train.shape[1:]), n_out, data.image_shape)
         losses, seconds, _ = fit(model, data, spec.train, batch_seed=1000 + spec.seed, store=store, name=spec.name,
