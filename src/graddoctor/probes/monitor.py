@@ -25,7 +25,8 @@ from ..store.sqlite import RunStore
 from ..store.view import RunView
 from . import stats
 from .hooks import AttributePatch, HandleGroup
-from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UNIT, USQ, WN, WSQ, StepRecord, transfer
+from .params import ParamReader
+from .record import GN, HIST_ACT, NZ, OG, S, SAT, SD, SS, UNIT, StepRecord, transfer
 from .rows import StepPayload
 from .select import first_float_tensor, layout_modules, plan_layers
 from .session import open_session
@@ -76,8 +77,9 @@ class Run:
         self._reducer = reducer
         self._local: Any = reducer.local_of if reducer is not None and reducer.any_sharded else None
         self._handles = HandleGroup()
-        self._snapshot: list[torch.Tensor] | None = None
         self._scratch = stats.Scratch()
+        self._param_side = ParamReader(self._params, self._owner, snapshot=config.update_ratio and optimizer is not None,
+                                       scratch=self._scratch, local=self._local)
         self._record: StepRecord | None = None
         self._late_logs: list[tuple[int, str, float | torch.Tensor]] = []
         self._forward_seen = False
@@ -133,7 +135,7 @@ class Run:
                 self._flush_late_logs()
         finally:
             self._session.close(str(status), error)
-            self._snapshot = None
+            self._param_side.release()
             self._scratch = stats.Scratch()
 
     # -- user calls ----------------------------------------------------------------------------
@@ -177,8 +179,7 @@ class Run:
         self._check_open("read_gradients")
         rec = self._record
         if not self._caller_reads and rec is not None:  # step(closure): the pre-hook read before the backward
-            kept = [(key, v) for key, v in zip(rec.keys, rec.values) if key[1] not in (GN, WN, WSQ, HIST_GRAD)]
-            rec.keys, rec.values = [key for key, _ in kept], [v for _, v in kept]
+            self._param_side.discard(rec)
         self._caller_reads = True
         if rec is not None:
             self._read_step_gradients(rec)
@@ -286,40 +287,17 @@ class Run:
         return closure_then_read
 
     def _read_step_gradients(self, rec: StepRecord) -> None:
-        params, grads = self._params, [p.grad for p in self._params]
-        if self._local is not None:  # FSDP2: this rank's shards; rank 0 sums their squares over ranks
-            params, grads = self._local(params), self._local(grads)
-        present = [(i, g) for i, g in enumerate(grads) if g is not None]
-        for (i, _), norm in zip(present, stats.norms([g for _, g in present])):
-            rec.add(self._owner[i], GN, norm)
-        if self.config.update_ratio and self.optimizer is not None:
-            for i, squares in enumerate(stats.snapshot_sumsq(self._snapshot_buffers(params), params)):
-                rec.add(self._owner[i], WSQ, squares)
-        else:
-            for i, norm in enumerate(stats.norms([p.detach() for p in params])):
-                rec.add(self._owner[i], WN, norm)
-        if rec.hist:
-            for li, layer_grads in self._grads_by_layer(grads):
-                rec.add(li, HIST_GRAD, stats.histogram(torch.cat([g.detach().reshape(-1) for g in layer_grads])))
+        self._param_side.before_update(rec)
         scale = self._amp_scale()
         if scale is not None:
             rec.logged["amp_scale"] = scale
             rec.logged["amp_skipped_steps"] = float(self._amp_skipped)
 
-    def _grads_by_layer(self, grads: list[torch.Tensor | None]) -> list[tuple[int, list[torch.Tensor]]]:
-        by_layer: dict[int, list[torch.Tensor]] = {}
-        for owner, g in zip(self._owner, grads):
-            if g is not None:
-                by_layer.setdefault(owner, []).append(g)
-        return sorted(by_layer.items())
-
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         rec = self._record
         if rec is not None:
-            if self._snapshot is not None and self.optimizer is not None:
-                params = self._params if self._local is None else self._local(self._params)
-                for i, squares in enumerate(stats.update_sumsq(self._snapshot, params, self._scratch)):
-                    rec.add(self._owner[i], USQ, squares)
+            if self.optimizer is not None:
+                self._param_side.after_update(rec)
             self._close(rec)
         self._steps_taken += 1
         self._begin(self._step + 1)
@@ -350,11 +328,6 @@ class Run:
         else:
             hist_every = self.config.hist_every
             self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0)
-
-    def _snapshot_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        if self._snapshot is None:  # allocated once, reused: the memory cost of update_ratio
-            self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
-        return self._snapshot
 
     def _amp_scale(self) -> torch.Tensor | None:
         if self.scaler is None or not self.scaler.is_enabled():

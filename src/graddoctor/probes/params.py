@@ -1,0 +1,83 @@
+"""The parameter side of a recorded step: gradients and weights before the update, the update after it.
+
+Read in the optimizer's step hooks (or when `run.read_gradients()` says): gradient norms after any
+clipping and unscaling the loop does before `step`, the weights before the update (copied once
+into a reused snapshot when `update_ratio` is on), and ‖w_after − w_before‖² after it. Under FSDP2
+`local` maps parameters and gradients to this rank's shards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from . import stats
+from .record import GN, HIST_GRAD, USQ, WN, WSQ, StepRecord
+
+
+class ParamReader:
+    """Reads the watched parameters of each recorded step into its `StepRecord`."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        owner: list[int],
+        *,
+        snapshot: bool,
+        scratch: stats.Scratch,
+        local: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> None:
+        self.params, self.owner = params, owner  # owner[i]: the layer index of params[i]
+        self._use_snapshot = snapshot
+        self._scratch = scratch
+        self._local = local
+        self._snapshot: list[torch.Tensor] | None = None
+
+    def before_update(self, rec: StepRecord) -> None:
+        """Gradient norms, weight norms (and the snapshot), gradient histograms on histogram steps."""
+        params, grads = self.params, [p.grad for p in self.params]
+        if self._local is not None:  # FSDP2: this rank's shards; rank 0 sums their squares over ranks
+            params, grads = self._local(params), self._local(grads)
+        present = [(i, g) for i, g in enumerate(grads) if g is not None]
+        for (i, _), norm in zip(present, stats.norms([g for _, g in present])):
+            rec.add(self.owner[i], GN, norm)
+        if self._use_snapshot:
+            for i, squares in enumerate(stats.snapshot_sumsq(self._snapshot_buffers(params), params)):
+                rec.add(self.owner[i], WSQ, squares)
+        else:
+            for i, norm in enumerate(stats.norms([p.detach() for p in params])):
+                rec.add(self.owner[i], WN, norm)
+        if rec.hist:
+            for li, layer_grads in self._grads_by_layer(grads):
+                rec.add(li, HIST_GRAD, stats.histogram(torch.cat([g.detach().reshape(-1) for g in layer_grads])))
+
+    def after_update(self, rec: StepRecord) -> None:
+        """‖w_after − w_before‖² of each parameter, when the snapshot was taken this step."""
+        if self._snapshot is None:
+            return
+        params = self.params if self._local is None else self._local(self.params)
+        for i, squares in enumerate(stats.update_sumsq(self._snapshot, params, self._scratch)):
+            rec.add(self.owner[i], USQ, squares)
+
+    def discard(self, rec: StepRecord) -> None:
+        """Forget what `before_update` put in `rec` (read too early: the caller reads it again)."""
+        kept = [(key, v) for key, v in zip(rec.keys, rec.values) if key[1] not in (GN, WN, WSQ, HIST_GRAD)]
+        rec.keys, rec.values = [key for key, _ in kept], [v for _, v in kept]
+
+    def release(self) -> None:
+        """Free the snapshot (the memory cost of update_ratio) and the work buffers when the run closes."""
+        self._snapshot = None
+        self._scratch = stats.Scratch()
+
+    def _snapshot_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self._snapshot is None:  # allocated once, reused
+            self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
+        return self._snapshot
+
+    def _grads_by_layer(self, grads: list[torch.Tensor | None]) -> list[tuple[int, list[torch.Tensor]]]:
+        by_layer: dict[int, list[torch.Tensor]] = {}
+        for owner, g in zip(self.owner, grads):
+            if g is not None:
+                by_layer.setdefault(owner, []).append(g)
+        return sorted(by_layer.items())
