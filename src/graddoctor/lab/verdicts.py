@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from typing import Any
 
 from .._text import format_table
@@ -20,8 +22,7 @@ def render(analysis: dict[str, Any]) -> str:
     """The study's table as text: the claims' verdicts if it has claims, else its "table", then its notes."""
     lines = [f"{analysis.get('title', analysis.get('study', 'study'))}"]
     if analysis.get("claims"):
-        rows = [[c["id"], c["verdict"], c.get("summary", "")] for c in analysis["claims"]]
-        lines.append(format_table(["claim", "verdict", "measured (mean ± std over seeds)"], rows, right=[False] * 3))
+        lines.append(_claims_table(analysis["claims"]))
     elif analysis.get("table"):
         table = analysis["table"]
         lines.append(format_table(list(table["header"]), [[str(c) for c in row] for row in table["rows"]]))
@@ -29,4 +30,20 @@ def render(analysis: dict[str, Any]) -> str:
     if analysis.get("report"):
         lines.append(f"report: {analysis['report']}")
     lines.append(f"results: {analysis.get('store', '').rsplit('/', 1)[0]}/results.json  ({analysis.get('seconds', '?')} s)")
+    return "\n".join(lines)
+
+
+def _claims_table(claims: list[dict[str, Any]]) -> str:
+    """claim, verdict, measurement: the measurement wrapped to the terminal under its own column."""
+    width = max(60, shutil.get_terminal_size(fallback=(100, 24)).columns - 1)
+    id_w = max(len("claim"), *(len(c["id"]) for c in claims))
+    verdict_w = max(len("verdict"), *(len(c["verdict"]) for c in claims))
+    indent = " " * (id_w + verdict_w + 4)
+    lines = [f"{'claim':<{id_w}}  {'verdict':<{verdict_w}}  measured (mean ± std over seeds)",
+             f"{'-' * id_w}  {'-' * verdict_w}  {'-' * (width - len(indent))}"]
+    for c in claims:
+        first = f"{c['id']:<{id_w}}  {c['verdict']:<{verdict_w}}  "
+        text = (c.get("summary", "") or "-").replace(" ± ", "\xa0±\xa0")  # keep "0.71 ± 0.01" on one line
+        lines += [line.replace("\xa0", " ") for line in textwrap.wrap(
+            text, width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False)]
     return "\n".join(lines)
