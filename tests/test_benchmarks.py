@@ -18,3 +18,11 @@ def test_overhead_benchmark_runs_and_prints_every_mode(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines[2:]] == ["floor", "every=1", "every=10"]
     assert all(float(line.split()[2]) > 0 for line in lines[2:])
+
+
+def test_param_floor_benchmark_runs_and_prints_each_reduction(capsys):
+    import param_floor
+
+    assert param_floor.main(["--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and all(float(line.split()[-2]) > 0 for line in lines[1:])
