@@ -57,6 +57,11 @@ def test_glorot_bengio_standard_init_shrinks_gradients_toward_the_input(tmp_path
         assert std["act_ratio"]["mean"] < norm["act_ratio"]["mean"] + 0.05     # Fig. 6: upper layers narrower
         assert std["grad_ratio"]["mean"] == pytest.approx(std["theory_grad_ratio"], rel=0.3)
     assert p["tanh", "standard"]["grad_ratio"]["mean"] == pytest.approx(1 / 9, rel=0.35)   # paper: (1/3)^(4/2)
+    hist = p["tanh", "standard"]["grad_hist"]                                 # Fig. 7's data, in results.json
+    assert len(hist["edges"]) == 81 and len(hist["fractions"]) == 5
+    assert all(0.97 < sum(f) <= 1.0 for f in hist["fractions"])              # +-3 std of the widest layer
+    centre = [sum(f[35:45]) for f in hist["fractions"]]                     # mass near 0: layer 1 narrowest
+    assert centre[0] > centre[-1]
     assert html.count("<figure>") == 6
 
 

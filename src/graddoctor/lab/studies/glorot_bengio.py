@@ -96,7 +96,8 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
                            "grad_std": np.mean([m[1] for m in measured], axis=0).tolist(),
                            "act_ratio": mean_spread([m[0][-1] / m[0][0] for m in measured]),
                            "grad_ratio": mean_spread([m[1][0] / m[1][-1] for m in measured]),
-                           "theory_grad_ratio": predicted_grad_ratio(act, key, config(settings).width)})
+                           "theory_grad_ratio": predicted_grad_ratio(act, key, config(settings).width),
+                           "grad_hist": grad_histograms(backprop_grads(results.select(activation=act, init=key)[0]))})
     paper = {"standard": f"{(1 / 3) ** 2:.3f} (variance x1/3 per layer, 4 layers, linear regime)",
              "normalised": "about 1 (same spread in every layer)"}
     rows = [[p["activation"], p["init"], f"{p['act_ratio']['mean']:.3g}", f"{p['grad_ratio']['mean']:.3g}",
@@ -123,15 +124,20 @@ def backprop_grads(record: Any) -> list[np.ndarray]:
     return [c.grad.flatten().numpy() for c in caps[:HIDDEN]]
 
 
-def _grad_histograms(ax: Any, grads: list[np.ndarray], title: str) -> None:
-    """One curve per layer on common bins, like the paper's Fig. 7 (a narrow layer shows a tall 0-peak)."""
-    from ...report._axes import depth_colors
-
+def grad_histograms(grads: list[np.ndarray]) -> dict[str, list]:
+    """Per-layer fractions of dL/dh on 80 common bins over +-3 of the widest layer's std (the paper's Fig. 7)."""
     edge = 3 * max(float(g.std()) for g in grads)
     bins = np.linspace(-edge, edge, 81)
-    for k, (g, color) in enumerate(zip(grads, depth_colors(len(grads)))):
-        counts, _ = np.histogram(g, bins)
-        ax.stairs(counts / len(g), bins, color=color, label=f"layer {k + 1}")
+    return {"edges": bins.tolist(), "fractions": [(np.histogram(g, bins)[0] / len(g)).tolist() for g in grads]}
+
+
+def _draw_grad_histograms(ax: Any, hist: dict[str, list], title: str) -> None:
+    """One curve per layer on the common bins (a narrow layer shows a tall 0-peak)."""
+    from ...report._axes import depth_colors
+
+    fractions = hist["fractions"]
+    for k, (f, color) in enumerate(zip(fractions, depth_colors(len(fractions)))):
+        ax.stairs(f, hist["edges"], color=color, label=f"layer {k + 1}")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("back-propagated gradient dL/dh")
     ax.set_ylabel("fraction per bin")
@@ -147,6 +153,7 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
         page.paragraph(__doc__.split("\n\n", 1)[1])
         page.table(analysis["table"]["header"], analysis["table"]["rows"])
         page.paragraph(analysis["notes"][0])
+        hists = {(p["activation"], p["init"]): p["grad_hist"] for p in analysis["points"]}
         for act, kind in ACTIVATIONS.items():
             fig, ax = axes(5.0, 3.4, ncols=2)
             fig2, ax2 = axes(5.0, 3.4, ncols=2)
@@ -156,7 +163,7 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
                 names = [i.name for i in view.layer_info if i.type == kind]
                 histograms(view, "act", step=0, layers=names, ax=a)
                 a.set_title(f"{act}, {key} init", fontsize=9)
-                _grad_histograms(a2, backprop_grads(record), f"{act}, {key} init")
+                _draw_grad_histograms(a2, hists[(act, key)], f"{act}, {key} init")
             page.figure(fig, f"{act}: activation histograms per hidden layer at init (the paper's Fig. 6), each over "
                              "its own range: with the standard init the upper layers' range shrinks.")
             page.figure(fig2, f"{act}: back-propagated gradient histograms per hidden layer at init (the paper's "
