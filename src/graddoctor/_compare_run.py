@@ -46,17 +46,9 @@ class Task:
 
 
 def _build(factory: Any) -> nn.Module:
-    if isinstance(factory, str):
-        from .modelspec import load_model
+    from .modelspec import call_factory, load_model
 
-        return load_model(factory)
-    try:
-        model = factory()
-    except Exception as err:
-        raise ConfigError(f"the model factory raised {type(err).__name__}: {err}") from err
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"the model factory returned a {type(model).__name__}, not a torch.nn.Module.")
-    return model
+    return load_model(factory) if isinstance(factory, str) else call_factory(factory)
 
 
 def _apply_model_side(model: nn.Module, ids: tuple[str, ...], data: Dataset, name: str) -> nn.Module:

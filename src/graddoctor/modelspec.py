@@ -42,14 +42,17 @@ def load_model(spec: str) -> nn.Module:
         defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
                          and getattr(v, "__module__", None) == module.__name__)
         raise ConfigError(f"{where} has no function {factory_name!r}; it defines: {', '.join(defined) or 'none'}.")
+    return call_factory(factory, f"the factory {spec}")
+
+
+def call_factory(factory: Any, what: str = "the model factory") -> nn.Module:
+    """`factory()`, refused with a ConfigError naming `what` when it raises or returns no nn.Module."""
     try:
         model = factory()
     except Exception as err:
-        raise ConfigError(f"the factory {spec} raised {type(err).__name__}: {err}") from err
+        raise ConfigError(f"{what} raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
-        raise ConfigError(
-            f"the factory {spec} returned a {type(model).__name__}, not a torch.nn.Module: return the model itself."
-        )
+        raise ConfigError(f"{what} returned a {type(model).__name__}, not a torch.nn.Module: return the model itself.")
     return model
 
 

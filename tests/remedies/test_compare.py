@@ -217,6 +217,15 @@ def test_a_model_that_cannot_take_the_data_says_so(data):
         graddoctor.compare(lambda: nn.Linear(5, 2), data, remedies=["lower_lr"], jobs=1)
 
 
+@pytest.mark.parametrize("factory, message", [
+    (lambda: [nn.Linear(12, 2)], "the model factory returned a list, not a torch.nn.Module"),
+    (lambda: 1 / 0, "the model factory raised ZeroDivisionError"),
+], ids=["not-a-module", "raises"])
+def test_a_factory_that_gives_no_model_is_refused(data, factory, message):
+    with pytest.raises(ConfigError, match=message):
+        graddoctor.compare(factory, data, remedies=["lower_lr"], jobs=1)
+
+
 def test_a_lambda_cannot_go_to_worker_processes(data):
     with pytest.raises(ConfigError, match="cannot be sent to worker processes.*jobs=1"):
         graddoctor.compare(lambda: tiny(), data, remedies=["lower_lr"], jobs=2)
