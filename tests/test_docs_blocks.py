@@ -11,6 +11,7 @@ docs/ pages are linked and every relative link resolves.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -141,7 +142,8 @@ RUNNER = textwrap.dedent('''
             try:
                 with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()) as err:
                     if b["kind"] == "python":
-                        exec(compile(b["code"], b["id"], "exec"), ns)
+                        # padded so that a traceback names the page and the page's own line
+                        exec(compile("\\n" * b["line"] + b["code"], b["page"], "exec"), ns)
                     else:
                         for argv in b["commands"]:
                             sys.argv = ["graddoctor", *argv]
@@ -163,7 +165,7 @@ def run_blocks(blocks: list[Block], tmp: Path) -> dict[str, dict]:
     """Run blocks (grouped by page, in order) in one subprocess; their results by block id."""
     by_page: dict[str, list[dict]] = {}
     for b in blocks:
-        item = {"id": b.id, "kind": b.kind, "code": b.code}
+        item = {"id": b.id, "page": b.page, "line": b.line, "kind": b.kind, "code": b.code}
         if b.kind == "sh":
             item["commands"] = shell_commands(b)
         by_page.setdefault(b.page, []).append(item)
@@ -171,7 +173,8 @@ def run_blocks(blocks: list[Block], tmp: Path) -> dict[str, dict]:
     (tmp / "runner.py").write_text(RUNNER)
     proc = subprocess.run(
         [sys.executable, str(tmp / "runner.py"), str(tmp / "jobs.json"), str(ROOT), str(tmp / "out.json")],
-        capture_output=True, text=True, timeout=RUNNER_TIMEOUT_S, env={**__import__("os").environ, "MPLBACKEND": "Agg"},
+        capture_output=True, text=True, timeout=RUNNER_TIMEOUT_S,
+        env={"OMP_NUM_THREADS": "1", **os.environ, "MPLBACKEND": "Agg"},   # one thread: fast on a shared machine
     )
     assert proc.returncode == 0, f"the block runner itself failed:\n{proc.stderr[-3000:]}"
     return {r["id"]: r for r in json.loads((tmp / "out.json").read_text())}
@@ -205,7 +208,7 @@ def test_a_broken_block_fails(tmp_path):
     blocks = runnable_blocks(page, "fake.md")
     res = run_blocks(blocks, tmp_path)
     assert res["fake.md:1"]["error"] is None
-    assert "rotted" in res["fake.md:5"]["error"] and "fake.md:5" in res["fake.md:5"]["error"]
+    assert "rotted" in res["fake.md:5"]["error"] and 'File "fake.md", line 7' in res["fake.md:5"]["error"]
     assert res["fake.md:5"]["stdout"] == "1\n" and blocks[1].expected == "1\n"
 
 
