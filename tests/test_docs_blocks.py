@@ -301,3 +301,58 @@ def test_every_docs_page_is_linked_from_the_readme_or_the_index():
     missing = [p.name for p in sorted((ROOT / "docs").glob("*.md"))
                if p.name != "README.md" and p.resolve() not in linked]
     assert not missing, f"docs pages linked from neither README.md nor docs/README.md: {missing}"
+
+
+REPO_PATH = re.compile(r"(?<![\w/.])((?:src/graddoctor|tests|benchmarks|examples|docs)/[\w/.-]*\w)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_paths_named_in_the_docs_exist(page):
+    """A file or folder of this repository named on a page (`tests/...`, `src/graddoctor/...`) exists."""
+    missing = sorted({p for p in REPO_PATH.findall(page.read_text()) if not (ROOT / p).exists()})
+    assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+DOTTED = re.compile(r"\bgraddoctor(?:\.[A-Za-z_]\w*)+")
+
+
+def resolves(name: str) -> bool:
+    """`graddoctor.a.b.c` is a module, or an attribute reached from its longest module prefix.
+
+    A module is found without being imported (`find_spec`), so the integrations' frameworks
+    (lightning, transformers) are not loaded; an attribute's module is imported.
+    """
+    import importlib
+    import importlib.util
+
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            spec = importlib.util.find_spec(".".join(parts[:k]))
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            continue
+        if k == len(parts):
+            return True
+        obj = importlib.import_module(".".join(parts[:k]))
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_graddoctor_names_on_the_page_exist(page):
+    """Every dotted name `graddoctor.x.y` a page mentions is importable (a module or an attribute)."""
+    missing = [n for n in sorted(set(DOTTED.findall(page.read_text()))) if not resolves(n)]
+    assert not missing, f"{page.relative_to(ROOT)} names what graddoctor does not have: {missing}"
+
+
+def test_name_and_path_checks_can_fail():
+    assert resolves("graddoctor.theory.chi1") and resolves("graddoctor.theory")
+    assert not resolves("graddoctor.no_such_name") and not resolves("graddoctor.theory.no_such_function")
+    assert REPO_PATH.findall("see `tests/no/such_test.py` and src/graddoctor/x.py.") == [
+        "tests/no/such_test.py", "src/graddoctor/x.py"]
