@@ -18,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m graddoctor.demo
+	$(PY) -m graddoctor.cli.demo
 
 test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks

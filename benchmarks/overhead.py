@@ -128,7 +128,7 @@ def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[
 
 def ddp_worker(rank: int, world: int, port: int, models: list[str], modes: list[str], rounds: int, steps: int, store: str) -> None:
     """One rank of the DDP case: the same interleaved blocks on every rank; rank 0 prints."""
-    from graddoctor.integrations.distributed import Reducer
+    from graddoctor.probes.distributed import Reducer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

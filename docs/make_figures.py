@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import graddoctor
-from graddoctor.datasets import load_dataset
-from graddoctor.report import figures, write_report
+from graddoctor.data import load_dataset
+from graddoctor.reporting import figures, write_report
 
 DOCS = Path(__file__).resolve().parent
 DEPTH, WIDTH, STEPS, BATCH = 10, 64, 300, 64

@@ -7,17 +7,16 @@
 Importing graddoctor imports torch, numpy and graddoctor's own code only.
 """
 
+from ._version import __version__
 from .config import Stat, WatchConfig
 from .errors import ConfigError, GradDoctorError, ProbeError, StoreError
 from .probes.monitor import Run
 from .store import RunStore, RunView, load
 from .theory import Prediction, predict
-from .watch import watch
-from .diagnose import Diagnosis, Finding, Thresholds, diagnose
-from .check import check
-from .compare import Comparison, compare
-
-__version__ = "0.1.0"
+from .probes._watch import watch
+from .diagnosis import Diagnosis, Finding, Thresholds, diagnose
+from .diagnosis._check import check
+from .remedies.compare import Comparison, compare
 
 __all__ = [
     "watch", "load", "predict", "Prediction", "Run", "RunView", "RunStore", "Stat", "WatchConfig",

@@ -1,6 +1,6 @@
 """Plain-text number and table formatting shared by every text output (no colour, safe to pipe).
 
-Lives below report/ and diagnose/ so that both can use it (diagnose may not import report).
+Lives below reporting/ and diagnosis/ so that both can use it (diagnosis may not import reporting).
 """
 
 from __future__ import annotations

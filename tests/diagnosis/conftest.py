@@ -9,7 +9,7 @@ import torch
 @pytest.fixture(scope="session")
 def scenario_runs():
     """Scenario id -> recorded RunView, trained once per session and shared by the tests that read it."""
-    from scenarios import SCENARIOS, train  # tests/diagnose is on sys.path (rootdir-relative imports)
+    from scenarios import SCENARIOS, train  # tests/diagnosis is on sys.path (rootdir-relative imports)
 
     cache: dict = {}
 

@@ -65,7 +65,7 @@ def test_a_model_theory_cannot_read_is_still_checked_with_a_note():
 
 
 def test_findings_end_with_the_compare_command_that_tries_their_remedies(tmp_path):
-    from graddoctor.check import check_spec
+    from graddoctor.cli._check import check_spec
     from graddoctor.remedies.catalog import compare_command
 
     d = check_spec("examples/deep_sigmoid.py:build", input_shape="64,64", classes=10, steps=3)

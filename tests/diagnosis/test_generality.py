@@ -9,7 +9,7 @@ import torch
 from scenarios import digits, he, mlp, synthetic, train
 from torch import nn
 
-from graddoctor.diagnose import diagnose
+from graddoctor.diagnosis import diagnose
 
 GRADIENT_FLOW = ("vanishing_gradient", "exploding_gradient", "nonfinite", "stalled_updates")
 

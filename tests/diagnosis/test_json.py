@@ -9,7 +9,7 @@ import pytest
 from fakes import fake_run, mlp_layers, profile_stats
 
 import graddoctor
-from graddoctor.diagnose import diagnose
+from graddoctor.diagnosis import diagnose
 from graddoctor.remedies import CATALOG
 
 KINDS = {"vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units", "nonfinite", "stalled_updates"}
@@ -72,7 +72,7 @@ def test_nonfinite_numbers_are_spelled_out_never_dropped():
 
 
 def test_json_number_spells_out_nan_and_infinities():
-    from graddoctor.diagnose.findings import json_number
+    from graddoctor.diagnosis.findings import json_number
 
     assert [json_number(v) for v in (float("nan"), float("inf"), -float("inf"), np.float64(2.5), 3)] == [
         "nan", "inf", "-inf", 2.5, 3]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fakes import fake_run, mlp_layers, profile_stats
 
-from graddoctor.diagnose import Thresholds, diagnose
+from graddoctor.diagnosis import Thresholds, diagnose
 from graddoctor.errors import ConfigError
 
 
@@ -207,7 +207,7 @@ def test_thresholds_can_be_tuned_and_are_validated():
 def test_every_threshold_default_is_commented():
     import inspect
 
-    from graddoctor.diagnose import thresholds
+    from graddoctor.diagnosis import thresholds
 
     source = inspect.getsource(thresholds.Thresholds)
     for field in dataclasses.fields(Thresholds):

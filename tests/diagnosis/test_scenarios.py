@@ -7,7 +7,7 @@ import math
 import pytest
 from scenarios import SCENARIOS
 
-from graddoctor.diagnose import diagnose
+from graddoctor.diagnosis import diagnose
 
 IDS = [case["id"] for case in SCENARIOS]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from graddoctor.errors import ConfigError
-from graddoctor.lab.data import load, load_idx, read_idx
+from graddoctor.data import load_dataset as load, load_idx, read_idx
 
 
 def _write_idx(path, array: np.ndarray) -> str:

@@ -1,6 +1,6 @@
 """`make demo`'s job: the seed-claims study, --quick, with the verdicts asserted and a report section per claim.
 
-One quick run (module fixture, through `python -m graddoctor.demo --quick`'s main) serves every test;
+One quick run (module fixture, through `python -m graddoctor.cli.demo --quick`'s main) serves every test;
 the CLI test then reruns the study into the same directory, where every run is already finished.
 """
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from graddoctor import demo
+from graddoctor.cli import demo
 from graddoctor.cli import main
 
 EXPECTED = {"C1": "supported", "C2": "supported", "C3": "qualified", "C4": "refuted", "C5": "supported",

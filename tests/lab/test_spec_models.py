@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from graddoctor.errors import ConfigError
-from graddoctor.lab.models import build
-from graddoctor.lab.spec import NetSpec, RunSpec, TrainSpec, from_dict, run_spec
+from graddoctor.train.models import build
+from graddoctor.train.spec import NetSpec, RunSpec, TrainSpec, from_dict, run_spec
 
 
 @pytest.mark.parametrize("bad, word", [({"activation": "swishy"}, "activation"), ({"depth": 0}, "depth"),

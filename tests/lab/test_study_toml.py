@@ -10,7 +10,8 @@ import pytest
 from graddoctor.cli import main
 from graddoctor.errors import ConfigError
 from graddoctor.lab.runner import run_study
-from graddoctor.lab.study import Study, get_study, studies
+from graddoctor.lab.registry import get_study, studies
+from graddoctor.lab.study import Study
 from graddoctor.lab.toml_study import load_toml
 
 EXAMPLE = Path(__file__).parents[2] / "src" / "graddoctor" / "lab" / "example.toml"

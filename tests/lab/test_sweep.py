@@ -10,7 +10,7 @@ import pytest
 import graddoctor
 from graddoctor.errors import ConfigError
 from graddoctor.lab import sweep
-from graddoctor.lab.spec import NetSpec, RunSpec, TrainSpec, run_spec
+from graddoctor.train.spec import NetSpec, RunSpec, TrainSpec, run_spec
 
 TINY = dict(net=NetSpec(depth=3, width=8), train=TrainSpec(steps=4, lr=0.05), data="gaussian")
 

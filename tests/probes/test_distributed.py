@@ -215,7 +215,7 @@ def scenario_raise(rank: int, out: Path, who: int) -> dict:
 
 
 def scenario_nowatch(rank: int, out: Path) -> dict:
-    from graddoctor.integrations import distributed
+    from graddoctor.probes import distributed
 
     distributed.TIMEOUT = timedelta(seconds=3)
     if rank == 1:

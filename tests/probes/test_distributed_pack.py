@@ -12,7 +12,7 @@ from torch import nn
 
 from graddoctor.config import Stat
 from graddoctor.errors import ProbeError
-from graddoctor.integrations._dist_pack import Layout, agreed_units, combine, local_units, pack, sum_histograms
+from graddoctor.probes._dist_pack import Layout, agreed_units, combine, local_units, pack, sum_histograms
 from graddoctor.probes import stats
 from graddoctor.probes.derive import derive
 from graddoctor.probes.record import GN, NZ, OG, SAT, SD, SS, UNIT, WN, WSQ, S, aggregate

@@ -12,7 +12,7 @@ from graddoctor.remedies import CATALOG, Remedy, get_remedy
 
 REQUIRED = ("he_init", "xavier_init", "critical_init", "relu", "leaky_relu", "batch_norm", "layer_norm",
             "residual", "lower_lr", "grad_clip", "warmup", "change_optimizer")
-ADVICE = Path(__file__).resolve().parents[2] / "src" / "graddoctor" / "diagnose" / "advice.py"
+ADVICE = Path(__file__).resolve().parents[2] / "src" / "graddoctor" / "diagnosis" / "advice.py"
 
 
 @pytest.mark.parametrize("remedy_id", REQUIRED)

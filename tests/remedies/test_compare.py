@@ -16,8 +16,8 @@ from torch import nn
 
 import graddoctor
 from graddoctor.cli import main
-from graddoctor.compare import Variant, verdict
-from graddoctor.datasets import as_dataset, split
+from graddoctor.remedies.compare._verdict import Variant, verdict
+from graddoctor.data import as_dataset, split
 from graddoctor.errors import ConfigError
 
 MODEL_FILE = '''

@@ -12,7 +12,7 @@ from torch import nn
 
 import graddoctor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnose"))  # fakes.py: hand-made RunViews
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "diagnosis"))  # fakes.py: hand-made RunViews
 
 from reportdata import EVIL_SCRIPT, evil_mlp, train  # noqa: E402
 

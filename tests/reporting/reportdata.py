@@ -28,7 +28,7 @@ def train(store: Path, name: str, model: nn.Module, steps: int = 30) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     g = torch.Generator().manual_seed(1)
     config = {"note": EVIL_SCRIPT, "lr": 0.5}
-    with graddoctor.watch(model, opt, store=store, name=name, every=1, hist_every=10, config=config) as run:
+    with graddoctor.watch(model, opt, store=store, name=name, every=1, hist_every=10, user_config=config) as run:
         for _ in range(steps):
             x, y = torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)
             loss = (model(x) - y).pow(2).mean()

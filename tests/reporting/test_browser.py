@@ -9,8 +9,8 @@ import base64
 
 import pytest
 
-from graddoctor.report import write_report
-from graddoctor.report.html import CSP
+from graddoctor.reporting import write_report
+from graddoctor.reporting.html import CSP
 from browser import Browser, pixel_std
 from reportdata import EVIL, EVIL_SCRIPT
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from graddoctor.report import figures
+from graddoctor.reporting import figures
 
 LINEARS = ["0", "2", "4", "6", "8"]   # fakes.mlp_layers(5): Linear at even positions
 ACTS = ["1", "3", "5", "7"]
@@ -232,7 +232,7 @@ def test_nonfinite_and_zero_norms_are_marked_not_dropped_by_the_log_axes():
 
 
 def test_heatmap_on_a_log_scale_paints_exact_zeros_apart_from_missing_values():
-    from graddoctor.report.figures import NONFINITE_COLOR, ZERO_COLOR
+    from graddoctor.reporting.figures import NONFINITE_COLOR, ZERO_COLOR
 
     values = np.array([[0.0, 0.5, np.nan], [0.25, 0.0, 1.0]])
     meshes = [c for c in figures.heatmap(values, "dead_frac").collections if type(c).__name__ == "QuadMesh"]

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from graddoctor.report.html import CSP, HtmlPage, choose_format
+from graddoctor.reporting.html import CSP, HtmlPage, choose_format
 from reportdata import EVIL, EVIL_SCRIPT
 
 

@@ -8,8 +8,8 @@ import sys
 
 import graddoctor
 from graddoctor.cli import main
-from graddoctor.report import terminal
-from graddoctor.report.text import layer_table
+from graddoctor.reporting import terminal
+from graddoctor.reporting.text import layer_table
 
 
 def recording_console(width: int = 100):
@@ -77,8 +77,8 @@ def test_progress_passes_items_through_when_not_on_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_importing_graddoctor_its_cli_and_report_does_not_import_matplotlib_or_rich():
-    code = ("import sys, graddoctor, graddoctor.cli, graddoctor.report; "
+def test_importing_graddoctor_its_cli_and_reporting_does_not_import_matplotlib_or_rich():
+    code = ("import sys, graddoctor, graddoctor.cli, graddoctor.reporting; "
             "print([m for m in ('matplotlib', 'rich') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"

@@ -11,7 +11,7 @@ import pytest
 
 import graddoctor
 from graddoctor.cli import main
-from graddoctor.report import write_report
+from graddoctor.reporting import write_report
 from reportdata import EVIL, EVIL_SCRIPT
 
 
@@ -113,7 +113,7 @@ def test_a_run_with_no_step_yet_still_gets_a_report(tmp_path):
 
 
 def test_comparison_profiles_are_over_weight_layers(run):
-    from graddoctor.report.write import _profile
+    from graddoctor.reporting.write import _profile
 
     x, values = _profile(run, "out_grad_norm")
     weights = [i.name for i in run.layer_info if i.kind == "param"]
@@ -138,7 +138,7 @@ def test_progress_wraps_the_long_loops_of_one_run_and_of_a_comparison(store, run
 def test_comparison_summary_shows_the_last_logged_loss_not_a_gap_as_nan(fake):
     import dataclasses
 
-    from graddoctor.report.write import _last
+    from graddoctor.reporting.write import _last
 
     loss = np.linspace(2, 0.1, 20)
     loss[-1] = np.nan

@@ -1,4 +1,4 @@
-"""`graddoctor lab list|run`: registered by cli.py; imports the lab only when the verb runs."""
+"""`graddoctor lab list|run`: registered by cli._main; imports the lab only when the verb runs."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def add_lab_verb(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .study import studies
+    from ..lab.registry import studies
 
     found = studies()
     width = max(map(len, found), default=0)
@@ -40,7 +40,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_study
+    from ..lab.runner import run_study
 
     try:
         run = run_study(args.study, quick=args.quick, seeds=args.seeds, jobs=args.jobs, out=args.out,

@@ -10,12 +10,12 @@ import sys
 import time
 from typing import Sequence
 
-from .errors import GradDoctorError
-from .lab._cli import add_lab_verb
-from .report._cli import add_report_verb
-from .report.text import format_table, layer_table
-from .store.sqlite import RunStore
-from .store.view import load
+from ..errors import GradDoctorError
+from ._lab import add_lab_verb
+from ._report import add_report_verb
+from ..reporting.text import format_table, layer_table
+from ..store.sqlite import RunStore
+from ..store.view import load
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +86,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .report.terminal import print_layer_table, wants_rich
+    from ..reporting.terminal import print_layer_table, wants_rich
 
     run = load(args.path, name=args.name)
     if wants_rich():  # colour on a terminal; piped output stays the plain text
@@ -149,7 +149,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_tensorboard(run, output: str | None) -> int:
     if not output:
         raise GradDoctorError("--format tensorboard needs a log directory: add -o tb/run1 (then tensorboard --logdir tb).")
-    from .integrations.tensorboard import export_tensorboard
+    from ..integrations.tensorboard import export_tensorboard
 
     counts = export_tensorboard(run, output)
     print(f"wrote {counts['scalars']} scalars and {counts['histograms']} histograms of run {run.name!r} to {output}",
@@ -160,7 +160,7 @@ def _export_tensorboard(run, output: str | None) -> int:
 def _follow_tensorboard(path: str, name: str, output: str | None, seconds: float) -> int:
     if not output:
         raise GradDoctorError("--format tensorboard needs a log directory: add -o tb/run1 (then tensorboard --logdir tb).")
-    from .integrations.tensorboard import TensorBoardMirror
+    from ..integrations.tensorboard import TensorBoardMirror
 
     mirror = TensorBoardMirror(path, output, name=name)
     try:
@@ -217,20 +217,20 @@ def _add_diagnose_verbs(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from .diagnose import diagnose
+    from ..diagnosis import diagnose
 
     return _report(diagnose(args.path, name=args.name), args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_spec
+    from ._check import check_spec
 
     d = check_spec(args.model, input_shape=args.input_shape, classes=args.classes, data=args.data, steps=args.steps)
     return _report(d, args)
 
 
 def _report(d, args: argparse.Namespace) -> int:
-    from .report.terminal import print_diagnosis, wants_rich
+    from ..reporting.terminal import print_diagnosis, wants_rich
 
     if not args.json and wants_rich():  # colour on a terminal; piped output stays the plain text
         print_diagnosis(d)
@@ -253,9 +253,10 @@ def _add_predict_verb(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
-    from .modelspec import load_model, parse_shape
-    from .theory import predict, predict_mlp
+    from ..errors import ConfigError
+    from ..train.factory import load_model
+    from ._check import parse_shape
+    from ..theory import predict, predict_mlp
 
     free = {"--activation": args.activation, "--sigma-w2": args.sigma_w2, "--depth": args.depth}
     if args.model is None:
@@ -294,8 +295,8 @@ def _add_compare_verb(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
-    from .datasets import load_npz
+    from ..remedies.compare import compare
+    from ..data import load_npz
 
     data = load_npz(args.data) if args.data else args.dataset
     c = compare(args.model, data, remedies=args.remedies, steps=args.steps, seeds=args.seeds, jobs=args.jobs,

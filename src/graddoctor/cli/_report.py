@@ -1,4 +1,4 @@
-"""`graddoctor report`: registered by cli.py; imports matplotlib only when the verb runs."""
+"""`graddoctor report`: registered by cli._main; imports matplotlib only when the verb runs."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def add_report_verb(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .terminal import progress
-    from .write import write_report
+    from ..reporting.terminal import progress
+    from ..reporting.write import write_report
 
     path = write_report(args.path, args.output, names=args.names, progress=progress)
     size = path.stat().st_size

@@ -6,7 +6,7 @@ processes; then prints the verdict table (supported / refuted / qualified, each 
 written beside its claim) and the path of the HTML report. Finished runs in the output directory
 are not trained again, so an interrupted demo resumes where it stopped.
 
-    python -m graddoctor.demo [--quick] [--seeds 3] [--jobs N] [--out demo_runs/seed-claims]
+    python -m graddoctor.cli.demo [--quick] [--seeds 3] [--jobs N] [--out demo_runs/seed-claims]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from graddoctor.lab._cli import INTERRUPTED
+        from graddoctor.cli._lab import INTERRUPTED
 
         print(INTERRUPTED, file=sys.stderr)
         return 130

@@ -6,7 +6,6 @@ state and the RNG streams are restored afterwards.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable
 
@@ -14,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diagnose import Diagnosis, diagnose
-from .errors import ConfigError, GradDoctorError
-from .remedies.catalog import compare_command
-from .modelspec import expected_input, load_data, load_model, parse_shape, random_inputs
-from .probes.select import first_float_tensor
-from .store.view import load
-from .watch import watch
+from . import Diagnosis, diagnose
+from ..errors import ConfigError, GradDoctorError
+from ._inputs import expected_input
+from ..probes.select import first_float_tensor
+from ..store.view import load
+from ..probes._watch import watch
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -80,7 +78,7 @@ def _predict(model: nn.Module, inputs: Any) -> tuple[Any, str | None]:
 
     Theory is evidence, not a requirement: a model it cannot read gets a note, never an error.
     """
-    from .theory import predict
+    from ..theory import predict
 
     try:
         prediction = predict(model, inputs=inputs) if isinstance(inputs, torch.Tensor) else predict(model)
@@ -139,7 +137,7 @@ def _train(model: nn.Module, inputs: Any, targets: Any, loss_fn: LossFn | None, 
     opt = optimizer or torch.optim.Adam(params, lr=1e-3)
     notes = [f"{steps} steps of {type(opt).__name__} on one batch, repeated (graddoctor check)."]
     model.train()
-    with watch(model, opt, hist_every=0, name="check", config={"check": {"steps": steps}}) as run:
+    with watch(model, opt, hist_every=0, name="check", user_config={"check": {"steps": steps}}) as run:
         for step in range(steps):
             output = _forward(model, inputs, step)
             if step == 0:
@@ -222,39 +220,3 @@ def _loss(loss_fn: LossFn, output: Any, targets: Any, step: int) -> torch.Tensor
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise ConfigError(f"loss_fn must return a one-element tensor, got {loss!r:.80}.")
     return loss.reshape(())
-
-
-def check_spec(
-    spec: str, *, input_shape: str | None = None, classes: int | None = None, data: str | None = None, steps: int = 20
-) -> Diagnosis:
-    """`graddoctor check`: build the model from `spec` (runs the user's code), make a batch, check it.
-
-    Without `data`, inputs are N(0, 1) of `input_shape` (token ids for an Embedding-first model) and
-    targets are random class labels in [0, classes), or N(0, 1) regression targets without `classes`.
-    """
-    model = load_model(spec)
-    shape = parse_shape(input_shape) if input_shape else None
-    gen = torch.Generator().manual_seed(0)
-    notes = [f"model from {spec} (this ran its code)."]
-    if data is not None:
-        x, y = load_data(data, shape[0] if shape else 256)
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        x, y = x.to(device), (y.to(device) if y is not None else None)
-        notes.append(f"data: the first {len(x)} samples of {data}" + ("" if y is not None else ", random targets") + ".")
-    elif shape is None:
-        raise ConfigError("graddoctor check needs --input-shape (e.g. 64,784) or --data file.npz.")
-    else:
-        x, y = random_inputs(model, shape, gen), None
-        notes.append(f"random {'token ids' if not x.is_floating_point() else 'N(0, 1) inputs'} of shape {shape}; "
-                     "a reading of the architecture and init, not of your data.")
-    if y is None and classes is not None:
-        if classes < 2:
-            raise ConfigError(f"--classes must be at least 2, got {classes}.")
-        y = torch.randint(0, classes, (len(x),), generator=gen).to(x.device)
-        notes.append(f"random class labels in [0, {classes}) and cross-entropy.")
-    d = check(model, (x, y) if y is not None else x, steps=steps)
-    data_args = f"--data {data}" if data is not None else "--data DATA.npz"
-    findings = tuple(dataclasses.replace(f, compare=compare_command([r.id for r in f.remedies], spec, data_args))
-                     for f in d.findings)  # the compare command with this MODEL spec filled in
-    d = dataclasses.replace(d, findings=findings)
-    return dataclasses.replace(d, notes=tuple(notes) + d.notes)

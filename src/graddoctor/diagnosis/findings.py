@@ -12,7 +12,9 @@ import json
 import math
 from typing import Any, Mapping
 
+from .._version import __version__
 from ..remedies.catalog import get_remedy
+from .render import render_text
 
 
 class Severity(str, enum.Enum):
@@ -141,8 +143,6 @@ class Diagnosis:
         return [f for f in self.findings if str(f.kind) == str(kind)]
 
     def to_dict(self) -> dict[str, Any]:
-        from .. import __version__  # the package is initialised by the time anyone serialises
-
         return {
             "version": __version__,
             "run": {k: json_number(v) for k, v in self.run.items()},
@@ -159,8 +159,6 @@ class Diagnosis:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def __str__(self) -> str:
-        from .render import render_text
-
         return render_text(self)
 
 

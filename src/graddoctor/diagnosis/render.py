@@ -1,19 +1,17 @@
 """Plain text of a Diagnosis: findings with evidence, cause and ranked remedies, then a per-layer table.
 
 Formats only (no colour, safe to pipe); numbers and tables through graddoctor._text, shared with
-report/ (which diagnose/ may not import).
+reporting/ (which diagnosis/ may not import). Reads a `findings.Diagnosis` by its attributes and
+never imports findings: findings imports this module for `Diagnosis.__str__`.
 """
 
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from .._text import fmt as num
 from .._text import format_table
-
-if TYPE_CHECKING:
-    from .findings import Diagnosis, Finding
 
 WIDTH = 100
 SUMMARY_COLUMNS = (
@@ -32,7 +30,7 @@ def layer_list(layers: Sequence[str], limit: int = 8) -> str:
     return ", ".join(shown)
 
 
-def render_finding(k: int, f: "Finding") -> list[str]:
+def render_finding(k: int, f: Any) -> list[str]:
     steps = "" if f.step_range is None else (
         f"  step {f.step_range[0]}" if f.step_range[0] == f.step_range[1] else f"  steps {f.step_range[0]}-{f.step_range[1]}")
     head = f"{k}. {str(f.severity).upper()}  {f.kind}{steps}"
@@ -51,7 +49,7 @@ def render_finding(k: int, f: "Finding") -> list[str]:
     return lines
 
 
-def render_text(d: "Diagnosis") -> str:
+def render_text(d: Any) -> str:
     run = d.run
     title = (f"graddoctor diagnosis of run {run.get('name')!r} ({run.get('status')}): {run.get('n_steps')} recorded "
              f"steps, {run.get('n_layers')} layers")

@@ -20,7 +20,7 @@ from ..config import RunStatus, WatchConfig
 from ..errors import ConfigError
 from ..probes.monitor import Run
 from ..store.sqlite import MEMORY, RunStore
-from ..watch import watch
+from ..probes._watch import watch
 
 WATCH_OPTIONS = frozenset(f.name for f in dataclasses.fields(WatchConfig)) - {"every"}
 

@@ -1,12 +1,12 @@
-"""The lab: reproducible studies that measure the claims about vanishing gradients (issue 7).
+"""The lab: reproducible studies that measure the claims about vanishing gradients (studies and claims only:
+the run specs and the trainer they use are graddoctor.train, the datasets graddoctor.data).
 
     from graddoctor import lab
     run = lab.run_study("seed-claims", quick=True)   # trains, analyses, writes DIR/results.json and report.html
     print(run)                                        # the verdict table
-    lab.get_study("seed-claims")                      # a Study (graddoctor.lab.study.studies(): all of them)
+    lab.get_study("seed-claims")                      # a Study (graddoctor.lab.registry.studies(): all of them)
 
-The names below are imported on first use: `import graddoctor` (which loads graddoctor.lab.pool
-for `compare`) stays torch + numpy.
+The names below are imported on first use.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "run_study": "runner", "StudyRun": "runner", "Study": "study", "Settings": "study", "get_study": "study",
-    "NetSpec": "spec", "TrainSpec": "spec", "RunSpec": "spec", "run_spec": "spec",
-    "build": "models", "load": "data", "grid": "sweep", "run_sweep": "sweep", "Results": "results",
+    "run_study": "runner", "StudyRun": "runner", "Study": "study", "Settings": "study", "get_study": "registry",
+    "grid": "sweep", "run_sweep": "sweep", "Results": "results",
     "mean_spread": "results", "load_toml": "toml_study",
 }
 

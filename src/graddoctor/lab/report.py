@@ -14,7 +14,7 @@ def write_report(run: Any, results: Results) -> None:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
-        from ..report.html import HtmlPage
+        from ..reporting.html import HtmlPage
     except ImportError:
         raise ConfigError("the lab's HTML report needs matplotlib: pip install 'graddoctor[report]' "
                           "(results.json is written without it).") from None

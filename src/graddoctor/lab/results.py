@@ -8,12 +8,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .spec import RunSpec
+from ..train.spec import RunSpec
 
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """One finished run: its spec, its metrics (graddoctor.lab.trainer.train_run) and where it is stored."""
+    """One finished run: its spec, its metrics (graddoctor.train.trainer.train_run) and where it is stored."""
 
     spec: RunSpec
     metrics: dict[str, Any]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .study import Settings, Study, get_study
+from .registry import get_study
+from .study import Settings, Study
 from .sweep import run_sweep
 
 

@@ -3,7 +3,7 @@
 How a study plugs in
 --------------------
 Each module `graddoctor/lab/studies/<name>.py` exposes one module-level `STUDY = Study(...)`;
-`studies()` imports every module of that package and registers each `STUDY` under `STUDY.name`
+`graddoctor.lab.registry.studies()` imports every module of that package and registers each `STUDY` under `STUDY.name`
 (the CLI name, e.g. "seed-claims", "depth-sweep"). Nothing else to register. A TOML file becomes
 a Study through `graddoctor.lab.toml_study.load_toml` (same fields).
 
@@ -31,7 +31,7 @@ The three functions a Study holds (module-level functions, so runs stay picklabl
         Adds the study's sections and figures to the HTML report:
         `with page.section(title, anchor=...):` then page.paragraph(text),
         page.table(header, rows), page.figure(matplotlib_figure, caption=...). Figures come from
-        `graddoctor.report.figures` (gradient_flow, heatmap, histograms, ... each takes ax=) or
+        `graddoctor.reporting.figures` (gradient_flow, heatmap, histograms, ... each takes ax=) or
         matplotlib directly (import it inside the function). Without `report`, the runner writes
         one section with the "table".
 
@@ -43,14 +43,10 @@ verdict table (or the table).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
-import warnings
 from typing import Any, Callable
 
-from ..errors import ConfigError
 from .results import Results
-from .spec import RunSpec
+from ..train.spec import RunSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,41 +68,3 @@ class Study:
     analyse: Callable[[Results, Settings], dict[str, Any]]
     report: Callable[[Any, dict[str, Any], Results], None] | None = None
     min_seeds: int = 1                                          # refuse --seeds below this
-
-
-def studies() -> dict[str, Study]:
-    """Every registered study by name: the `STUDY` of each module in graddoctor.lab.studies, sorted by name."""
-    package = importlib.import_module(f"{__package__}.studies")
-    found: dict[str, Study] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        try:
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
-        except Exception as err:  # one broken study must not hide the others
-            warnings.warn(f"study module graddoctor.lab.studies.{info.name} failed to import and is skipped: "
-                          f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
-            continue
-        study = getattr(module, "STUDY", None)
-        if not isinstance(study, Study):
-            raise ConfigError(f"graddoctor.lab.studies.{info.name} has no STUDY = Study(...); every module there must define one.")
-        if study.name in found:
-            raise ConfigError(f"two studies are called {study.name!r}; names must be unique.")
-        found[study.name] = study
-    return dict(sorted(found.items()))
-
-
-def get_study(name: str) -> Study:
-    """The registered study `name`, or a .toml file's study.
-
-    Raises:
-        ConfigError: an unknown name (the message lists the known ones).
-    """
-    if name.endswith(".toml"):
-        from .toml_study import load_toml
-
-        return load_toml(name)
-    known = studies()
-    if name not in known:
-        raise ConfigError(f"unknown study {name!r}; the studies are: {', '.join(known)} (or give a .toml file).")
-    return known[name]

@@ -21,10 +21,10 @@ import time
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError
-from .pool import cores, parallel_map
+from ..train.pool import cores, parallel_map
 from .results import Record, Results
-from .spec import RunSpec
-from .trainer import train_run
+from ..train.spec import RunSpec
+from ..train.trainer import train_run
 
 SIDE_TABLE = """CREATE TABLE IF NOT EXISTS lab_runs (
     name TEXT PRIMARY KEY, config_json TEXT NOT NULL, metrics_json TEXT NOT NULL, finished REAL NOT NULL)"""

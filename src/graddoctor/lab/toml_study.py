@@ -3,7 +3,7 @@
     [study]
     name = "sigmoid-vs-relu"          # default: the file's name
     title = "Sigmoid vs ReLU at depth"
-    data = "digits"                   # graddoctor.lab.data: digits, mnist1d, mnist, teacher, gaussian, x.npz, idx:IMG:LBL
+    data = "digits"                   # graddoctor.data: digits, mnist1d, mnist, teacher, gaussian, x.npz, idx:IMG:LBL
 
     [net]                             # NetSpec fields; a list is a sweep axis
     depth = [5, 10, 20]
@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from .claims._common import act_layers, axes, first_last
 from .results import Results, mean_spread
-from .spec import NetSpec, RunSpec, TrainSpec
+from ..train.spec import NetSpec, RunSpec, TrainSpec
 from .study import Settings, Study
 from .sweep import grid
 
@@ -151,8 +152,6 @@ def _metric(record: Any, metric: str) -> float:
     if metric == "diverged":
         return float(bool(record.metrics.get("diverged")))
     if metric in ("grad_ratio", "dead_frac"):
-        from .claims._common import act_layers, first_last
-
         view = record.view()
         if metric == "grad_ratio":
             return first_last(view)
@@ -182,8 +181,6 @@ def _cell(s: dict[str, Any]) -> str:
 
 
 def report(spec: TomlSpec, page: Any, analysis: dict[str, Any], results: Results) -> None:
-    from .claims._common import axes
-
     table = analysis["table"]
     with page.section("Results", anchor="results"):
         page.paragraph(f"Mean ± standard deviation over {results.records and max(r.spec.seed for r in results.records) + 1} seeds.")

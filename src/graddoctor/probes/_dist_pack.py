@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProbeError
-from ..probes.derive import moments
-from ..probes.record import GN, GSQ, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, USQ, WN, WSQ, Key, aggregate
-from ..probes.select import LayerPlan
-from ..probes.stats import HIST_BINS
+from .derive import moments
+from .record import GN, GSQ, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, USQ, WN, WSQ, Key, aggregate
+from .select import LayerPlan
+from .stats import HIST_BINS
 
 # Header: the step, 1 when this rank's hooks saw gradients but never a forward pass (Run refuses
 # that on every rank), then per layer the length of the per-unit vector this rank measured (0: none).

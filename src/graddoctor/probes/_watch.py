@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from .config import WatchConfig
-from .errors import ConfigError
-from .integrations import distributed
-from .probes.monitor import Run
-from .probes.setup import unwrap
-from .store.sqlite import MEMORY, RunStore
+from ..config import WatchConfig
+from ..errors import ConfigError
+from . import distributed
+from .monitor import Run
+from .setup import unwrap
+from ..store.sqlite import MEMORY, RunStore
 
-_OPTIONS = {f.name for f in dataclasses.fields(WatchConfig)} - {"every"}
+_DEFAULTS = WatchConfig()
 
 
 def watch(
@@ -25,11 +24,16 @@ def watch(
     *,
     store: str | os.PathLike[str] | RunStore = MEMORY,
     name: str | None = None,
-    every: int = 1,
+    every: int = _DEFAULTS.every,
+    hist_every: int | None = None,
+    update_ratio: bool = _DEFAULTS.update_ratio,
+    include: str | Sequence[str] = _DEFAULTS.include,
+    exclude: str | Sequence[str] = _DEFAULTS.exclude,
+    flush_seconds: float = _DEFAULTS.flush_seconds,
+    config: WatchConfig | None = None,
     scaler: Any = None,
-    config: dict[str, Any] | None = None,
+    user_config: dict[str, Any] | None = None,
     resume: bool = False,
-    **options: Any,
 ) -> Run:
     """Record per-layer gradient, activation and weight statistics of `model` while it trains.
 
@@ -55,12 +59,13 @@ def watch(
             ":memory:" (the default: readable through `graddoctor.load(run)` until exit).
         name: run name (default: a timestamp). Several runs may share a name; readers take the latest.
         every: record one optimizer step in `every`; steps in between cost next to nothing.
+        hist_every, update_ratio, include, exclude, flush_seconds: what is recorded and when (see
+            `WatchConfig`, which documents each and its default).
+        config: a `WatchConfig` holding all of the above at once, instead of passing them one by one.
         scaler: the `torch.amp.GradScaler` in use, so that dL/d output is recorded unscaled and
             the loss scale is logged as `amp_scale`.
-        config: your own settings (JSON-able), stored with the run.
+        user_config: your own settings (JSON-able), stored with the run.
         resume: continue the latest run called `name`, with its step numbering.
-        **options: `hist_every`, `update_ratio`, `include`, `exclude`, `flush_seconds` (see
-            `WatchConfig`).
 
     Returns:
         The `Run`, a context manager: hooks are attached on return and removed when the `with`
@@ -68,22 +73,35 @@ def watch(
 
     Raises:
         ConfigError: a bad argument (not a Module, no trainable parameters, every=0, an optimizer
-            that does not hold the model's parameters, an unknown option), an unsupported wrapper
+            that does not hold the model's parameters, both `config` and one of its fields), an unsupported wrapper
             (FSDP1, DeepSpeed, HSDP), or ranks that watch differently.
         StoreError: the store path is unwritable or is not a graddoctor store (under
             torch.distributed: on rank 0, raised on every rank).
     """
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise ConfigError(f"watch() got unknown option(s) {sorted(unknown)}; the options are {sorted(_OPTIONS)}.")
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"name must be a string, got {type(name).__name__}.")
     if resume and name is None:
         raise ConfigError("resume=True needs the name of the run to continue: watch(..., name='exp1', resume=True).")
-    cfg = WatchConfig(every=every, **options)
+    options = {"every": every, "hist_every": hist_every, "update_ratio": update_ratio, "include": include,
+               "exclude": exclude, "flush_seconds": flush_seconds}
+    cfg = _watch_config(config, options)
     reducer = distributed.setup(unwrap(model))  # None on a single process: nothing distributed runs then
     run = Run(
-        model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=config, resume=resume,
+        model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=user_config, resume=resume,
         reducer=reducer,
     )
     return run.attach()
+
+
+def _watch_config(config: WatchConfig | None, options: dict[str, Any]) -> WatchConfig:
+    """The `WatchConfig` of a `watch` call: `config` as given, or one made of the separate options."""
+    if config is None:
+        return WatchConfig(**options)
+    if not isinstance(config, WatchConfig):
+        raise ConfigError(f"config must be a graddoctor.config.WatchConfig, got {type(config).__name__}; "
+                          "your own settings go in user_config=.")
+    given = sorted(k for k, v in options.items() if v != getattr(_DEFAULTS, k) and not (k == "hist_every" and v is None))
+    if given:
+        raise ConfigError(f"watch() got config= and also {', '.join(given)}; put them in the WatchConfig "
+                          f"(dataclasses.replace(config, {given[0]}=...)) or drop config=.")
+    return config

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ProbeError, StoreError
-from ..probes.monitor import NO_FORWARD
-from ..probes.rows import StepPayload
-from ..probes.select import LayerPlan
+from .monitor import NO_FORWARD
+from .rows import StepPayload
+from .select import LayerPlan
 from . import _dist_pack as packing
 
 SUPPORTED = (

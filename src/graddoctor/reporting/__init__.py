@@ -1,6 +1,6 @@
 """Rendering of recorded runs: terminal tables, figures and the self-contained HTML report.
 
-    from graddoctor.report import HtmlPage, write_report, figures
+    from graddoctor.reporting import HtmlPage, write_report, figures
     write_report("runs.db", "report.html")
 
 Importing this package does not import matplotlib or rich: the figure functions and the

@@ -1,7 +1,7 @@
 """Shared plumbing of the figure functions: import matplotlib on demand, make Axes without pyplot.
 
 Figures are `matplotlib.figure.Figure` objects, not pyplot ones: no global figure list, no GUI
-backend, nothing to close by hand (STYLE: no global state). Only report/ imports matplotlib.
+backend, nothing to close by hand (STYLE: no global state). Only reporting/ imports matplotlib.
 """
 
 from __future__ import annotations

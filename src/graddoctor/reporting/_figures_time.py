@@ -1,6 +1,6 @@
 """Figures over training time: unit fractions, update ratios, the loss, and several curves overlaid.
 
-Re-exported by `graddoctor.report.figures`; matplotlib only through `_axes`.
+Re-exported by `graddoctor.reporting.figures`; matplotlib only through `_axes`.
 """
 
 from __future__ import annotations

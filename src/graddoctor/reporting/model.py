@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from ..diagnose import Diagnosis, diagnose
+from ..diagnosis import Diagnosis, diagnose
 from ..store.view import RunView
 from . import figures
 from ._axes import weight_layers

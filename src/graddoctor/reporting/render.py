@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from .._text import fmt
-from ..diagnose import Diagnosis, Finding
-from ..diagnose.render import SUMMARY_COLUMNS
+from ..diagnosis import Diagnosis, Finding
+from ..diagnosis.render import SUMMARY_COLUMNS
 from .html import HtmlPage, escape
 from .model import RunReport
 

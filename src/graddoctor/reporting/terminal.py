@@ -11,7 +11,7 @@ import sys
 from typing import IO, Any, Iterable, Iterator
 
 from .._text import fmt
-from ..diagnose.render import SUMMARY_COLUMNS, expected_table, layer_list
+from ..diagnosis.render import SUMMARY_COLUMNS, expected_table, layer_list
 from ..store.view import RunView
 from .text import LAYER_COLUMNS, SHORT
 

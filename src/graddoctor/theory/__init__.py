@@ -27,7 +27,8 @@ from .meanfield import (
     phase,
 )
 from .predict import LayerPrediction, Prediction, Summary, predict, predict_mlp, predict_spec
-from .spec import Kind, LayerSpec, ModelSpec, mlp_spec, read_model
+from ._fx import read_model
+from .spec import Kind, LayerSpec, ModelSpec, mlp_spec
 
 __all__ = [
     "chi1", "fixed_point", "critical_sigma_w2", "depth_scales", "length_map", "correlation_map",

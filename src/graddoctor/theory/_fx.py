@@ -45,8 +45,18 @@ def _uncovered(name: str, type_: str, reason: str) -> LayerSpec:
     return LayerSpec(name, Kind.UNCOVERED, type_, reason=reason)
 
 
+def read_model(model: Any, input_shape: tuple[int, ...] | None = None) -> ModelSpec:
+    """The `ModelSpec` of an nn.Module, traced with torch.fx (see `trace`).
+
+    Leaves no trace: training modes, parameters, buffers (BatchNorm running statistics) and the
+    RNG stream are as before. Ops the theory does not cover become UNCOVERED specs with a reason;
+    a model torch.fx cannot trace becomes a single UNCOVERED spec.
+    """
+    return trace(model, input_shape)
+
+
 def trace(model: Any, input_shape: tuple[int, ...] | None) -> ModelSpec:
-    """Trace `model` and turn its graph into specs (see spec.read_model)."""
+    """Trace `model` and turn its graph into specs (see read_model)."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"predict() needs an nn.Module, got {type(model).__name__}.")
     if input_shape is not None and not (isinstance(input_shape, (tuple, list, torch.Size))

@@ -21,7 +21,8 @@ from ..errors import ConfigError
 from . import batchnorm, meanfield
 from .activations import from_name
 from .propagate import DOWNSTREAM, Pass, run
-from .spec import Kind, ModelSpec, mlp_spec, read_model
+from ._fx import read_model
+from .spec import Kind, ModelSpec, mlp_spec
 
 NOTE_QUANTITY = ("predictions are about out_grad_norm (||dL/dh|| at each Linear/Conv output, the pre-activation "
                  "gradient) at initialization in the wide limit; weight-gradient norms (grad_norm) do not follow them")

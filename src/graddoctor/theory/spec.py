@@ -100,15 +100,3 @@ def mlp_spec(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, batc
                                 activation=act))
     layers.append(LayerSpec("output", Kind.OUTPUT, "output", (len(layers) - 1,)))
     return ModelSpec(tuple(layers))
-
-
-def read_model(model: Any, input_shape: tuple[int, ...] | None = None) -> ModelSpec:
-    """The `ModelSpec` of an nn.Module, traced with torch.fx (see `_fx.trace`).
-
-    Leaves no trace: training modes, parameters, buffers (BatchNorm running statistics) and the
-    RNG stream are as before. Ops the theory does not cover become UNCOVERED specs with a reason;
-    a model torch.fx cannot trace becomes a single UNCOVERED spec.
-    """
-    from . import _fx
-
-    return _fx.trace(model, input_shape)

@@ -1,4 +1,4 @@
-"""Build an `nn.Module` from a `NetSpec` (layout: graddoctor.lab.spec)."""
+"""Build an `nn.Module` from a `NetSpec` (layout: graddoctor.train.spec)."""
 
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ class RunSpec:
     name: str
     net: NetSpec = NetSpec()
     train: TrainSpec = TrainSpec()
-    data: str = "digits"          # graddoctor.lab.data.load: a name, a .npz path or "idx:IMAGES:LABELS"
+    data: str = "digits"          # graddoctor.data.load_dataset: a name, a .npz path or "idx:IMAGES:LABELS"
     seed: int = 0
     tags: tuple[tuple[str, Any], ...] = ()
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..datasets import Dataset
+from ..data import Dataset
 from .spec import RunSpec, TrainSpec
 
 
@@ -31,7 +31,7 @@ def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, s
     targets); clipping (if any) happens after backward and before the step, so the recorded
     gradient norms are the ones *before* clipping.
     """
-    from ..watch import watch
+    from ..probes._watch import watch
 
     opt = _optimizer(model, train)
     loss_fn = loss_function(data)
@@ -41,7 +41,7 @@ def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, s
     model.train()
     t0 = time.perf_counter()
     options = {} if train.hist_every is None else {"hist_every": train.hist_every}
-    with watch(model, opt, store=store, name=name, config=config, every=train.every, **options) as run:
+    with watch(model, opt, store=store, name=name, user_config=config, every=train.every, **options) as run:
         for step in range(train.steps):
             for group in opt.param_groups:
                 group["lr"] = train.lr * min(1.0, (step + 1) / train.warmup) if train.warmup else train.lr
@@ -88,10 +88,10 @@ def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=4)
 def dataset(name: str) -> Dataset:
-    """`graddoctor.lab.data.load`, once per process (MNIST-1D takes seconds to generate)."""
-    from .data import load
+    """`graddoctor.data.load_dataset`, once per process (MNIST-1D takes seconds to generate)."""
+    from ..data import load_dataset
 
-    return load(name)
+    return load_dataset(name)
 
 
 def train_run(spec: RunSpec, store: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..results import Results, mean_spread
-from ..spec import TrainSpec
+from ...train.spec import TrainSpec
 from ..study import Settings
 
 WEIGHT_TYPES = ("Linear", "Conv1d", "Conv2d")

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...theory import activations, batchnorm
 from ..results import Results, mean_spread
-from ..spec import NetSpec, run_spec
+from ...train.spec import NetSpec, run_spec
 from ..study import Settings
 from ._common import AT_INIT, WIDTH, Claim, axes, decades, first_last, geo_profile, log10_spread, mean_curve, pm, sgd, verdict_of
 from .vanishing import DEEP, SIGMOID_LR
@@ -67,7 +67,7 @@ def judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any], st
 
 
 def figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (a, b) = axes(2)
     curves = {k: ([i * data["every"] for i in range(len(v))], v) for k, v in data["loss"].items()}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..results import Results, mean_spread
-from ..spec import NetSpec, TrainSpec, run_spec
+from ...train.spec import NetSpec, TrainSpec, run_spec
 from ..study import Settings
 from ._common import WIDTH, Claim, act_layers, adam, axes, bars, geo_profile, pm, profile, sgd, verdict_of, weight_layers
 
@@ -109,7 +109,7 @@ def _zeros(values: list[float | None]) -> str:
 
 
 def c4_figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (ax,) = axes()
     overlay({k.split("/")[0]: (list(range(1, len(v) + 1)), v) for k, v in data.items()}, xlabel="ReLU layer (1 = input side)",
@@ -207,7 +207,7 @@ def c6_judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any],
 
 
 def c6_figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (a, b) = axes(2)
     overlay({k: (list(range(1, len(data[k]) + 1)), data[k]) for k in ("high_lr/relu", "high_lr/leaky_relu")},

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ... import theory
-from ...diagnose import diagnose
+from ...diagnosis import diagnose
 from ..results import Results, mean_spread
-from ..spec import NetSpec, run_spec
+from ...train.spec import NetSpec, run_spec
 from ..study import Settings
 from ._common import WIDTH, Claim, axes, decades, first_last, log10_spread, mean_curve, pm, sgd, verdict_of
 
@@ -48,7 +48,7 @@ def judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any], st
 
 
 def figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (ax,) = axes()
     curves = {k: ([i * data["every"] for i in range(len(v))], [float("nan") if x is None else x for x in v])

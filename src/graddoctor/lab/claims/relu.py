@@ -6,7 +6,7 @@ from typing import Any
 
 from ... import theory
 from ..results import Results, mean_spread
-from ..spec import NetSpec, run_spec
+from ...train.spec import NetSpec, run_spec
 from ..study import Settings
 from ._common import AT_INIT, WIDTH, Claim, adam, axes, bars, decades, first_last, log10_spread, pm, sgd, verdict_of
 
@@ -48,7 +48,7 @@ def judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any], st
 
 
 def figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (a, b) = axes(2)
     overlay({f"ReLU, {i} init": (list(DEPTHS), v) for i, v in data["ratio"].items()}, xlabel="depth (Linear layers)",

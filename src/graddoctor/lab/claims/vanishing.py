@@ -8,7 +8,7 @@ import numpy as np
 
 from ... import theory
 from ..results import Results, mean_spread
-from ..spec import NetSpec, run_spec
+from ...train.spec import NetSpec, run_spec
 from ..study import Settings
 from ._common import (AT_INIT, WIDTH, Claim, axes, decades, first_last, geo_profile, log10_spread, mean_curve, pm,
                       profile, sgd, verdict_of)
@@ -53,7 +53,7 @@ def _fitted_factor(g: np.ndarray) -> float:
 
 
 def c1_figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (ax,) = axes()
     overlay({f"depth {d}": (list(range(1, len(g) + 1)), g) for d, g in data.items()}, xlabel="Linear layer (1 = input side)",
@@ -106,7 +106,7 @@ def _first_layer_update(view: Any) -> float:
 
 
 def c2_figure(data: dict[str, Any]) -> tuple[Any, str]:
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
 
     fig, (a, b) = axes(2)
     x = [k * data["every"] for k in range(len(data["deep"]))]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ... import theory
 from ..results import Results, mean_spread
-from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
+from ...train.spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
 from ._paper_common import at_init, growth, ratio
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ... import theory
 from ..results import Results, fmt_spread, mean_spread
-from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
+from ...train.spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
 from ._paper_common import at_init
 
@@ -99,7 +99,7 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
 
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The table, accuracy vs depth and gradient ratio vs depth per (activation, init, norm)."""
-    from ...report.figures import overlay
+    from ...reporting.figures import overlay
     from ._paper_common import axes
 
     cfg = analysis["config"]

@@ -30,7 +30,7 @@ from torch import nn
 
 from ... import theory
 from ..results import Results, mean_spread
-from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
+from ...train.spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
 from ._paper_common import at_init, capture
 
@@ -112,8 +112,8 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
 def backprop_grads(record: Any) -> list[np.ndarray]:
     """dL/dh of hidden layers 1..5 at init: the run's model rebuilt (same spec and seed), on the first
     `batch` training samples, cross-entropy as in training (the store keeps their norms, not their values)."""
-    from ..models import build
-    from ..trainer import dataset, loss_function
+    from ...train.models import build
+    from ...train.trainer import dataset, loss_function
 
     spec = record.spec
     data = dataset(spec.data)
@@ -133,7 +133,7 @@ def grad_histograms(grads: list[np.ndarray]) -> dict[str, list]:
 
 def _draw_grad_histograms(ax: Any, hist: dict[str, list], title: str) -> None:
     """One curve per layer on the common bins (a narrow layer shows a tall 0-peak)."""
-    from ...report._axes import depth_colors
+    from ...reporting._axes import depth_colors
 
     fractions = hist["fractions"]
     for k, (f, color) in enumerate(zip(fractions, depth_colors(len(fractions)))):
@@ -146,7 +146,7 @@ def _draw_grad_histograms(ax: Any, hist: dict[str, list], title: str) -> None:
 
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The table, then per activation: activation histograms (from the store) and gradient histograms."""
-    from ...report.figures import histograms
+    from ...reporting.figures import histograms
     from ._paper_common import axes
 
     with page.section("Activations and gradients per layer at init, vs the paper", anchor="glorot-bengio"):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ... import theory
 from ..results import Results, fmt_spread, mean_spread
-from ..spec import NetSpec, RunSpec, TrainSpec, run_spec
+from ...train.spec import NetSpec, RunSpec, TrainSpec, run_spec
 from ..study import Settings, Study
 from ._paper_common import at_init
 
@@ -108,7 +108,7 @@ def _paper_says(row: dict[str, Any]) -> str:
 
 def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
     """The table, the loss curves per depth, and the gradient flow at init of the deepest pair (seed 0)."""
-    from ...report.figures import gradient_flow, overlay
+    from ...reporting.figures import gradient_flow, overlay
     from ._paper_common import axes
 
     t = analysis["table"]

@@ -3,8 +3,8 @@
 Every variant trains on the same data split, seeds, batches and optimizer, watched into one store
 (one run per variant and seed, named "relu/seed1"), in parallel processes. Model-side remedies
 are applied by `graddoctor.remedies.surgery.apply_remedy`; training-side ones are trainer options.
-The runs themselves live in `_compare_run` (Task, train_one, the worker pool), the verdict rule in
-`_compare_verdict` (Variant, verdict), the table in `_compare_text`; their names stay importable here.
+The runs themselves live in `_run` (Task, train_one, the worker pool), the verdict rule in
+`_verdict` (Variant, verdict), the table in `_text`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ._compare_run import (
+from ._run import (
     BATCH, CLIP_NORM, LR_FACTOR, TRAINING_SIDE, WARMUP_FRACTION, Task, _apply_model_side, _build, _run_all, train_one,
 )
-from ._compare_run import _CONVS, _evaluate, _flow, _init_worker, _mse, _Progress, _steps_to  # noqa: F401 - importable here as before
-from ._compare_verdict import MIN_EFFECT, SPREADS, Variant, _finite, verdict, verdict_rule  # noqa: F401 - importable here as before
-from .datasets import Dataset, as_dataset
-from .errors import ConfigError
-from .lab.pool import cores
-from .remedies.catalog import get_remedy
-from .store.sqlite import MEMORY, RunStore
+from ._verdict import MIN_EFFECT, SPREADS, Variant, verdict, verdict_rule
+from ...data import Dataset, as_dataset
+from ...errors import ConfigError
+from ...train.pool import cores
+from ..catalog import get_remedy
+from ...store.sqlite import MEMORY, RunStore
 
 __all__ = [
     "compare", "Comparison", "Variant", "Task", "verdict", "verdict_rule", "train_one", "TRAINING_SIDE", "CLIP_NORM",
@@ -74,7 +73,7 @@ class Comparison:
         return json.dumps(self.to_dict(), indent=2)
 
     def __str__(self) -> str:
-        from ._compare_text import render
+        from ._text import render
 
         return render(self)
 
@@ -115,7 +114,7 @@ def compare(
         model_factory: a MODEL spec, "path/to/file.py:factory" or "package.module:factory", or a
             picklable callable (a module-level function) returning a fresh `nn.Module`.
         data: "digits", "mnist1d", an .npz path (arrays x, y), (x, y), (x_train, y_train,
-            x_test, y_test) or a `graddoctor.datasets.Dataset`. Integer targets: classification
+            x_test, y_test) or a `graddoctor.data.Dataset`. Integer targets: classification
             (cross-entropy, accuracy); float targets: regression (mean squared error).
         remedies: remedy ids from the catalog, e.g. ["he_init", "leaky_relu", "batch_norm"].
         steps: optimizer steps per run (batches of 64).

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .datasets import Dataset
-from .errors import ConfigError
-from .lab.spec import TrainSpec
-from .lab.trainer import _mse, evaluate as _evaluate, fit  # noqa: F401 - _mse importable here as before
-from .lab.pool import Progress as _Progress, _init_worker, parallel_map  # noqa: F401 - _Progress, _init_worker importable here as before
+from ...data import Dataset
+from ...errors import ConfigError
+from ...train.spec import TrainSpec
+from ...train.trainer import evaluate as _evaluate, fit
+from ...train.pool import parallel_map
 
 # Training-side remedies: options of the trainer below, never model surgery.
 TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "adam", "change_optimizer")
@@ -46,7 +46,7 @@ class Task:
 
 
 def _build(factory: Any) -> nn.Module:
-    from .modelspec import call_factory, load_model
+    from ...train.factory import call_factory, load_model
 
     return load_model(factory) if isinstance(factory, str) else call_factory(factory)
 
@@ -56,7 +56,7 @@ def _apply_model_side(model: nn.Module, ids: tuple[str, ...], data: Dataset, nam
     if not model_ids:
         return model
     try:
-        from .remedies.surgery import apply_remedy
+        from ..surgery import apply_remedy
     except ImportError:
         raise ConfigError(f"variant {name!r}: model-side remedies ({', '.join(model_ids)}) need "
                           "graddoctor.remedies.surgery, which this install lacks.") from None
@@ -68,14 +68,14 @@ def _apply_model_side(model: nn.Module, ids: tuple[str, ...], data: Dataset, nam
     return model
 
 def _run_all(tasks: list[Task], jobs: int, progress: bool) -> dict[tuple[str, int], dict[str, float]]:
-    """Train every task (in `jobs` worker processes: graddoctor.lab.pool) and key the metrics by (variant, seed)."""
+    """Train every task (in `jobs` worker processes: graddoctor.train.pool) and key the metrics by (variant, seed)."""
     done = parallel_map(train_one, tasks, jobs=jobs, progress=progress, label=lambda t: f"{t.variant}/seed{t.seed}")
     return {(task.variant, task.seed): metrics for task, metrics in done}
 
 
 def train_one(task: Task) -> dict[str, float]:
-    """Train one variant at one seed, watched into `task.store` (graddoctor.lab.trainer.fit); return its metrics."""
-    from .store.view import load
+    """Train one variant at one seed, watched into `task.store` (graddoctor.train.trainer.fit); return its metrics."""
+    from ...store.view import load
 
     torch.manual_seed(task.seed)
     model = _apply_model_side(_build(task.factory), task.remedies, task.data, task.variant)

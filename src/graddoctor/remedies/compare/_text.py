@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._text import fmt, format_table
-from .remedies.catalog import get_remedy
+from ..._text import fmt, format_table
+from ..catalog import get_remedy
 
 # (metric key, column header, scale for display)
 _COLUMNS = (

@@ -1,0 +1,66 @@
+"""`graddoctor check` and `graddoctor predict --model`: the model from a MODEL spec, a batch from
+`--input-shape` or `--data`, then the library's `check`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..data import load_arrays
+from ..diagnosis import Diagnosis
+from ..diagnosis._check import check
+from ..diagnosis._inputs import random_inputs
+from ..errors import ConfigError
+from ..remedies.catalog import compare_command
+from ..train.factory import load_model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'64,784' -> (64, 784): batch size first, then one sample's shape."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or any(n < 1 for n in shape):
+        raise ConfigError(
+            f"--input-shape takes the batch size then a sample's shape, as positive integers: 64,784 or 32,3,32,32; "
+            f"got {text!r}."
+        )
+    return shape
+
+
+def check_spec(
+    spec: str, *, input_shape: str | None = None, classes: int | None = None, data: str | None = None, steps: int = 20
+) -> Diagnosis:
+    """`graddoctor check`: build the model from `spec` (runs the user's code), make a batch, check it.
+
+    Without `data`, inputs are N(0, 1) of `input_shape` (token ids for an Embedding-first model) and
+    targets are random class labels in [0, classes), or N(0, 1) regression targets without `classes`.
+    """
+    model = load_model(spec)
+    shape = parse_shape(input_shape) if input_shape else None
+    gen = torch.Generator().manual_seed(0)
+    notes = [f"model from {spec} (this ran its code)."]
+    if data is not None:
+        x, y = load_arrays(data, shape[0] if shape else 256)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        x, y = x.to(device), (y.to(device) if y is not None else None)
+        notes.append(f"data: the first {len(x)} samples of {data}" + ("" if y is not None else ", random targets") + ".")
+    elif shape is None:
+        raise ConfigError("graddoctor check needs --input-shape (e.g. 64,784) or --data file.npz.")
+    else:
+        x, y = random_inputs(model, shape, gen), None
+        notes.append(f"random {'token ids' if not x.is_floating_point() else 'N(0, 1) inputs'} of shape {shape}; "
+                     "a reading of the architecture and init, not of your data.")
+    if y is None and classes is not None:
+        if classes < 2:
+            raise ConfigError(f"--classes must be at least 2, got {classes}.")
+        y = torch.randint(0, classes, (len(x),), generator=gen).to(x.device)
+        notes.append(f"random class labels in [0, {classes}) and cross-entropy.")
+    d = check(model, (x, y) if y is not None else x, steps=steps)
+    data_args = f"--data {data}" if data is not None else "--data DATA.npz"
+    findings = tuple(dataclasses.replace(f, compare=compare_command([r.id for r in f.remedies], spec, data_args))
+                     for f in d.findings)  # the compare command with this MODEL spec filled in
+    d = dataclasses.replace(d, findings=findings)
+    return dataclasses.replace(d, notes=tuple(notes) + d.notes)
