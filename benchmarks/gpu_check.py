@@ -37,7 +37,7 @@ def small(device: str) -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
 
-def record(device: str) -> graddoctor.RunView:
+def record(device: str) -> graddoctor.store.RunView:
     model, opt = small(device)
     gen = torch.Generator().manual_seed(1)
     with graddoctor.watch(model, opt, hist_every=2) as run:

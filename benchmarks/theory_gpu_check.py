@@ -27,7 +27,7 @@ from theory_vs_measured import factor, init_, measured_log_norms, mlp  # noqa: E
 CASES = [("tanh", "default", False), ("relu", "he", False), ("gelu", "xavier", False), ("relu", "default", True)]
 
 
-def rel_norms(p: graddoctor.Prediction) -> np.ndarray:
+def rel_norms(p: graddoctor.theory.Prediction) -> np.ndarray:
     return np.array([lp.rel_out_grad_norm for lp in p.layers])
 
 

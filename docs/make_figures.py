@@ -44,7 +44,7 @@ def mlp(activation: str, seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def train(store: Path, activation: str) -> graddoctor.RunView:
+def train(store: Path, activation: str) -> graddoctor.store.RunView:
     data = load_dataset("digits")
     model = mlp(activation)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import graddoctor
-from graddoctor import ConfigError, ProbeError
+from graddoctor.errors import ConfigError, ProbeError
 
 
 def mlp(seed: int = 0) -> nn.Sequential:

@@ -4,23 +4,22 @@
         ...  # your training loop, unchanged
     r = graddoctor.load("runs.db")
 
-Importing graddoctor imports torch, numpy and graddoctor's own code only.
+Importing graddoctor imports torch, numpy and graddoctor's own code only. The rest of the API is
+importable from its subpackage (graddoctor.store.RunStore, graddoctor.config.WatchConfig,
+graddoctor.errors.ConfigError, graddoctor.theory, graddoctor.data, ...: docs/layout.md).
 """
 
 from ._version import __version__
-from .config import Stat, WatchConfig
-from .errors import ConfigError, GradDoctorError, ProbeError, StoreError
-from .probes.monitor import Run
-from .store import RunStore, RunView, load
-from .theory import Prediction, predict
+from .errors import GradDoctorError
+from .store import load
+from .theory import predict
 from .probes._watch import watch
-from .diagnosis import Diagnosis, Finding, Thresholds, diagnose
+from .diagnosis import Diagnosis, Finding, diagnose
 from .diagnosis._check import check
-from .remedies.compare import Comparison, compare
+from .remedies.compare import compare
+from .reporting.write import write_report as report
 
 __all__ = [
-    "watch", "load", "predict", "Prediction", "Run", "RunView", "RunStore", "Stat", "WatchConfig",
-    "GradDoctorError", "ConfigError", "ProbeError", "StoreError", "__version__",
-    "diagnose", "check", "Diagnosis", "Finding", "Thresholds",
-    "compare", "Comparison",
+    "watch", "load", "diagnose", "check", "predict", "compare", "report", "Diagnosis", "Finding", "GradDoctorError",
+    "__version__",
 ]

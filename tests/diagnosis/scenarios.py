@@ -40,7 +40,7 @@ def synthetic(n: int = 512, d: int = 32, classes: int = 4, seed: int = 0) -> tup
 
 
 def train(model: nn.Module, *, data: Callable[[], tuple[torch.Tensor, torch.Tensor]] = digits, steps: int = 20,
-          opt: str = "adam", lr: float = 1e-3, batch: int = 64, seed: int = 0) -> graddoctor.RunView:
+          opt: str = "adam", lr: float = 1e-3, batch: int = 64, seed: int = 0) -> graddoctor.store.RunView:
     """Train `model` with cross-entropy under graddoctor.watch (in memory) and return the recorded run."""
     x, y = data()
     gen = torch.Generator().manual_seed(seed)

@@ -105,14 +105,14 @@ def test_records_post_clip_gradients_of_plain_autograd_one_record_per_step(tmp_p
 
 
 def test_unknown_options_and_sharded_training_are_refused():
-    with pytest.raises(graddoctor.ConfigError, match="unknown watch option"):
+    with pytest.raises(graddoctor.errors.ConfigError, match="unknown watch option"):
         GradDoctorCallback(hist=3)
     from graddoctor.integrations.hf import _check_strategy
 
     class Args:
         deepspeed, fsdp = None, "full_shard"
 
-    with pytest.raises(graddoctor.ConfigError, match="fsdp.*Supported: one process"):
+    with pytest.raises(graddoctor.errors.ConfigError, match="fsdp.*Supported: one process"):
         _check_strategy(Args())
 
 

@@ -180,13 +180,13 @@ def test_a_fit_resumed_from_a_checkpoint_continues_the_run(tmp_path):
 
 
 def test_unknown_options_and_unsupported_strategies_are_refused():
-    with pytest.raises(graddoctor.ConfigError, match="unknown watch option"):
+    with pytest.raises(graddoctor.errors.ConfigError, match="unknown watch option"):
         GradDoctorCallback(evry=2)
     from graddoctor.integrations.lightning import _check_strategy
     from lightning.pytorch.strategies import DeepSpeedStrategy, SingleDeviceStrategy
 
     _check_strategy(SingleDeviceStrategy(device=torch.device("cpu")))
-    with pytest.raises(graddoctor.ConfigError, match="Supported: .*'ddp'"):
+    with pytest.raises(graddoctor.errors.ConfigError, match="Supported: .*'ddp'"):
         _check_strategy(DeepSpeedStrategy.__new__(DeepSpeedStrategy))
 
 

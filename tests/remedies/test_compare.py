@@ -100,7 +100,7 @@ def test_json_contract_original_first_then_one_entry_per_remedy(data, store_path
             assert set(v["metrics"][key]) >= {"mean", "std"}
             assert math.isfinite(v["metrics"][key]["mean"]), (v["name"], key)
     assert all(v["verdict"] in ("helps", "no_change", "hurts") for v in doc["variants"][1:])
-    runs = {r["name"] for r in graddoctor.RunStore(store_path, readonly=True).runs()}
+    runs = {r["name"] for r in graddoctor.store.RunStore(store_path, readonly=True).runs()}
     assert runs == {f"{n}/seed{s}" for n in names for s in (0, 1)}
     text = str(c)
     assert "verdict rule" in text and "grad_clip+warmup" in text and "±" in text
@@ -128,7 +128,7 @@ def test_two_worker_processes_match_one(model_file, data, store_path):
     serial = graddoctor.compare(model_file, data, jobs=1, **kwargs)
     for vp, vs in zip(parallel.variants, serial.variants):
         assert [s["final_loss"] for s in vp.per_seed] == pytest.approx([s["final_loss"] for s in vs.per_seed])
-    assert len(graddoctor.RunStore(store_path, readonly=True).runs()) == 4
+    assert len(graddoctor.store.RunStore(store_path, readonly=True).runs()) == 4
 
 
 def test_model_side_remedies_go_through_surgery(data, fake_surgery):

@@ -63,11 +63,11 @@ def test_comparison_page_of_several_runs(store, run, tmp_path):
 
 
 def test_bad_inputs_say_what_to_pass(fake, store, tmp_path):
-    with pytest.raises(graddoctor.ConfigError, match="store path"):
+    with pytest.raises(graddoctor.errors.ConfigError, match="store path"):
         write_report(42, tmp_path / "r.html")
-    with pytest.raises(graddoctor.ConfigError, match="names= selects runs inside a store path"):
+    with pytest.raises(graddoctor.errors.ConfigError, match="names= selects runs inside a store path"):
         write_report(fake, tmp_path / "r.html", names=["x"])
-    with pytest.raises(graddoctor.StoreError, match="no run named 'nope'"):
+    with pytest.raises(graddoctor.errors.StoreError, match="no run named 'nope'"):
         write_report(store, tmp_path / "r.html", names=["nope"])
 
 

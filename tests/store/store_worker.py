@@ -44,7 +44,7 @@ def read(path: str, stopfile: str) -> None:
     while not os.path.exists(stopfile):
         try:
             r = graddoctor.load(path)
-        except graddoctor.StoreError as err:
+        except graddoctor.errors.StoreError as err:
             if seen:  # before the first run exists, "no store yet" is expected
                 errors.append(repr(err))
         except Exception as err:  # noqa: BLE001 - reported to the test

@@ -78,7 +78,7 @@ def test_sigkill_keeps_flushed_steps_and_run_reads_as_crashed(store_path):
     assert np.isfinite(r.stat("grad_norm", "0")).all()
     assert np.isfinite(r.stat("act_mean", "1")).all()
     assert np.isfinite(r.scalar("loss")[:-1]).all()  # the last step's loss may be the one lost
-    runs = graddoctor.RunStore(store_path, readonly=True)
+    runs = graddoctor.store.RunStore(store_path, readonly=True)
     try:
         assert [run["status"] for run in runs.runs()] == ["crashed"]
     finally:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import graddoctor
-from graddoctor import StoreError
+from graddoctor.errors import StoreError
 from graddoctor.store.schema import SCHEMA_VERSION
 
 WORKER = Path(__file__).with_name("store_worker.py")
@@ -109,7 +109,7 @@ def test_many_runs_per_file_and_load_by_name_gives_latest(store_path):
     latest = graddoctor.load(store_path)
     assert latest.run_id == latest_a.run_id
     assert len({latest_a.run_id, b.run_id, graddoctor.load(store_path, name="a").run_id}) == 2
-    store = graddoctor.RunStore(store_path, readonly=True)
+    store = graddoctor.store.RunStore(store_path, readonly=True)
     try:
         runs = store.runs()
     finally:
@@ -122,7 +122,7 @@ def test_many_runs_per_file_and_load_by_name_gives_latest(store_path):
 
 
 def test_empty_store_has_no_runs(store_path):
-    graddoctor.RunStore(store_path).close()
+    graddoctor.store.RunStore(store_path).close()
     with pytest.raises(StoreError, match="no runs"):
         graddoctor.load(store_path)
 
@@ -165,7 +165,7 @@ def test_nan_and_inf_values_read_back_as_nan_and_inf(store_path):
 
 def test_store_level_nan_inf_round_trip(store_path):
 
-    store = graddoctor.RunStore(store_path)
+    store = graddoctor.store.RunStore(store_path)
     try:
         run_id = store.create_run("raw", {}, {})
         store.set_layers(run_id, [(0, "l0", "Linear", "param", 10, "{}")])
@@ -190,7 +190,7 @@ def test_store_level_nan_inf_round_trip(store_path):
 OPENERS = {
     "watch": lambda p: graddoctor.watch(mlp(), store=p),
     "load": lambda p: graddoctor.load(p),
-    "RunStore": lambda p: graddoctor.RunStore(p),
+    "RunStore": lambda p: graddoctor.store.RunStore(p),
 }
 
 
@@ -340,7 +340,7 @@ def test_load_run_after_block_with_file_store(store_path):
 
 
 def test_load_rejects_other_sources():
-    with pytest.raises(graddoctor.ConfigError):
+    with pytest.raises(graddoctor.errors.ConfigError):
         graddoctor.load(42)
 
 
@@ -362,7 +362,7 @@ def test_resume_continues_step_numbering(store_path):
     assert np.isfinite(r.stat("grad_norm", "0")).all()
     assert np.isfinite(r.stat("act_mean", "1")).all()
     assert r.status == "finished"
-    store = graddoctor.RunStore(store_path, readonly=True)
+    store = graddoctor.store.RunStore(store_path, readonly=True)
     try:
         assert [x["name"] for x in store.runs()] == ["exp", "other"]  # resumed in place, not a new run
     finally:

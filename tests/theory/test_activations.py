@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from graddoctor import ConfigError
+from graddoctor.errors import ConfigError
 from graddoctor.theory import _quadrature as quad
 from graddoctor.theory import activations as A
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from graddoctor import ConfigError
+from graddoctor.errors import ConfigError
 from graddoctor.theory import batchnorm as bn
 from graddoctor.theory.activations import from_name
 

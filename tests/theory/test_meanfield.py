@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from graddoctor import ConfigError, theory
+from graddoctor import theory
+from graddoctor.errors import ConfigError
 from graddoctor.theory import activations as A
 
 # -- reference values (issue 4) ---------------------------------------------------------------------

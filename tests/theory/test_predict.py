@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import graddoctor
-from graddoctor import ConfigError, theory
+from graddoctor import theory
+from graddoctor.errors import ConfigError
 
 
 def measured_log_norms(model: nn.Module, x: torch.Tensor, seed: int) -> dict[str, float]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import graddoctor
-from graddoctor import ConfigError
+from graddoctor.errors import ConfigError
 from graddoctor.theory import Kind, read_model
 
 

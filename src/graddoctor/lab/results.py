@@ -21,7 +21,7 @@ class Record:
     cache: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)  # shared by a Results
 
     def view(self) -> Any:
-        """The recorded run (`graddoctor.RunView`): per-layer statistics by step (read from the store once)."""
+        """The recorded run (`graddoctor.store.RunView`): per-layer statistics by step (read from the store once)."""
         from ..store.view import load
 
         if self.spec.name not in self.cache:
