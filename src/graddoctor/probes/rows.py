@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Callable
 
 import numpy as np
 
+from ..store.segments import StepStats
 from .derive import derive, histograms
 from .record import WN, WSQ, Key, aggregate
 from .select import LayerPlan
@@ -53,21 +53,22 @@ class RowBuilder:
         derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
         layers = self._assign_positions(p)
         pos = self.position
-        stat_rows = [(p.step, pos[i], stat.value, v) for (i, stat), v in derived.items() if i in pos]
+        block = step_stats(p.step, derived, pos, self.next_position)
         rows: dict[str, Any] = {
             "layers": layers,
             "steps": [(p.step, p.wall_time)],
-            "stats": stat_rows,
+            "stats": [block],
             "scalars": p.scalars,
             "hists": [
                 (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(values) if i in pos
             ],
         }
         if self.first_nonfinite is None:
-            bad = [r for r in stat_rows if not math.isfinite(r[3])]
-            if bad:
-                step, position, stat, _ = min(bad, key=lambda r: (r[1], r[2]))
-                self.first_nonfinite = {"step": step, "layer": self.name_at[position], "stat": stat}
+            bad = block.recorded & ~np.isfinite(block.values)  # [stat, position]
+            if bad.any():
+                position = int(np.flatnonzero(bad.any(axis=0))[0])  # the first layer, then the first name
+                stat = block.names[int(np.flatnonzero(bad[:, position])[0])]
+                self.first_nonfinite = {"step": p.step, "layer": self.name_at[position], "stat": stat}
                 rows["first_nonfinite"] = self.first_nonfinite
         return rows
 
@@ -86,3 +87,17 @@ class RowBuilder:
             shapes = json.dumps(layer.param_shapes)
             rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params, shapes))
         return rows
+
+
+def step_stats(step: int, derived: dict, position: dict[int, int], n_positions: int) -> StepStats:
+    """The derived statistics of one step as a [stat, position] matrix (names sorted) and its mask."""
+    cells = [(position[i], stat.value) for i, stat in derived if i in position]
+    names = tuple(sorted({name for _, name in cells}))
+    k = {name: j for j, name in enumerate(names)}
+    flat = np.fromiter((k[name] * n_positions + pos for pos, name in cells), dtype=np.int64, count=len(cells))
+    kept = np.fromiter((v for (i, _), v in derived.items() if i in position), dtype=np.float64, count=len(cells))
+    values = np.full(len(names) * n_positions, np.nan)
+    recorded = np.zeros(len(names) * n_positions, dtype=bool)
+    values[flat], recorded[flat] = kept, True
+    shape = (len(names), n_positions)
+    return StepStats(step, names, values.reshape(shape), recorded.reshape(shape))
