@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 BLOCK = 64  # layer positions per segment row: a series reads 1/ceil(n_layers/64) of a statistic
+CHUNK = 512  # recorded steps per segment row at most (a flush writes one row per stat and block)
 FRACTIONS = frozenset({"act_zero_frac", "dead_frac", "nonfinite_frac", "saturated_frac"})
 _F32 = np.finfo(np.float32)
 
@@ -129,17 +130,32 @@ def write_steps(con: sqlite3.Connection, run_id: int, blocks: list[StepStats]) -
     out = []
     for name in names:
         for start in range(0, width, BLOCK):
-            rec = recorded[k[name], start:start + BLOCK]
-            if not rec.any():
-                continue
-            w, mask, data = encode(name, values[k[name], start:start + BLOCK], rec)
-            out.append((run_id, ids[name], start // BLOCK, int(steps[0]), int(steps[-1]), rec.shape[0], len(steps),
-                        steps.tobytes(), w, mask, data))
+            out += segment_rows(run_id, ids[name], name, start // BLOCK, steps,
+                                values[k[name], start:start + BLOCK], recorded[k[name], start:start + BLOCK], CHUNK)
+    insert(con, out)
+    return len(out)
+
+
+def segment_rows(run_id: int, stat_id: int, name: str, block: int, steps: np.ndarray, values: np.ndarray,
+                 recorded: np.ndarray, chunk: int | None = None) -> list[tuple]:
+    """Rows of the segments table for one (statistic, block): [rows, len(steps)], `chunk` steps per row."""
+    out = []
+    chunk = chunk or max(len(steps), 1)
+    for a in range(0, len(steps), chunk):
+        rec = recorded[:, a:a + chunk]
+        if not rec.any():
+            continue
+        width, mask, data = encode(name, values[:, a:a + chunk], rec)
+        s = np.ascontiguousarray(steps[a:a + chunk], dtype="<i8")
+        out.append((run_id, stat_id, block, int(s[0]), int(s[-1]), rec.shape[0], len(s), s.tobytes(), width, mask, data))
+    return out
+
+
+def insert(con: sqlite3.Connection, rows: list[tuple]) -> None:
     con.executemany(
         "INSERT INTO segments (run_id, stat_id, block, first_step, last_step, n_rows, n_steps, steps, width, mask, vals)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", out,
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
     )
-    return len(out)
 
 
 # -- reading -------------------------------------------------------------------------------------
