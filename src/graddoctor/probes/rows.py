@@ -14,7 +14,8 @@ import numpy as np
 
 from ..store.segments import StepStats
 from .derive import derive, histograms
-from .record import WN, WSQ, Key, aggregate
+from .fastrows import Layers, group, step_block
+from .record import HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
 from .select import LayerPlan
 
 
@@ -44,23 +45,33 @@ class RowBuilder:
         self.name_at = {p: name for name, p in positions.items()}
         self.next_position = max(positions.values(), default=-1) + 1  # after every stored layer (resume)
         self.first_nonfinite: dict[str, Any] | None = None
+        self.layers = Layers(plan)
+        self._position_array: np.ndarray | None = None
 
     def build(self, p: StepPayload) -> dict[str, Any]:
         if p.combine is not None:
             p.combine(p)
-        values = aggregate(p.keys, p.values)
         amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
-        derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
-        layers = self._assign_positions(p)
+        grouped = group(p.keys)
+        layers = self._assign_positions(p, grouped)
+        block = step_block(self.layers, grouped, p.values, p.numel, p.nonfinite, amp_scale, p.step,
+                           self._positions(), self.next_position)
+        if block is None:  # partial results that do not line up with the calls: the reference path
+            values = aggregate(p.keys, p.values)
+            derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
+            block = step_stats(p.step, derived, self.position, self.next_position)
         pos = self.position
-        block = step_stats(p.step, derived, pos, self.next_position)
+        first = {}
+        for code in (HIST_ACT, HIST_GRAD):  # histograms: the first call of the step only
+            for j in grouped[0].get(code, ()):
+                first.setdefault(p.keys[j], p.values[j])
         rows: dict[str, Any] = {
             "layers": layers,
             "steps": [(p.step, p.wall_time)],
             "stats": [block],
             "scalars": p.scalars,
             "hists": [
-                (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(values) if i in pos
+                (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(first) if i in pos
             ],
         }
         if self.first_nonfinite is None:
@@ -72,10 +83,21 @@ class RowBuilder:
                 rows["first_nonfinite"] = self.first_nonfinite
         return rows
 
-    def _assign_positions(self, p: StepPayload) -> list[tuple[int, str, str, str, int]]:
+    def _positions(self) -> np.ndarray:
+        """position[layer index] (-1: no position yet), rebuilt when a layer gets one."""
+        if self._position_array is None or (self._position_array >= 0).sum() != len(self.position):
+            self._position_array = np.full(len(self.plan), -1, dtype=np.int64)
+            for i, pos in self.position.items():
+                self._position_array[i] = pos
+        return self._position_array
+
+    def _assign_positions(self, p: StepPayload, grouped: tuple | None = None) -> list[tuple[int, str, str, str, int]]:
         """Positions in forward order: layers as they first fired, then param layers that never did."""
         new = [i for i in p.fired if i not in self.position]
-        param_layers = {i for (i, code) in p.keys if code in (WN, WSQ)}
+        if len(self.position) == len(self.plan):
+            return []  # every layer has its position (every step after the first, usually)
+        by_code, layer_of = grouped or group(p.keys)
+        param_layers = {int(layer_of[j]) for code in (WN, WSQ) for j in by_code.get(code, ())}
         new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
         for i in new:

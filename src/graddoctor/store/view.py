@@ -219,8 +219,10 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
     scalar_recorded: dict[str, np.ndarray] = {}
     for step, key, value in con.execute("SELECT step, key, value FROM scalars WHERE run_id=?", (run_id,)):
         if step in col:
-            scalars.setdefault(key, np.full(len(steps), np.nan))[col[step]] = np.nan if value is None else value
-            scalar_recorded.setdefault(key, np.zeros(len(steps), dtype=bool))[col[step]] = True
+            if key not in scalars:  # (setdefault would build a fresh array per row)
+                scalars[key], scalar_recorded[key] = np.full(len(steps), np.nan), np.zeros(len(steps), dtype=bool)
+            scalars[key][col[step]] = np.nan if value is None else value
+            scalar_recorded[key][col[step]] = True
     return RunView(
         path=store.path, run_id=run_id, name=name, status=effective_status(status, pid, host),
         config=json.loads(config_json), env=json.loads(env_json), error=error,
