@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import GradDoctorError
 from ._lab import add_lab_verb
 from ._report import add_report_verb
@@ -99,21 +101,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_rows(run) -> list[tuple[str, int, str, str, float]]:
-    """(run, step, layer, stat, value) rows of the recorded values only; per-step scalars have layer ''."""
-    rows = []
+EXPORT_WINDOW = 4096  # recorded steps read at a time: export's memory does not grow with the run
+
+
+def export_rows(run):
+    """(run, step, layer, stat, value) rows of the recorded values only, streamed; per-step scalars have layer ''.
+
+    Ordered by statistic, then by windows of EXPORT_WINDOW steps, then layer and step (a run of at
+    most EXPORT_WINDOW recorded steps: statistic, layer, step).
+    """
+    layers = run.layers
     for stat in run.stats:
-        matrix = run.stat_matrix(stat)
-        recorded = run.recorded(stat)
-        for i, layer in enumerate(run.layers):
-            for j, step in enumerate(run.steps):
-                if recorded[i, j]:
-                    rows.append((run.name, int(step), layer, stat, float(matrix[i, j])))
+        for start in range(0, len(run.steps), EXPORT_WINDOW):
+            cols = np.arange(start, min(start + EXPORT_WINDOW, len(run.steps)))
+            values, recorded = run.stat_window(stat, cols)
+            steps = run.steps[cols].tolist()
+            for i, layer in enumerate(layers):
+                row_values, row_recorded = values[i].tolist(), recorded[i].tolist()
+                for step, value, has in zip(steps, row_values, row_recorded):
+                    if has:
+                        yield (run.name, step, layer, stat, value)
     for key in run.scalars:  # a key logged at some steps only (hf/grad_norm) has no row at the others
         for step, value, logged in zip(run.steps, run.scalar(key), run.scalar_recorded(key)):
             if logged:
-                rows.append((run.name, int(step), "", key, float(value)))
-    return rows
+                yield (run.name, int(step), "", key, float(value))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -134,15 +145,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     import csv
 
     out = open(args.output, "w", newline="") if args.output else sys.stdout
+    count = 0
     try:
         writer = csv.writer(out)
         writer.writerow(header)
-        writer.writerows((r[0], r[1], r[2], r[3], repr(r[4])) for r in rows)
+        for r in rows:
+            writer.writerow((r[0], r[1], r[2], r[3], repr(r[4])))
+            count += 1
     finally:
         if args.output:
             out.close()
     if args.output:
-        print(f"wrote {len(rows)} rows of run {run.name!r} to {args.output}", file=sys.stderr)
+        print(f"wrote {count} rows of run {run.name!r} to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -177,7 +191,7 @@ def _follow_tensorboard(path: str, name: str, output: str | None, seconds: float
     return 0
 
 
-def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
+def _export_parquet(rows, header: list[str], output: str | None) -> int:
     if not output:
         raise GradDoctorError("--format parquet needs an output file: add -o run.parquet.")
     try:
@@ -188,9 +202,21 @@ def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
             "--format parquet needs pyarrow, which is not installed: pip install 'graddoctor[parquet]' "
             "(or pip install pyarrow), or use --format csv."
         ) from None
-    table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(header)})
-    pq.write_table(table, output)
-    print(f"wrote {len(rows)} rows to {output}", file=sys.stderr)
+    import itertools
+
+    count, writer = 0, None
+    try:
+        while batch := list(itertools.islice(rows, 1 << 16)):  # streamed, one row group per batch
+            table = pa.table({name: [r[k] for r in batch] for k, name in enumerate(header)})
+            writer = writer or pq.ParquetWriter(output, table.schema)
+            writer.write_table(table)
+            count += len(batch)
+        if writer is None:
+            pq.write_table(pa.table({name: [] for name in header}), output)
+    finally:
+        if writer is not None:
+            writer.close()
+    print(f"wrote {count} rows to {output}", file=sys.stderr)
     return 0
 
 

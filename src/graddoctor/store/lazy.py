@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Iterator
 
@@ -20,6 +21,9 @@ import numpy as np
 
 from . import segments
 from .segments import BLOCK
+
+
+RECENT_BYTES = 128 << 20  # reads kept (at 50k steps a block of one statistic is 64 x 50k values: 29 MB with its mask)
 
 
 class SegmentSource:
@@ -34,6 +38,19 @@ class SegmentSource:
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._matrices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._recent: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # the last few reads
+
+    def _cached(self, key: tuple, read) -> tuple[np.ndarray, np.ndarray]:
+        """`read()`, kept among the last reads, RECENT_BYTES at most (a table reads the same step per
+        layer; a figure the same block of layers per statistic)."""
+        with self._lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
+            found = self._recent[key] = read()
+            while len(self._recent) > 1 and sum(v.nbytes + r.nbytes for v, r in self._recent.values()) > RECENT_BYTES:
+                self._recent.popitem(last=False)
+            return found
 
     @property
     def con(self) -> sqlite3.Connection:
@@ -56,8 +73,8 @@ class SegmentSource:
         if stat in self._matrices:
             v, r = self._matrices[stat]
             return v[i].copy(), r[i].copy()
-        with self._lock:
-            v, r = segments.read(self.con, self.run_id, self.stat_ids[stat], self.steps, self.n_layers, block=i // BLOCK)
+        v, r = self._cached((stat, "block", i // BLOCK), lambda: segments.read(
+            self.con, self.run_id, self.stat_ids[stat], self.steps, self.n_layers, block=i // BLOCK))
         return v[i % BLOCK].copy(), r[i % BLOCK].copy()
 
     def window(self, stat: str, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,9 +85,14 @@ class SegmentSource:
         wanted = self.steps[cols]
         if len(wanted) == 0:
             return np.full((self.n_layers, 0), np.nan), np.zeros((self.n_layers, 0), dtype=bool)
-        with self._lock:
-            return segments.read(self.con, self.run_id, self.stat_ids[stat], wanted, self.n_layers,
-                                 steps=(int(wanted[0]), int(wanted[-1])))
+        if len(cols) > 64:
+            with self._lock:
+                return self._window(stat, wanted)
+        return self._cached((stat, "cols", tuple(cols.tolist())), lambda: self._window(stat, wanted))
+
+    def _window(self, stat: str, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return segments.read(self.con, self.run_id, self.stat_ids[stat], wanted, self.n_layers,
+                             steps=(int(wanted[0]), int(wanted[-1])))
 
     def hists(self, position: int, kind: str) -> list[tuple[int, float, float, int, np.ndarray]]:
         with self._lock:

@@ -80,6 +80,16 @@ class RunView:
             return np.full((len(self.layer_info), len(self.steps)), np.nan)
         return self._stats[stat].copy()
 
+    def stat_window(self, stat: str, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([n_layers, len(cols)] values, recorded mask) of `stat` at the columns `cols` (ascending),
+        reading only the segments that hold them."""
+        cols = np.asarray(cols, dtype=np.int64)
+        if stat not in self._stats:
+            return np.full((len(self.layer_info), len(cols)), np.nan), np.zeros((len(self.layer_info), len(cols)), bool)
+        if isinstance(self._stats, LazyMatrices):
+            return self._stats.source.window(stat, cols)
+        return self._stats[stat][:, cols].copy(), self._recorded[stat][:, cols].copy()
+
     def recorded(self, stat: str) -> np.ndarray:
         """[n_layers, n_steps] bool: True where a value of `stat` was recorded (it may be NaN)."""
         if stat not in self._recorded:
