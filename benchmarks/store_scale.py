@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import sqlite3
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"writer {w1['steps_per_s']:.1f} steps/s -> v3/v1 = {w3['steps_per_s'] / w1['steps_per_s']:.0f}x")
             out = root / f"out_{n}"
             out.mkdir(exist_ok=True)
-            for verb in args.verbs.split(","):
+            for verb in filter(None, args.verbs.split(",")):
                 r = run_verb(verb, path, out, n)
                 if "error" in r:
                     print(f"  {verb:9s} FAILED: {r['error']}")
