@@ -345,3 +345,17 @@ def test_a_writer_error_does_not_leave_the_producer_blocked(tmp_path):
     threading.Thread(target=produce, daemon=True).start()
     assert done.wait(10), "the producer stayed blocked after the writer failed"
     store.close()
+
+
+def test_cli_migrate(tmp_path, capsys):
+    from graddoctor.cli import main
+
+    path = fixture(1, tmp_path)
+    assert main(["migrate", str(path)]) == 0
+    assert "schema 1 -> 3 (2 runs" in capsys.readouterr().out
+    assert version_of(path) == 3
+    assert main(["migrate", str(path)]) == 0
+    assert "already schema 3" in capsys.readouterr().out
+    (tmp_path / "notes.txt").write_text("not a store")
+    assert main(["migrate", str(tmp_path / "notes.txt")]) == 2
+    assert "not a graddoctor run store" in capsys.readouterr().err

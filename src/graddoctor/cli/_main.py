@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--follow", type=float, metavar="SECONDS", help="with --format tensorboard: keep mirroring "
                         "the run every SECONDS while it trains; stops when it ends")
     export.set_defaults(func=cmd_export)
+
+    migrate = sub.add_parser("migrate", help="rewrite an old run store (schema 1 or 2) as schema 3, in place, crash-safely")
+    migrate.add_argument("path", help="run store (SQLite file written by graddoctor.watch)")
+    migrate.set_defaults(func=cmd_migrate)
     _add_diagnose_verbs(sub)
     _add_predict_verb(sub)
     _add_compare_verb(sub)
@@ -84,6 +88,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     ]
     print(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
                        right=[True, False, False, True, True, True, False]))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..store.migrate import migrate
+
+    done = migrate(args.path)
+    if done["from_version"] == done["to_version"]:
+        print(f"{args.path}: already schema {done['to_version']}, left as it is")
+    else:
+        print(f"{args.path}: schema {done['from_version']} -> {done['to_version']} ({done['runs']} runs, "
+              f"{done['values']} values)")
     return 0
 
 
