@@ -26,3 +26,13 @@ def test_param_floor_benchmark_runs_and_prints_each_reduction(capsys):
     assert param_floor.main(["--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and all(float(line.split()[-2]) > 0 for line in lines[1:])
+
+
+@pytest.mark.slow
+def test_store_scale_benchmark_runs_at_a_tiny_size(capsys):
+    import store_scale
+
+    assert store_scale.main(["--steps", "20", "--old-steps", "5", "--verbs", "show,series"]) == 0
+    out = capsys.readouterr().out
+    assert "bytes/value" in out and "FAILED" not in out
+    assert "show" in out and "series" in out

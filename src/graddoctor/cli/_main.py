@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import GradDoctorError
 from ._lab import add_lab_verb
 from ._report import add_report_verb
@@ -58,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--follow", type=float, metavar="SECONDS", help="with --format tensorboard: keep mirroring "
                         "the run every SECONDS while it trains; stops when it ends")
     export.set_defaults(func=cmd_export)
+
+    migrate = sub.add_parser("migrate", help="rewrite an old run store (schema 1 or 2) as schema 3, in place, crash-safely")
+    migrate.add_argument("path", help="run store (SQLite file written by graddoctor.watch)")
+    migrate.set_defaults(func=cmd_migrate)
     _add_diagnose_verbs(sub)
     _add_predict_verb(sub)
     _add_compare_verb(sub)
@@ -85,6 +91,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..store.migrate import migrate
+
+    done = migrate(args.path)
+    if done["from_version"] == done["to_version"]:
+        print(f"{args.path}: already schema {done['to_version']}, left as it is")
+    else:
+        print(f"{args.path}: schema {done['from_version']} -> {done['to_version']} ({done['runs']} runs, "
+              f"{done['values']} values)")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from ..reporting.terminal import print_layer_table, wants_rich
 
@@ -99,21 +117,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_rows(run) -> list[tuple[str, int, str, str, float]]:
-    """(run, step, layer, stat, value) rows of the recorded values only; per-step scalars have layer ''."""
-    rows = []
+EXPORT_WINDOW = 4096  # recorded steps read at a time: export's memory does not grow with the run
+
+
+def export_rows(run):
+    """(run, step, layer, stat, value) rows of the recorded values only, streamed; per-step scalars have layer ''.
+
+    Ordered by statistic, then by windows of EXPORT_WINDOW steps, then layer and step (a run of at
+    most EXPORT_WINDOW recorded steps: statistic, layer, step).
+    """
+    layers = run.layers
     for stat in run.stats:
-        matrix = run.stat_matrix(stat)
-        recorded = run.recorded(stat)
-        for i, layer in enumerate(run.layers):
-            for j, step in enumerate(run.steps):
-                if recorded[i, j]:
-                    rows.append((run.name, int(step), layer, stat, float(matrix[i, j])))
+        for start in range(0, len(run.steps), EXPORT_WINDOW):
+            cols = np.arange(start, min(start + EXPORT_WINDOW, len(run.steps)))
+            values, recorded = run.stat_window(stat, cols)
+            steps = run.steps[cols].tolist()
+            for i, layer in enumerate(layers):
+                row_values, row_recorded = values[i].tolist(), recorded[i].tolist()
+                for step, value, has in zip(steps, row_values, row_recorded):
+                    if has:
+                        yield (run.name, step, layer, stat, value)
     for key in run.scalars:  # a key logged at some steps only (hf/grad_norm) has no row at the others
         for step, value, logged in zip(run.steps, run.scalar(key), run.scalar_recorded(key)):
             if logged:
-                rows.append((run.name, int(step), "", key, float(value)))
-    return rows
+                yield (run.name, int(step), "", key, float(value))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -134,15 +161,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     import csv
 
     out = open(args.output, "w", newline="") if args.output else sys.stdout
+    count = 0
     try:
         writer = csv.writer(out)
         writer.writerow(header)
-        writer.writerows((r[0], r[1], r[2], r[3], repr(r[4])) for r in rows)
+        for r in rows:
+            writer.writerow((r[0], r[1], r[2], r[3], repr(r[4])))
+            count += 1
     finally:
         if args.output:
             out.close()
     if args.output:
-        print(f"wrote {len(rows)} rows of run {run.name!r} to {args.output}", file=sys.stderr)
+        print(f"wrote {count} rows of run {run.name!r} to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -177,7 +207,7 @@ def _follow_tensorboard(path: str, name: str, output: str | None, seconds: float
     return 0
 
 
-def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
+def _export_parquet(rows, header: list[str], output: str | None) -> int:
     if not output:
         raise GradDoctorError("--format parquet needs an output file: add -o run.parquet.")
     try:
@@ -188,9 +218,21 @@ def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
             "--format parquet needs pyarrow, which is not installed: pip install 'graddoctor[parquet]' "
             "(or pip install pyarrow), or use --format csv."
         ) from None
-    table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(header)})
-    pq.write_table(table, output)
-    print(f"wrote {len(rows)} rows to {output}", file=sys.stderr)
+    import itertools
+
+    count, writer = 0, None
+    try:
+        while batch := list(itertools.islice(rows, 1 << 16)):  # streamed, one row group per batch
+            table = pa.table({name: [r[k] for r in batch] for k, name in enumerate(header)})
+            writer = writer or pq.ParquetWriter(output, table.schema)
+            writer.write_table(table)
+            count += len(batch)
+        if writer is None:
+            pq.write_table(pa.table({name: [] for name in header}), output)
+    finally:
+        if writer is not None:
+            writer.close()
+    print(f"wrote {count} rows to {output}", file=sys.stderr)
     return 0
 
 

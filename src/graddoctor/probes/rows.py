@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Callable
 
 import numpy as np
 
+from ..store.segments import StepStats
 from .derive import derive, histograms
-from .record import WN, WSQ, Key, aggregate
+from .fastrows import Layers, group, step_block
+from .record import HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
 from .select import LayerPlan
 
 
@@ -44,37 +45,59 @@ class RowBuilder:
         self.name_at = {p: name for name, p in positions.items()}
         self.next_position = max(positions.values(), default=-1) + 1  # after every stored layer (resume)
         self.first_nonfinite: dict[str, Any] | None = None
+        self.layers = Layers(plan)
+        self._position_array: np.ndarray | None = None
 
     def build(self, p: StepPayload) -> dict[str, Any]:
         if p.combine is not None:
             p.combine(p)
-        values = aggregate(p.keys, p.values)
         amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
-        derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
-        layers = self._assign_positions(p)
+        grouped = group(p.keys)
+        layers = self._assign_positions(p, grouped)
+        block = step_block(self.layers, grouped, p.values, p.numel, p.nonfinite, amp_scale, p.step,
+                           self._positions(), self.next_position)
+        if block is None:  # partial results that do not line up with the calls: the reference path
+            values = aggregate(p.keys, p.values)
+            derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
+            block = step_stats(p.step, derived, self.position, self.next_position)
         pos = self.position
-        stat_rows = [(p.step, pos[i], stat.value, v) for (i, stat), v in derived.items() if i in pos]
+        first = {}
+        for code in (HIST_ACT, HIST_GRAD):  # histograms: the first call of the step only
+            for j in grouped[0].get(code, ()):
+                first.setdefault(p.keys[j], p.values[j])
         rows: dict[str, Any] = {
             "layers": layers,
             "steps": [(p.step, p.wall_time)],
-            "stats": stat_rows,
+            "stats": [block],
             "scalars": p.scalars,
             "hists": [
-                (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(values) if i in pos
+                (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(first) if i in pos
             ],
         }
         if self.first_nonfinite is None:
-            bad = [r for r in stat_rows if not math.isfinite(r[3])]
-            if bad:
-                step, position, stat, _ = min(bad, key=lambda r: (r[1], r[2]))
-                self.first_nonfinite = {"step": step, "layer": self.name_at[position], "stat": stat}
+            bad = block.recorded & ~np.isfinite(block.values)  # [stat, position]
+            if bad.any():
+                position = int(np.flatnonzero(bad.any(axis=0))[0])  # the first layer, then the first name
+                stat = block.names[int(np.flatnonzero(bad[:, position])[0])]
+                self.first_nonfinite = {"step": p.step, "layer": self.name_at[position], "stat": stat}
                 rows["first_nonfinite"] = self.first_nonfinite
         return rows
 
-    def _assign_positions(self, p: StepPayload) -> list[tuple[int, str, str, str, int]]:
+    def _positions(self) -> np.ndarray:
+        """position[layer index] (-1: no position yet), rebuilt when a layer gets one."""
+        if self._position_array is None or (self._position_array >= 0).sum() != len(self.position):
+            self._position_array = np.full(len(self.plan), -1, dtype=np.int64)
+            for i, pos in self.position.items():
+                self._position_array[i] = pos
+        return self._position_array
+
+    def _assign_positions(self, p: StepPayload, grouped: tuple | None = None) -> list[tuple[int, str, str, str, int]]:
         """Positions in forward order: layers as they first fired, then param layers that never did."""
         new = [i for i in p.fired if i not in self.position]
-        param_layers = {i for (i, code) in p.keys if code in (WN, WSQ)}
+        if len(self.position) == len(self.plan):
+            return []  # every layer has its position (every step after the first, usually)
+        by_code, layer_of = grouped or group(p.keys)
+        param_layers = {int(layer_of[j]) for code in (WN, WSQ) for j in by_code.get(code, ())}
         new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
         for i in new:
@@ -86,3 +109,17 @@ class RowBuilder:
             shapes = json.dumps(layer.param_shapes)
             rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params, shapes))
         return rows
+
+
+def step_stats(step: int, derived: dict, position: dict[int, int], n_positions: int) -> StepStats:
+    """The derived statistics of one step as a [stat, position] matrix (names sorted) and its mask."""
+    cells = [(position[i], stat.value) for i, stat in derived if i in position]
+    names = tuple(sorted({name for _, name in cells}))
+    k = {name: j for j, name in enumerate(names)}
+    flat = np.fromiter((k[name] * n_positions + pos for pos, name in cells), dtype=np.int64, count=len(cells))
+    kept = np.fromiter((v for (i, _), v in derived.items() if i in position), dtype=np.float64, count=len(cells))
+    values = np.full(len(names) * n_positions, np.nan)
+    recorded = np.zeros(len(names) * n_positions, dtype=bool)
+    values[flat], recorded[flat] = kept, True
+    shape = (len(names), n_positions)
+    return StepStats(step, names, values.reshape(shape), recorded.reshape(shape))

@@ -117,6 +117,8 @@ def depth_legend(ax: Any, **kwargs: Any) -> None:
         chosen = {per_layer[k] for k in subsample(len(per_layer), MAX_LEGEND // 2)}
         keep = [k for k in range(len(handles)) if k in chosen or k not in per_layer]
         handles, labels = [handles[k] for k in keep], [labels[k] for k in keep]
+    if len(per_layer) > MAX_LEGEND:  # loc="best" tests every curve's points: seconds per figure at 400 layers
+        kwargs.setdefault("loc", "upper right")
     ax.legend(handles, labels, **kwargs)
 
 

@@ -11,9 +11,10 @@ import numpy as np
 
 from ..store.view import RunView
 from ._axes import (check_run, depth_colors, depth_legend, layer_label, layers_with, mark_at_bottom, new_axes, plain,
-                    positive, require)
+                    positive, require, subsample)
 
 UPDATE_GUIDE = 1e-3  # Karpathy's rule of thumb: ||dW|| / ||W|| near 1e-3 per step is healthy
+MAX_LINE_STEPS = 500  # points per layer's line at most; a longer run is subsampled evenly (NaN/Inf marks use every step)
 
 
 def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any = None) -> Any:
@@ -30,13 +31,15 @@ def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any
     names = [n for n in run.layers if n in set(dead) | set(sat)]
     require(names, "dead or saturated fractions", run, "they are recorded for activation layers")
     ax = new_axes(ax)
+    cols = subsample(len(run.steps), MAX_LINE_STEPS)
     for name, color in zip(names, depth_colors(len(names))):  # the legend names each layer once, by colour
         label = layer_label(name)
         if name in dead:
-            ax.plot(run.steps, run.stat("dead_frac", name), "-", color=color, label=label, gid="dead")
+            ax.plot(run.steps[cols], run.stat("dead_frac", name)[cols], "-", color=color, label=label, gid="dead")
             label = "_"
         if name in sat:
-            ax.plot(run.steps, run.stat("saturated_frac", name), "--", color=color, label=label, gid="saturated")
+            ax.plot(run.steps[cols], run.stat("saturated_frac", name)[cols], "--", color=color, label=label,
+                    gid="saturated")
     for style, what in (("-", "dead"), ("--", "saturated")):
         ax.plot([], [], style, color="0.2", label=what, gid="key")
     ax.set_ylim(-0.02, 1.02)
@@ -58,8 +61,9 @@ def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: fl
     names = layers_with(run, "update_ratio", layers)
     require(names, "update ratios", run, "watch with an optimizer and update_ratio=True")
     ax = new_axes(ax)
+    cols = subsample(len(run.steps), MAX_LINE_STEPS)
     for name, color in zip(names, depth_colors(len(names))):
-        ax.plot(run.steps, positive(run.stat("update_ratio", name)), color=color, label=layer_label(name))
+        ax.plot(run.steps[cols], positive(run.stat("update_ratio", name)[cols]), color=color, label=layer_label(name))
     ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}", gid="key")
     rows = [run.layers.index(name) for name in names]
     values, recorded = run.stat_matrix("update_ratio")[rows], run.recorded("update_ratio")[rows]

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import StoreError
+from . import segments
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
+from .segments import StepStats
 
 MEMORY = ":memory:"
 
@@ -38,6 +40,7 @@ class RunStore:
         if self.path != MEMORY:
             _validate(Path(self.path), readonly=readonly)
         self.con = self._connect()
+        self.version = self.con.execute("PRAGMA user_version").fetchone()[0]  # 1 and 2: one row per value
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -91,14 +94,18 @@ class RunStore:
             )
         return run_id, max(taken or 0, last + 1 if last is not None else 0)
 
-    def set_layers(self, run_id: int, layers: Sequence[tuple[int, str, str, str, int]]) -> None:
-        """Record layers (position, name, type, kind, n_params, param_shapes JSON); known positions are kept."""
-        with self.con:
-            self.con.executemany(
-                "INSERT OR IGNORE INTO layers (run_id, position, layer, type, kind, n_params, param_shapes)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, *layer) for layer in layers],
-            )
+    def set_layers(self, run_id: int, layers: Sequence[tuple]) -> None:
+        """Record layers (position, name, type, kind, n_params, param_shapes JSON[, role]); known positions are kept."""
+        columns = ["position", "layer", "type", "kind", "n_params", "param_shapes", "role"]
+        if self.version < 2:
+            columns = columns[:6]  # version 1 has no role
+        for width in sorted({min(len(layer), len(columns)) for layer in layers}):
+            rows = [(run_id, *layer[:width]) for layer in layers if min(len(layer), len(columns)) == width]
+            with self.con:
+                self.con.executemany(
+                    f"INSERT OR IGNORE INTO layers (run_id, {', '.join(columns[:width])})"
+                    f" VALUES ({', '.join('?' * (width + 1))})", rows,
+                )
 
     def layer_positions(self, run_id: int) -> dict[str, int]:
         return dict(self.con.execute("SELECT layer, position FROM layers WHERE run_id=?", (run_id,)))
@@ -108,19 +115,29 @@ class RunStore:
         run_id: int,
         *,
         steps: Iterable[tuple[int, float]] = (),
-        stats: Iterable[StatRow] = (),
+        stats: Iterable[StatRow | StepStats] = (),
         scalars: Iterable[ScalarRow] = (),
         hists: Iterable[HistRow] = (),
         first_nonfinite: dict[str, Any] | None = None,
         next_step: int | None = None,
     ) -> None:
-        """Write one batch in one transaction (all or nothing)."""
+        """Write one batch in one transaction (all or nothing).
+
+        `stats` holds StepStats (one per step, numpy: the writer's form) or (step, position, stat,
+        value) rows; a version 3 store keeps them as segments, versions 1 and 2 as one row per value.
+        """
+        stats = list(stats)
+        blocks = [b for b in stats if isinstance(b, StepStats)]
+        blocks += segments.from_rows(r for r in stats if not isinstance(r, StepStats))
         with self.con:
             self.con.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)", [(run_id, s, t) for s, t in steps])
-            self.con.executemany(
-                "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)",
-                [(run_id, s, p, k, _nan_to_null(v)) for s, p, k, v in stats],
-            )
+            if self.version >= 3:
+                segments.write_steps(self.con, run_id, blocks)
+            else:
+                self.con.executemany(
+                    "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)",
+                    [(run_id, s, p, k, _nan_to_null(v)) for b in blocks for s, p, k, v in segments.to_rows(b)],
+                )
             self.con.executemany(
                 "INSERT OR REPLACE INTO scalars VALUES (?, ?, ?, ?)",
                 [(run_id, s, k, _nan_to_null(v)) for s, k, v in scalars],

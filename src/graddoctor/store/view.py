@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError
-from .sqlite import RunStore, effective_status
+from . import segments
+from .lazy import LazyHists, LazyMatrices, SegmentSource
+from .sqlite import MEMORY, RunStore, effective_status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ class RunView:
         i = self._layer_index(layer)
         if stat not in self._stats:
             return np.full(len(self.steps), np.nan)
+        if isinstance(self._stats, LazyMatrices):  # one block's segments, not the whole matrix
+            return self._stats.source.series(stat, i)[0]
         return self._stats[stat][i].copy()
 
     def stat_matrix(self, stat: str) -> np.ndarray:
@@ -75,6 +79,16 @@ class RunView:
         if stat not in self._stats:
             return np.full((len(self.layer_info), len(self.steps)), np.nan)
         return self._stats[stat].copy()
+
+    def stat_window(self, stat: str, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([n_layers, len(cols)] values, recorded mask) of `stat` at the columns `cols` (ascending),
+        reading only the segments that hold them."""
+        cols = np.asarray(cols, dtype=np.int64)
+        if stat not in self._stats:
+            return np.full((len(self.layer_info), len(cols)), np.nan), np.zeros((len(self.layer_info), len(cols)), bool)
+        if isinstance(self._stats, LazyMatrices):
+            return self._stats.source.window(stat, cols)
+        return self._stats[stat][:, cols].copy(), self._recorded[stat][:, cols].copy()
 
     def recorded(self, stat: str) -> np.ndarray:
         """[n_layers, n_steps] bool: True where a value of `stat` was recorded (it may be NaN)."""
@@ -105,6 +119,9 @@ class RunView:
         """Every statistic recorded for `layer` at `step` (default: the last recorded step)."""
         i = self._layer_index(layer)
         col = self.step_index(step)
+        if isinstance(self._stats, LazyMatrices):  # the segments holding that step only
+            cells = {s: self._stats.source.window(s, np.array([col])) for s in self.stats}
+            return {s: float(v[i, 0]) for s, (v, r) in cells.items() if r[i, 0]}
         return {s: float(self._stats[s][i, col]) for s in self.stats if self._recorded[s][i, col]}
 
     def step_index(self, step: int | None = None) -> int:
@@ -126,6 +143,12 @@ class RunView:
         i = self._layer_index(layer)
         out = {}
         for stat in self.stats:
+            if isinstance(self._stats, LazyMatrices):
+                values, recorded = self._stats.source.series(stat, i)
+                present = np.flatnonzero(recorded)
+                if present.size:
+                    out[stat] = float(values[present[-1]])
+                continue
             present = np.flatnonzero(self._recorded[stat][i])
             if present.size:
                 out[stat] = float(self._stats[stat][i, present[-1]])
@@ -189,28 +212,27 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
     )
     step_rows = con.execute("SELECT step, wall_time FROM steps WHERE run_id=? ORDER BY step", (run_id,)).fetchall()
     steps = np.array([s for s, _ in step_rows], dtype=np.int64)
+    if store.version < 3:
+        stats, recorded = _read_stat_rows(con, run_id, steps, len(infos))
+        hists = _read_hists(con, run_id, infos, steps)
+    elif store.readonly and store.path != MEMORY:  # a file: read what readers ask for, when they ask
+        source = SegmentSource(store.path, run_id, steps, len(infos), segments.stat_names(con, run_id))
+        stats, recorded = LazyMatrices(source, 0), LazyMatrices(source, 1)
+        hists = LazyHists(source, [info.name for info in infos])
+    else:  # the live run's own connection: read now, while it is consistent
+        stats, recorded = {}, {}
+        for stat, stat_id in segments.stat_names(con, run_id).items():
+            stats[stat], recorded[stat] = segments.read(con, run_id, stat_id, steps, len(infos))
+        hists = _read_hists(con, run_id, infos, steps)
     col = {int(s): j for j, s in enumerate(steps)}
-    stats: dict[str, np.ndarray] = {}
-    recorded: dict[str, np.ndarray] = {}
-    for step, pos, stat, value in con.execute("SELECT step, position, stat, value FROM stats WHERE run_id=?", (run_id,)):
-        if step in col and pos < len(infos):
-            if stat not in stats:
-                stats[stat] = np.full((len(infos), len(steps)), np.nan)
-                recorded[stat] = np.zeros((len(infos), len(steps)), dtype=bool)
-            stats[stat][pos, col[step]] = np.nan if value is None else value
-            recorded[stat][pos, col[step]] = True
     scalars: dict[str, np.ndarray] = {}
     scalar_recorded: dict[str, np.ndarray] = {}
     for step, key, value in con.execute("SELECT step, key, value FROM scalars WHERE run_id=?", (run_id,)):
         if step in col:
-            scalars.setdefault(key, np.full(len(steps), np.nan))[col[step]] = np.nan if value is None else value
-            scalar_recorded.setdefault(key, np.zeros(len(steps), dtype=bool))[col[step]] = True
-    hists: dict[tuple[str, str], list] = {}
-    for step, pos, kind, lo, hi, nonfinite, counts in con.execute(
-        "SELECT step, position, kind, lo, hi, nonfinite, counts FROM hists WHERE run_id=? ORDER BY step", (run_id,)
-    ):
-        entry = (int(step), _num(lo), _num(hi), int(nonfinite), np.array(json.loads(counts), dtype=np.float64))
-        hists.setdefault((infos[pos].name, kind), []).append(entry)
+            if key not in scalars:  # (setdefault would build a fresh array per row)
+                scalars[key], scalar_recorded[key] = np.full(len(steps), np.nan), np.zeros(len(steps), dtype=bool)
+            scalars[key][col[step]] = np.nan if value is None else value
+            scalar_recorded[key][col[step]] = True
     return RunView(
         path=store.path, run_id=run_id, name=name, status=effective_status(status, pid, host),
         config=json.loads(config_json), env=json.loads(env_json), error=error,
@@ -218,6 +240,33 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
         _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
     )
+
+
+def _read_stat_rows(con: sqlite3.Connection, run_id: int, steps: np.ndarray, n_layers: int) -> tuple[dict, dict]:
+    """Schema versions 1 and 2: one row per value, read all at once."""
+    col = {int(s): j for j, s in enumerate(steps)}
+    stats: dict[str, np.ndarray] = {}
+    recorded: dict[str, np.ndarray] = {}
+    for step, pos, stat, value in con.execute("SELECT step, position, stat, value FROM stats WHERE run_id=?", (run_id,)):
+        if step in col and pos < n_layers:
+            if stat not in stats:
+                stats[stat] = np.full((n_layers, len(steps)), np.nan)
+                recorded[stat] = np.zeros((n_layers, len(steps)), dtype=bool)
+            stats[stat][pos, col[step]] = np.nan if value is None else value
+            recorded[stat][pos, col[step]] = True
+    return stats, recorded
+
+
+def _read_hists(con: sqlite3.Connection, run_id: int, infos: tuple[LayerInfo, ...], steps: np.ndarray) -> dict:
+    known = set(steps.tolist())
+    hists: dict[tuple[str, str], list] = {}
+    for step, pos, kind, lo, hi, nonfinite, counts in con.execute(
+        "SELECT step, position, kind, lo, hi, nonfinite, counts FROM hists WHERE run_id=? ORDER BY step", (run_id,)
+    ):
+        if step in known and pos < len(infos):
+            entry = (int(step), _num(lo), _num(hi), int(nonfinite), np.array(json.loads(counts), dtype=np.float64))
+            hists.setdefault((infos[pos].name, kind), []).append(entry)
+    return hists
 
 
 def _num(value: float | None) -> float:

@@ -3,11 +3,18 @@
 The training thread never waits on SQLite: it appends host rows under a lock, and a daemon thread
 commits them in one transaction at most every `flush_seconds`. A process killed with SIGKILL loses
 at most the last interval; everything committed before stays readable (WAL).
+
+The backlog is bounded: when `max_backlog` records wait (the writer fell behind), `put_record`
+wakes the writer and blocks the training thread until the writer has taken them, rather than
+grow without bound or drop a record (docs/store-layout.md: the writer's policy). At most
+2 x `max_backlog` records are in memory (one batch being written, one queued), and closing
+writes at most that: about one flush.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from ..errors import StoreError
@@ -22,12 +29,18 @@ class StoreWriter:
         *,
         flush_seconds: float = 1.0,
         prepare: Callable[[Any], dict[str, Any]] | None = None,
+        max_backlog: int = 256,
     ) -> None:
         self.store = store
         self.prepare = prepare  # turns a queued record into rows, in the writer's thread
         self.run_id = run_id
         self.flush_seconds = flush_seconds
+        self.max_backlog = max_backlog
         self._lock = threading.Lock()  # guards the pending lists: held for an append or a swap only
+        self._taken = threading.Condition(self._lock)  # notified when the writer takes the queued records
+        self._wake = threading.Event()  # flush now: the backlog is half full, or closing
+        self.blocked_seconds = 0.0  # time the training thread waited on a full backlog
+        self.blocked_count = 0
         self._flush_lock = threading.Lock()  # one flush at a time (thread or caller) owns the connection
         self._pending = _empty()
         self._records: list[Any] = []
@@ -48,7 +61,20 @@ class StoreWriter:
         """Queue a record for `prepare` to turn into rows at the next flush (cheap for the caller)."""
         self._raise_if_failed()
         with self._lock:
+            if len(self._records) >= self.max_backlog and self._thread.is_alive():
+                self._wait_for_room()
             self._records.append(record)
+            if len(self._records) >= self.max_backlog // 2:
+                self._wake.set()
+
+    def _wait_for_room(self) -> None:
+        """Block (holding no lock but the condition's) until the writer takes the backlog."""
+        start = time.perf_counter()
+        self.blocked_count += 1
+        while len(self._records) >= self.max_backlog and self._thread.is_alive() and self._error is None:
+            self._wake.set()
+            self._taken.wait(timeout=0.5)
+        self.blocked_seconds += time.perf_counter() - start
 
     def flush(self) -> None:
         """Commit everything queued so far, now, from the calling thread."""
@@ -56,6 +82,7 @@ class StoreWriter:
             with self._lock:
                 batch, self._pending = self._pending, _empty()
                 records, self._records = self._records, []
+                self._taken.notify_all()
             for record in records:  # the training thread keeps appending meanwhile
                 _merge(batch, self.prepare(record))  # type: ignore[misc]
             next_step = self.next_step
@@ -70,6 +97,7 @@ class StoreWriter:
     def close(self, status: str, error: str | None = None) -> None:
         """Stop the thread, commit what is left and mark the run finished or failed."""
         self._stop.set()
+        self._wake.set()
         self._thread.join()
         try:
             self.flush()
@@ -77,11 +105,17 @@ class StoreWriter:
             self.store.finish_run(self.run_id, status, error)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return  # close() writes what is left
             try:
                 self.flush()
             except BaseException as err:  # reported to the training thread at its next put()
                 self._error = err
+                with self._lock:
+                    self._taken.notify_all()
                 return
 
     def _raise_if_failed(self) -> None:
