@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import StoreError
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
+from .time_series import TIME_DDL
 
 MEMORY = ":memory:"
 
@@ -52,6 +53,7 @@ class RunStore:
                         f"BEGIN; {DDL} PRAGMA application_id={APPLICATION_ID}; "
                         f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                     )
+                con.execute(TIME_DDL)  # additive, no version bump: an older store gains it on first write
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a process kill
         except sqlite3.Error as err:
@@ -111,6 +113,7 @@ class RunStore:
         stats: Iterable[StatRow] = (),
         scalars: Iterable[ScalarRow] = (),
         hists: Iterable[HistRow] = (),
+        time_stats: Iterable[tuple] = (),
         first_nonfinite: dict[str, Any] | None = None,
         next_step: int | None = None,
     ) -> None:
@@ -128,6 +131,9 @@ class RunStore:
             self.con.executemany(
                 "INSERT OR REPLACE INTO hists VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *row) for row in hists],
+            )
+            self.con.executemany(
+                "INSERT OR REPLACE INTO time_stats VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *row) for row in time_stats]
             )
             if first_nonfinite is not None:
                 self.con.execute(
