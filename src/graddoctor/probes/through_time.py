@@ -264,8 +264,8 @@ GATES = {
 
 
 def hh_matrices(module: nn.Module) -> list[tuple[str, float, torch.Tensor]]:
-    """(label, gamma, block) for every recurrent weight block: 'l0.h' for an RNN, 'l1_reverse.f' ..."""
-    gates = GATES.get(type(module).__name__, (("h", 1.0),))
+    """(label, gamma, block) for every recurrent weight block: 'l0.tanh' (an RNN's nonlinearity), 'l1_reverse.f' ..."""
+    gates = GATES.get(type(module).__name__, ((getattr(module, "nonlinearity", "tanh"), 1.0),))  # RNN: 'tanh'/'relu'
     if isinstance(module, nn.RNNCellBase):
         names = [("", "weight_hh")]
     elif isinstance(module, nn.RNNBase):
