@@ -24,6 +24,7 @@ from .profile import TINY, loss_change
 from .thresholds import Thresholds
 
 IN, OUT = "in_grad_norm_t", "out_grad_norm_t"
+PROBE = "in_grad_norm_t_last"  # diagnose.temporal: check's probe, d l_T / d x_t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,29 @@ def time_profiles(run: RunView, layer: str, t: Thresholds) -> list[TimeProfile]:
     wins = [("start", rows[: t.early_steps]), ("end", rows[-t.late_steps:])]
     return [_profile(run, layer, label, cols, values, edges, out_values if out_edges == edges else None)
             for label, cols in wins]
+
+
+def probe_profiles(run: RunView, layer: str) -> list[TimeProfile]:
+    """The temporal probe of `graddoctor check` (loss at the last position only), window "probe"."""
+    values, edges = run.time_stat(PROBE, layer)
+    rows = np.flatnonzero(~np.all(np.isnan(values), axis=1)) if values.size else np.array([], dtype=int)
+    if rows.size == 0 or len(edges) < 3:
+        return []
+    return [_profile(run, layer, "probe", rows[:1], values, edges, None)]
+
+
+def _layers(run: RunView) -> list[str]:
+    found = set(run.time_layers(IN)) | set(run.time_layers(PROBE))
+    return [name for name in run.layers if name in found]
+
+
+def _one_batch(run: RunView) -> bool:
+    """A `graddoctor check` run repeats one batch: its falling loss is memorisation, not learning."""
+    return "check" in (run.config.get("user") or {})
+
+
+def _gated(run: RunView, layer: str) -> bool:
+    return _layer_type(run, layer) in ("LSTM", "GRU", "LSTMCell", "GRUCell")
 
 
 def _profile(run, layer, label, cols, values, edges, out_values) -> TimeProfile:
@@ -153,21 +177,24 @@ def _nonlinearity(run: RunView, layer: str) -> str:
 def vanishing_through_time(run: RunView, t: Thresholds, tt: TimeThresholds = TimeThresholds()) -> list[Finding]:
     """The gradient at a recurrent layer's input shrinks from the last time step back to the first."""
     found = []
-    for layer in run.time_layers(IN):
+    for layer in _layers(run):
         profiles = time_profiles(run, layer, t)
-        hits = [p for p in profiles if _vanishing(p, tt)]
+        hits = [p for p in profiles + probe_profiles(run, layer) if _vanishing(p, tt)]
         if not hits:
             continue
         p = min(hits, key=lambda q: (q.ratio, -q.zero_frac))
-        end = profiles[-1]
-        resolved = p.window == "start" and not _vanishing(end, tt)
         severe = p.ratio <= tt.vanishing_error or p.zero_frac >= tt.zero_error
         change = loss_change(run, t.early_steps, t.late_steps)
-        learned = change is not None and change <= tt.learned
         ev = _evidence(run, p, next((q for q in profiles if q is not p), None))
+        if p.window == "probe":  # one batch memorised says nothing about learning; gates at init learn to open
+            resolved, learned = False, False
+            severity = Severity.ERROR if severe else Severity.INFO if _gated(run, layer) else Severity.WARNING
+        else:
+            resolved = p.window == "start" and bool(profiles) and not _vanishing(profiles[-1], tt)
+            learned = change is not None and change <= tt.learned and not _one_batch(run)
+            severity = Severity.INFO if resolved else Severity.ERROR if severe and not learned else Severity.WARNING
         if change is not None:
             ev["loss_relative_change"] = change
-        severity = Severity.INFO if resolved else Severity.ERROR if severe and not learned else Severity.WARNING
         found.append(Finding(Kind.VANISHING_THROUGH_TIME, severity, (layer,), p.steps, ev,
                              _vanishing_cause(run, p, ev, learned, resolved), _vanishing_remedies(run, p, ev)))
     return found
@@ -176,13 +203,13 @@ def vanishing_through_time(run: RunView, t: Thresholds, tt: TimeThresholds = Tim
 def exploding_through_time(run: RunView, t: Thresholds, tt: TimeThresholds = TimeThresholds()) -> list[Finding]:
     """The gradient at a recurrent layer's input grows from the last time step back to the first."""
     found = []
-    for layer in run.time_layers(IN):
+    for layer in _layers(run):
         profiles = time_profiles(run, layer, t)
-        hits = [p for p in profiles if _exploding(p, tt)]
+        hits = [p for p in profiles + probe_profiles(run, layer) if _exploding(p, tt)]
         if not hits:
             continue
         p = max(hits, key=lambda q: q.ratio)
-        end = profiles[-1]
+        end = profiles[-1] if profiles else p
         resolved = p.window == "start" and not _exploding(end, tt) and not _vanishing(end, tt)
         severe = p.ratio >= tt.exploding_error
         ev = _evidence(run, p, next((q for q in profiles if q is not p), None))
@@ -201,7 +228,7 @@ def _vanishing_cause(run: RunView, p: TimeProfile, ev: dict, learned: bool, reso
     parts = [
         f"In recurrent layer {p.layer!r} ({_layer_type(run, p.layer)}, {T} time steps), the gradient reaching the "
         f"input at the first time step is {'exactly 0' if p.ratio == 0 else _g(p.ratio) + ' times the one at the last'} "
-        f"({p.window} of training, steps {p.steps[0]}-{p.steps[1]}): it is multiplied by about "
+        f"({_where(p)}): it is multiplied by about "
         f"{_g(p.factor_per_step)} per time step back through W_hh (geometric fit over t)."
     ]
     if p.zero_frac > 0:
@@ -227,6 +254,12 @@ def _vanishing_cause(run: RunView, p: TimeProfile, ev: dict, learned: bool, reso
     return " ".join(parts)
 
 
+def _where(p: TimeProfile) -> str:
+    if p.window == "probe":
+        return f"temporal probe at step {p.steps[0]}: the loss at the last position only"
+    return f"{p.window} of training, steps {p.steps[0]}-{p.steps[1]}"
+
+
 def _horizon(p: TimeProfile) -> int:
     """Time steps back from the last one until the gradient is below 1e-3 of the last step's."""
     last = p.grads[-1]
@@ -237,7 +270,7 @@ def _horizon(p: TimeProfile) -> int:
 def _exploding_cause(p: TimeProfile, ev: dict) -> str:
     parts = [
         f"In recurrent layer {p.layer!r} ({p.edges[-1]} time steps), the gradient at the input at the first time step is "
-        f"{_g(p.ratio)} times the one at the last ({p.window}, steps {p.steps[0]}-{p.steps[1]}): it is multiplied by about "
+        f"{_g(p.ratio)} times the one at the last ({_where(p)}): it is multiplied by about "
         f"{_g(p.factor_per_step)} per time step back through W_hh, so the oldest inputs dominate every update."
     ]
     radius = ev.get("hh_radius_init")
