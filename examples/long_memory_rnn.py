@@ -1,8 +1,9 @@
 """Recurrent models on a task that needs long memory: recall, at the last of T steps, the first token.
 
-    python examples/long_memory_rnn.py tokens.npz          # writes the integer token data
-    graddoctor compare examples/long_memory_rnn.py:rnn --data tokens.npz --remedies swap_cell,orthogonal_init,grad_clip
-    graddoctor check examples/long_memory_rnn.py:rnn --input-shape 32,200 --vocab 8
+    python examples/long_memory_rnn.py tokens.npz 30       # 4096 sequences of 30 integer tokens
+    graddoctor compare examples/long_memory_rnn.py:rnn --data tokens.npz --remedies swap_cell,orthogonal_init,grad_clip \
+        --steps 1200 --lr 3e-3
+    graddoctor check examples/long_memory_rnn.py:rnn --input-shape 32,200 --vocab 4 --classes 4
 
 Each sequence is T tokens drawn uniformly from VOCAB symbols; the label is its first token. Only
 the gradient that flows back through all T steps can teach the model anything, so the task is at
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-VOCAB, HIDDEN, LENGTH = 8, 64, 200
+VOCAB, HIDDEN, LENGTH = 4, 64, 200
 
 
 class Recall(nn.Module):
@@ -64,5 +65,5 @@ def recall_data(n: int = 512, length: int = LENGTH, vocab: int = VOCAB, seed: in
 
 
 if __name__ == "__main__":
-    x, y = recall_data()
+    x, y = recall_data(4096, length=int(sys.argv[2]) if len(sys.argv) > 2 else LENGTH)
     np.savez(sys.argv[1] if len(sys.argv) > 1 else "tokens.npz", x=x, y=y)

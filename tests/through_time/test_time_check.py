@@ -51,10 +51,10 @@ def test_sequence_inputs_say_what_they_are():
 
 
 def test_check_finds_vanishing_through_time_with_vocab_tokens():
-    d = check_spec(f"{EXAMPLES / 'long_memory_rnn.py'}:rnn", input_shape="16,200", vocab=8, classes=8, steps=6)
+    d = check_spec(f"{EXAMPLES / 'long_memory_rnn.py'}:rnn", input_shape="16,200", vocab=4, classes=4, steps=6)
     f = d.of_kind("vanishing_through_time")
     assert f and str(f[0].severity) == "error" and f[0].layers == ("rnn",)
-    assert any("integer token ids in [0, 8)" in n for n in d.notes)
+    assert any("integer token ids in [0, 4)" in n for n in d.notes)
     assert any("temporal probe" in n for n in d.notes)
 
 
@@ -68,7 +68,7 @@ def test_check_lstm_lm_is_quiet_above_info():
 
 def test_cli_check_vocab(tmp_path):
     out = subprocess.run([sys.executable, "-m", "graddoctor", "check", f"{EXAMPLES / 'long_memory_rnn.py'}:rnn",
-                          "--input-shape", "8,120", "--vocab", "8", "--classes", "8", "--steps", "3", "--json"],
+                          "--input-shape", "8,120", "--vocab", "4", "--classes", "4", "--steps", "3", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr  # an error-level finding
     assert '"vanishing_through_time"' in out.stdout

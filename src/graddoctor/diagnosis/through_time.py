@@ -192,7 +192,9 @@ def vanishing_through_time(run: RunView, t: Thresholds, tt: TimeThresholds = Tim
         else:
             resolved = p.window == "start" and bool(profiles) and not _vanishing(profiles[-1], tt)
             learned = change is not None and change <= tt.learned and not _one_batch(run)
-            severity = Severity.INFO if resolved else Severity.ERROR if severe and not learned else Severity.WARNING
+            # a gated cell whose loss falls has learned what it needs: its gates open where memory pays
+            quiet = resolved or (learned and _gated(run, layer))
+            severity = Severity.INFO if quiet else Severity.ERROR if severe and not learned else Severity.WARNING
         if change is not None:
             ev["loss_relative_change"] = change
         found.append(Finding(Kind.VANISHING_THROUGH_TIME, severity, (layer,), p.steps, ev,
