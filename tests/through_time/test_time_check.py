@@ -12,8 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import graddoctor
-from graddoctor.check import check_spec, sequence_inputs
-from graddoctor.diagnose.temporal import PROBE, temporal_probe
+from graddoctor.cli._check import check_spec
+from graddoctor.diagnosis._inputs import sequence_inputs
+from graddoctor.diagnosis.temporal import PROBE, temporal_probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tasks import CharLM, EXAMPLES  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from graddoctor.datasets import as_dataset, split
+from graddoctor.data import as_dataset, split
 from graddoctor.remedies.surgery import RemedyError, apply_remedy, swap_cell
 
 

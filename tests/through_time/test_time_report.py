@@ -13,8 +13,8 @@ from torch import nn
 import graddoctor
 
 pytest.importorskip("matplotlib")
-from graddoctor.report import figures  # noqa: E402
-from graddoctor.report.model import figure_plan  # noqa: E402
+from graddoctor.reporting import figures  # noqa: E402
+from graddoctor.reporting.model import figure_plan  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tasks import recall, train_recall  # noqa: E402

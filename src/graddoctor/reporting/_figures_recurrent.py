@@ -1,6 +1,6 @@
 """Figures of gradient flow through time (docs/through-time.md): per-step profiles and the time x step map.
 
-Re-exported by `graddoctor.report.figures`; matplotlib only through `_axes`. Values are the
+Re-exported by `graddoctor.reporting.figures`; matplotlib only through `_axes`. Values are the
 recorded buckets of `in_grad_norm_t` (or `out_grad_norm_t`), drawn at each bucket's centre.
 """
 
