@@ -2,11 +2,14 @@
 
     python benchmarks/overhead.py [--rounds 8] [--steps 15] [--quick] [--models mlp,cnn]
     python benchmarks/overhead.py --ddp [--rounds 8] [--steps 15] [--models mlp]
+    python benchmarks/overhead.py --models lstm_lm --modes every=1,every=1/notime,every=10,every=10/notime
 
 For each model and schedule it alternates blocks of unwatched (A) and watched (B) training steps
 (A B A B ...), takes the median step time of each block, and prints the median over rounds of the
 ratio B/A with its min-max. "floor" is one fused read of every gradient and every activation
 output per step (the least any monitor reading them must pay). Everything except histograms is on.
+A mode ending in "/notime" watches without the per-time-step statistics of recurrent layers: its
+ratio beside the plain mode's is their cost.
 `--ddp` runs the same comparison on 2 DDP ranks (gloo on CPU, one thread each, half the batch
 each): both ranks alternate the same blocks and rank 0's step times are reported.
 """
@@ -46,7 +49,25 @@ def cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return nn.Sequential(*layers), torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
 
 
-MODELS = {"mlp": mlp, "cnn": cnn}
+class CharLSTM(nn.Module):
+    """A character LSTM language model: logits (N, vocab, T), a loss at every position."""
+
+    def __init__(self, vocab: int = 96, hidden: int = 256) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 64)
+        self.rnn = nn.LSTM(64, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(self.emb(tokens))[0]).transpose(1, 2)
+
+
+def lstm_lm() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """0.37 M parameters; batch 32 x 64 characters (random ids: the cost does not depend on the text)."""
+    return CharLSTM(), torch.randint(0, 96, (32, 64)), torch.randint(0, 96, (32, 64))
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "lstm_lm": lstm_lm}
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -103,9 +124,26 @@ def watched_block(model, opt, x, y, steps: int, mode: str, store: Path, run_name
             return block(model, opt, x, y, steps)
         finally:
             floor.close()
-    every = int(mode.split("=")[1])
+    every = int(mode.split("=")[1].split("/")[0])
+    if mode.endswith("/notime"):  # watched without the per-time-step statistics (docs/through-time.md)
+        from graddoctor.probes import monitor
+
+        saved, monitor.TimeProbe = monitor.TimeProbe, _NoTimeProbe
+        try:
+            with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0) as run:
+                return block(model, opt, x, y, steps, run)
+        finally:
+            monitor.TimeProbe = saved
     with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0) as run:
         return block(model, opt, x, y, steps, run)  # its untimed step allocates the update snapshot
+
+
+class _NoTimeProbe:
+    """Stands in for probes.through_time.TimeProbe: no recurrent layer found, so no per-step hooks."""
+
+    @staticmethod
+    def for_plan(plan, recording):
+        return None
 
 
 def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[float]:

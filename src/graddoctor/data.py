@@ -65,7 +65,9 @@ class Dataset:
 
     def describe(self) -> str:
         kind = f"{self.n_classes} classes" if self.task == "classification" else "regression"
-        return f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test, inputs {tuple(self.x_train.shape[1:])}, {kind}"
+        tokens = f" integer ids 0-{int(self.x_train.max())}" if not self.x_train.is_floating_point() and len(self.x_train) else ""
+        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test, inputs {tuple(self.x_train.shape[1:])}"
+                f"{tokens}, {kind}")
 
 
 def split(name: str, x: Any, y: Any, *, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
@@ -87,13 +89,19 @@ def standardised(name: str, x_train: Any, y_train: Any, x_test: Any, y_test: Any
     """A `Dataset` from a given split: float inputs standardised with the training statistics."""
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in (x_train, y_train, x_test, y_test))
     _check_shapes(name, x_train, y_train)
-    x_train, x_test = x_train.to(torch.float32), x_test.to(torch.float32)
     if y_train.is_floating_point():
         y_train, y_test = y_train.to(torch.float32), y_test.to(torch.float32)
     else:
         y_train, y_test = y_train.long(), y_test.long()
+    if _is_integer(x_train):  # token ids (an nn.Embedding's input): kept as they are, never standardised
+        return Dataset(name, x_train.long(), y_train, x_test.long(), y_test)
+    x_train, x_test = x_train.to(torch.float32), x_test.to(torch.float32)
     mean, std = x_train.mean(0), x_train.std(0).nan_to_num(1.0).clamp_min(1e-6)
     return Dataset(name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test)
+
+
+def _is_integer(x: torch.Tensor) -> bool:
+    return not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
 
 
 def _check_shapes(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -170,6 +178,8 @@ def as_dataset(data: Any) -> Dataset:
         x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
         if not y_train.is_floating_point():
             y_train, y_test = y_train.long(), y_test.long()
+        if _is_integer(x_train):  # token ids stay integers
+            return Dataset("data", x_train.long(), y_train, x_test.long(), y_test)
         return Dataset("data", x_train.float(), y_train, x_test.float(), y_test)  # the caller's split, as given
     raise ConfigError(
         "data must be a dataset name (" + ", ".join(NAMES) + "), an .npz path, (x, y), (x_train, y_train, x_test, y_test) "

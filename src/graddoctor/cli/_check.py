@@ -10,7 +10,7 @@ import torch
 from ..data import load_arrays
 from ..diagnosis import Diagnosis
 from ..diagnosis._check import check
-from ..diagnosis._inputs import random_inputs
+from ..diagnosis._inputs import sequence_inputs
 from ..errors import ConfigError
 from ..remedies.catalog import compare_command
 from ..train.factory import load_model
@@ -31,12 +31,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def check_spec(
-    spec: str, *, input_shape: str | None = None, classes: int | None = None, data: str | None = None, steps: int = 20
+    spec: str, *, input_shape: str | None = None, classes: int | None = None, data: str | None = None, steps: int = 20,
+    vocab: int | None = None,
 ) -> Diagnosis:
     """`graddoctor check`: build the model from `spec` (runs the user's code), make a batch, check it.
 
     Without `data`, inputs are N(0, 1) of `input_shape` (token ids for an Embedding-first model) and
     targets are random class labels in [0, classes), or N(0, 1) regression targets without `classes`.
+    `vocab`: integer token ids in [0, vocab) of `input_shape` (batch, sequence length), for any model
+    that takes token ids (an RNN, a transformer). A model whose first layer is an nn.RNN/LSTM/GRU and
+    an `input_shape` of (batch, length) gets float features of its input_size appended.
     """
     model = load_model(spec)
     shape = parse_shape(input_shape) if input_shape else None
@@ -50,9 +54,10 @@ def check_spec(
     elif shape is None:
         raise ConfigError("graddoctor check needs --input-shape (e.g. 64,784) or --data file.npz.")
     else:
-        x, y = random_inputs(model, shape, gen), None
-        notes.append(f"random {'token ids' if not x.is_floating_point() else 'N(0, 1) inputs'} of shape {shape}; "
-                     "a reading of the architecture and init, not of your data.")
+        x, y = sequence_inputs(model, shape, vocab, gen), None
+        kind = f"integer token ids in [0, {int(x.max()) + 1 if vocab is None else vocab})" if not x.is_floating_point() \
+            else "N(0, 1) inputs"
+        notes.append(f"random {kind} of shape {tuple(x.shape)}; a reading of the architecture and init, not of your data.")
     if y is None and classes is not None:
         if classes < 2:
             raise ConfigError(f"--classes must be at least 2, got {classes}.")

@@ -251,6 +251,7 @@ def _add_diagnose_verbs(sub: argparse._SubParsersAction) -> None:
     check.add_argument("model", metavar="MODEL", help="path/to/file.py:factory or package.module:factory")
     check.add_argument("--input-shape", help="batch size then sample shape, e.g. 64,784 (random N(0,1) inputs)")
     check.add_argument("--classes", type=int, help="random class targets in [0, CLASSES) and cross-entropy")
+    check.add_argument("--vocab", type=int, help="integer token inputs in [0, VOCAB) of --input-shape (batch, length)")
     check.add_argument("--data", help=".npz file with arrays x (and y): real inputs (and targets)")
     check.add_argument("--steps", type=int, default=20, help="training steps to record (default: 20)")
     check.add_argument("--json", action="store_true", help="print the Findings JSON instead of text")
@@ -267,7 +268,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ._check import check_spec
 
-    d = check_spec(args.model, input_shape=args.input_shape, classes=args.classes, data=args.data, steps=args.steps)
+    d = check_spec(args.model, input_shape=args.input_shape, classes=args.classes, data=args.data, steps=args.steps,
+                   vocab=args.vocab)
     return _report(d, args)
 
 

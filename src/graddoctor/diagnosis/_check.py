@@ -6,9 +6,11 @@ state and the RNG streams are restored afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,9 +68,11 @@ def check(
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=devices):
-            view, notes = _train(model, inputs, targets, loss_fn, steps, optimizer)
+            view, notes, targets, loss_fn = _train(model, inputs, targets, loss_fn, steps, optimizer)
     finally:
         saved.restore()
+    view, probe_note = _probe_through_time(model, inputs, targets, loss_fn, view, devices)
+    notes += [probe_note] if probe_note else []
     prediction, theory_note = _predict(model, inputs)  # the model is back at its initial weights
     return diagnose(view, notes=notes + ([theory_note] if theory_note else []), prediction=prediction)
 
@@ -80,6 +84,8 @@ def _predict(model: nn.Module, inputs: Any) -> tuple[Any, str | None]:
     """
     from ..theory import predict
 
+    if isinstance(inputs, torch.Tensor) and not inputs.is_floating_point():  # token ids: an embedding first
+        return None, "theory: mean-field prediction covers float inputs only; none for token-id inputs."
     try:
         prediction = predict(model, inputs=inputs) if isinstance(inputs, torch.Tensor) else predict(model)
     except Exception as err:  # a model the theory module cannot read: say so and go on
@@ -152,7 +158,33 @@ def _train(model: nn.Module, inputs: Any, targets: Any, loss_fn: LossFn | None, 
             run.log(loss=loss)
             if not math.isfinite(float(loss.detach())):  # one non-finite step is recorded; more would say nothing new
                 break
-    return load(run), notes
+    return load(run), notes, targets, loss_fn
+
+
+def _probe_through_time(model: nn.Module, inputs: Any, targets: Any, loss_fn: LossFn, view: Any,
+                        devices: list[int]) -> tuple[Any, str | None]:
+    """The temporal probe at the model's initial weights, added to the view as `in_grad_norm_t_last` rows."""
+    from .temporal import PROBE, temporal_probe
+    from ..store.time_series import TimeRecord
+
+    if not any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules()):
+        return view, None
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            found = temporal_probe(model, lambda: _forward(model, inputs, 0), lambda out: _loss(loss_fn, out, targets, 0))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    step = int(view.steps[0]) if len(view.steps) else 0
+    extra = dict(view._time)
+    for name, (edges, values) in found.items():
+        if name in view.layers:
+            extra[(view.layers.index(name), PROBE)] = [TimeRecord(step, edges[-1], tuple(edges), values.astype(np.float64))]
+    note = (f"temporal probe: ||d l_T / d x_t|| of the loss at the last position only, at init, for "
+            f"{', '.join(repr(n) for n in found)}.") if found else None
+    return dataclasses.replace(view, _time=extra), note
 
 
 def _forward(model: nn.Module, inputs: Any, step: int) -> Any:

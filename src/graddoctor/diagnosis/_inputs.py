@@ -43,3 +43,21 @@ def random_inputs(model: nn.Module, shape: tuple[int, ...], generator: torch.Gen
     if found is not None and isinstance(found[1], nn.Embedding):
         return torch.randint(0, found[1].num_embeddings, shape, generator=generator).to(device)
     return torch.randn(shape, generator=generator).to(device)
+
+
+def sequence_inputs(model: nn.Module, shape: tuple[int, ...], vocab: int | None, gen: torch.Generator) -> torch.Tensor:
+    """`random_inputs`, or token ids in [0, vocab) when `vocab` is given, or (N, T, input_size) features
+    for a model whose first layer is a recurrent one and a shape of (N, T) (docs/through-time.md)."""
+    from ..errors import ConfigError
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if vocab is not None:
+        if vocab < 2:
+            raise ConfigError(f"--vocab must be at least 2 (token ids in [0, vocab)), got {vocab}.")
+        return torch.randint(0, vocab, shape, generator=gen).to(device)
+    found = first_layer(model)
+    if found is not None and isinstance(found[1], nn.RNNBase) and len(shape) == 2:
+        shape = (*shape, found[1].input_size)
+        if not found[1].batch_first:
+            shape = (shape[1], shape[0], shape[2])  # (T, N, F)
+    return random_inputs(model, shape, gen)

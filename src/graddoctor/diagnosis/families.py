@@ -21,6 +21,9 @@ BATCH_NORM = frozenset(n for n in NORMALIZATION if "BatchNorm" in n)
 # the rows of the tokens in the batch, so ||dw||/||w|| is small by construction.
 SPARSE_UPDATE = frozenset({"Embedding", "EmbeddingBag"})
 
+# Recurrent layers: depth in time (diagnose.through_time), not a point of the depth profile.
+RECURRENT = frozenset({"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"})
+
 # Activation families. "relu": a flat zero side, units can die. "leaky": never exactly flat.
 # "sigmoid"/"tanh": saturating on both sides. "smooth": GELU-like, no saturated region that matters.
 FAMILY = {

@@ -44,6 +44,8 @@ class Kind(str, enum.Enum):
     SATURATED_UNITS = "saturated_units"
     NONFINITE = "nonfinite"
     STALLED_UPDATES = "stalled_updates"
+    VANISHING_THROUGH_TIME = "vanishing_through_time"
+    EXPLODING_THROUGH_TIME = "exploding_through_time"
 
     def __str__(self) -> str:
         return self.value

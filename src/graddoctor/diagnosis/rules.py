@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import Stat
 from ..store.view import RunView
-from . import advice, evidence
+from . import advice, evidence, through_time
 from .families import SPARSE_UPDATE, activation_layers, weight_layers
 from .findings import Finding, Kind, Severity
 from .profile import (
@@ -279,4 +279,6 @@ RULES: tuple[RuleSpec, ...] = (
     RuleSpec(Kind.DEAD_UNITS, dead_units),
     RuleSpec(Kind.SATURATED_UNITS, saturated_units),
     RuleSpec(Kind.STALLED_UPDATES, stalled_updates),
+    RuleSpec(Kind.VANISHING_THROUGH_TIME, through_time.vanishing_through_time),
+    RuleSpec(Kind.EXPLODING_THROUGH_TIME, through_time.exploding_through_time),
 )

@@ -31,6 +31,7 @@ from .rows import StepPayload
 from .select import first_float_tensor, layout_modules, plan_layers
 from .session import open_session
 from .setup import check_inputs, unwrap
+from .through_time import TimeProbe
 
 NO_FORWARD = (
     "saw gradients but no forward pass of the watched model: it probably ran through a torch.compile'd "
@@ -89,6 +90,9 @@ class Run:
         self._warned_no_forward = False
         self._closed = False
         self._caller_reads = False  # read_gradients() was called: the optimizer's pre-hook leaves gradients to it
+        # Per-time-step statistics of recurrent layers (None without any: no hook, no cost). Not under
+        # torch.distributed: their rows are not reduced over ranks (docs/through-time.md).
+        self._time = TimeProbe.for_plan(self._plan, lambda: self._record) if reducer is None else None
         self._begin(self._start_step)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -97,6 +101,8 @@ class Run:
         try:
             for i, layer in enumerate(self._plan):
                 self._handles.add(layer.module.register_forward_hook(functools.partial(self._on_forward, i)))
+            if self._time is not None:
+                self._time.attach(self._handles.add)
             for module, flag in layout_modules(self.model, self._plan):
                 self._handles.add(module.register_forward_hook(functools.partial(self._on_layout, flag)))
             if self.optimizer is not None:
@@ -328,6 +334,8 @@ class Run:
         else:
             hist_every = self.config.hist_every
             self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0)
+        if self._time is not None:  # W_hh's bound: first recorded step, then with the histograms
+            self._time.begin(self._record, bound=self._record is not None and self._record.hist)
 
     def _amp_scale(self) -> torch.Tensor | None:
         if self.scaler is None or not self.scaler.is_enabled():
@@ -343,7 +351,9 @@ class Run:
         if self.optimizer is not None:  # read now: a scheduler changes it before the next flush
             scalars += [(rec.step, f"lr/group{g}", group["lr"]) for g, group in enumerate(self.optimizer.param_groups)]
         n = len(rec.values)
-        host = transfer(rec.values + [v for _, _, v in scalars if isinstance(v, torch.Tensor)])
+        time_keys, time_values = self._time.device_values() if self._time is not None else ([], [])
+        host = transfer(rec.values + time_values + [v for _, _, v in scalars if isinstance(v, torch.Tensor)])
+        n_time = n + len(time_values)
         payload = StepPayload(
             step=rec.step,
             wall_time=time.time(),
@@ -351,8 +361,9 @@ class Run:
             values=host[:n],
             numel=dict(rec.numel),
             fired=rec.fired,
-            scalars=_scalar_rows(scalars, host[n:]),
+            scalars=_scalar_rows(scalars, host[n_time:]),
             nonfinite=self._nonfinite_counts(rec.keys, host),
+            time=(time_keys, host[n:n_time]),
         )
         if self._reducer is not None:  # one all_gather; rank 0's writer thread combines the ranks' partials
             payload.combine = self._reducer.reduce(payload, hist=rec.hist, no_forward=no_forward)

@@ -17,6 +17,7 @@ from .derive import derive, histograms
 from .fastrows import Layers, group, step_block
 from .record import HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
 from .select import LayerPlan
+from .through_time import time_rows
 
 
 @dataclasses.dataclass
@@ -34,6 +35,7 @@ class StepPayload:
     # Under torch.distributed (rank 0): fills keys, values, numel, fired and nonfinite from every
     # rank's partials, here in the writer's thread rather than in the training step.
     combine: Callable[["StepPayload"], None] | None = None
+    time: tuple[list, list] = ((), ())   # recurrent layers' per-time-step keys and host values (through_time)
 
 
 class RowBuilder:
@@ -74,6 +76,8 @@ class RowBuilder:
                 (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(first) if i in pos
             ],
         }
+        if p.time[0]:
+            rows["time_stats"] = [(r[0], pos[r[1]], *r[2:]) for r in time_rows(p.step, *p.time) if r[1] in pos]
         if self.first_nonfinite is None:
             bad = block.recorded & ~np.isfinite(block.values)  # [stat, position]
             if bad.any():

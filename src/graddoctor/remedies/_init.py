@@ -10,12 +10,16 @@ from torch import nn
 from .. import theory
 from ..errors import ConfigError
 from ._edits import Edit, RemedyError, Surgery, _dominant_activation, _dry_forward, _target, _weight_layers
+from ._recurrent import recurrent_modules, recurrent_reinit
 
 SCHEMES = ("he", "xavier", "critical", "lsuv")
 
 
 def reinit(model: nn.Module, scheme: str = "he", *, data: torch.Tensor | None = None, inplace: bool = False) -> Surgery:
     """Re-initialise the weights of every trainable Linear/Conv layer and zero their biases.
+
+    Recurrent layers (nn.RNN/LSTM/GRU, cells) are covered by "he" and "xavier": their input weights
+    by the scheme, W_hh orthogonal (`_recurrent.recurrent_reinit`); "critical" and "lsuv" refuse them.
 
     - "he": N(0, 2 / ((1 + a^2) fan_in)), a the slope of the model's dominant LeakyReLU (0 otherwise).
     - "xavier": N(0, gain^2 * 2 / (fan_in + fan_out)), gain = nn.init.calculate_gain of the dominant
@@ -55,15 +59,21 @@ def reinit(model: nn.Module, scheme: str = "he", *, data: torch.Tensor | None = 
         if m.weight.requires_grad and id(m.weight) not in seen:
             seen.add(id(m.weight))
             layers.append((name, m))
-    if not layers:
+    recurrent = recurrent_modules(model)
+    if recurrent and scheme in ("critical", "lsuv"):  # never skip recurrent weights silently
+        raise RemedyError(f"init scheme {scheme!r} is derived for feed-forward layers; {recurrent[0][0]!r} is a "
+                          f"{type(recurrent[0][1]).__name__}, whose W_hh acts at every time step: use orthogonal_init "
+                          f"(or he_init/xavier_init, which draw W_hh orthogonal).")
+    if not layers and not recurrent:
         raise RemedyError(f"{type(model).__name__} has no trainable Linear/Conv layer to re-initialise.")
     act = _dominant_activation(model)
     with torch.no_grad():
         if scheme == "lsuv":
             return Surgery(model, _lsuv(model, layers, data))
-        draw = _drawer(scheme, act)
+        draw = _drawer(scheme, act) if layers else None
         edits = tuple(Edit(name, f"re-init ({scheme})", draw(m)) for name, m in layers)
-    return Surgery(model, edits)
+    slope = float(act.negative_slope) if isinstance(act, nn.LeakyReLU) else 0.0
+    return Surgery(model, edits + recurrent_reinit(model, scheme, 2.0 / (1.0 + slope**2)))
 
 
 def _fans(m: nn.Module) -> tuple[int, int]:

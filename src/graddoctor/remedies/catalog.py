@@ -183,6 +183,66 @@ _REMEDIES = (
     ),
 )
 
+# Through time (recurrent networks, docs/through-time.md). grad_clip and lower_lr above serve here too.
+_REMEDIES += (
+    Remedy(
+        id="swap_cell", title="Use a gated recurrent cell (LSTM or GRU) instead of a plain RNN",
+        changes="Replace each nn.RNN (nn.RNNCell) by an nn.LSTM (nn.LSTMCell) or nn.GRU with the same sizes, layers, "
+        "direction and batch_first; a forward that reads the RNN's hidden state must take the LSTM's (h, c).",
+        helps="The cell state is updated additively, c_t = f_t * c_{t-1} + ...: the gradient through time is scaled by "
+        "the forget gates, which learn to stay near 1, not by the product of W_hh and tanh' at every step.",
+        limits="Four (LSTM) or three (GRU) times the recurrent parameters and compute; gates at init still forget "
+        "(see forget_bias); not a fix for exploding gradients.",
+        references=("Hochreiter & Schmidhuber 1997, Long Short-Term Memory", "Cho et al. 2014 (GRU)",
+                    "Bengio, Simard & Frasconi 1994, Learning long-term dependencies is difficult"),
+        aliases=("lstm", "gru"),
+    ),
+    Remedy(
+        id="orthogonal_init", title="Initialise the recurrent weights W_hh orthogonally",
+        changes="nn.init.orthogonal_ on every W_hh block (each gate's block of weight_hh_l{k}); input weights and "
+        "biases are kept.",
+        helps="Every singular value of an orthogonal matrix is 1: the linear part of each step neither shrinks nor "
+        "grows the gradient, so gamma * sigma_max(W_hh) starts at gamma (1 for tanh).",
+        limits="Only the start: saturated tanh units still shrink the gradient, and training moves W_hh away from "
+        "orthogonal.",
+        references=("Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of learning",
+                    "Pascanu, Mikolov & Bengio 2013, On the difficulty of training RNNs"),
+    ),
+    Remedy(
+        id="identity_init", title="Initialise a ReLU RNN's W_hh to the identity (IRNN)",
+        changes="W_hh = I and its bias 0 for nn.RNN(nonlinearity='relu'); input weights kept.",
+        helps="With ReLU units and W_hh = I, a step copies the state: the gradient through time is carried with "
+        "factor 1 where units are active.",
+        limits="ReLU RNNs only (a tanh RNN still has tanh' < 1); needs a small learning rate and usually clipping.",
+        references=("Le, Jaitly & Hinton 2015, A Simple Way to Initialize Recurrent Networks of Rectified Linear Units",),
+    ),
+    Remedy(
+        id="forget_bias", title="Set the LSTM forget-gate bias to 1",
+        changes="The forget block of bias_ih is set to 1 and that of bias_hh to 0 in every nn.LSTM / nn.LSTMCell.",
+        helps="At init f_t = sigmoid(1) = 0.73 instead of 0.5: the cell state, and its gradient, survive ~3x more "
+        "steps before halving.",
+        limits="LSTMs only; a stronger prior on remembering, which the network must unlearn where it should forget.",
+        references=("Gers, Schmidhuber & Cummins 2000", "Jozefowicz, Zaremba & Sutskever 2015"),
+    ),
+    Remedy(
+        id="shorter_truncation", title="Back-propagate through fewer time steps (truncated BPTT or shorter sequences)",
+        changes="Split sequences into chunks of the length the gradient actually reaches, detaching the hidden state "
+        "between chunks.",
+        helps="The compute spent on time steps the gradient never reaches is saved, and an exploding product is "
+        "cut short.",
+        limits="Dependencies longer than the chunk cannot be learned from the gradient at all.",
+        references=("Williams & Peng 1990", "Sutskever 2013, Training Recurrent Neural Networks"),
+    ),
+    Remedy(
+        id="skip_in_time", title="Add connections that skip time steps (or attention over the sequence)",
+        changes="Give step t access to h_{t-k} for k > 1: dilated or clockwork RNNs, a residual in time, or attention.",
+        helps="The path from the loss to an early input gets shorter, so fewer Jacobians multiply on the way.",
+        limits="Changes the architecture; more memory for the states kept.",
+        references=("Koutnik et al. 2014, A Clockwork RNN", "Chang et al. 2017, Dilated Recurrent Neural Networks",
+                    "Bahdanau, Cho & Bengio 2015"),
+    ),
+)
+
 CATALOG: Mapping[str, Remedy] = MappingProxyType({r.id: r for r in _REMEDIES})
 _ALIASES: Mapping[str, str] = MappingProxyType({a: r.id for r in _REMEDIES for a in r.aliases})
 
@@ -192,6 +252,7 @@ _ALIASES: Mapping[str, str] = MappingProxyType({a: r.id for r in _REMEDIES for a
 COMPARABLE = (
     "relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual",
     "grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer",
+    "swap_cell", "orthogonal_init", "identity_init", "forget_bias",
 )
 
 

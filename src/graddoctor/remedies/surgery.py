@@ -16,16 +16,19 @@ from ._activations import swap_activation
 from ._edits import NORMS, WEIGHT_LAYERS, Edit, RemedyError, Surgery
 from ._init import SCHEMES, reinit
 from ._norm import insert_norm
+from ._recurrent import forget_bias, identity_hh, orthogonal_hh, swap_cell
 from ._residual import Residual, add_residual
 from .catalog import CATALOG, get_remedy
 
 __all__ = [
     "Edit", "Surgery", "RemedyError", "Residual", "swap_activation", "reinit", "insert_norm", "add_residual",
-    "apply_remedy", "WEIGHT_LAYERS", "NORMS", "TRAINING_SIDE", "MODEL_SIDE", "SCHEMES", "LEAKY_SLOPE",
+    "apply_remedy", "swap_cell", "orthogonal_hh", "identity_hh", "forget_bias", "WEIGHT_LAYERS", "NORMS", "TRAINING_SIDE", "MODEL_SIDE", "SCHEMES", "LEAKY_SLOPE",
 ]
 
 TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer")
-MODEL_SIDE = ("relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual")
+MODEL_SIDE = ("relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual",
+              "swap_cell", "orthogonal_init", "identity_init", "forget_bias")
+RECURRENT_SIDE = {"orthogonal_init": orthogonal_hh, "identity_init": identity_hh, "forget_bias": forget_bias}
 LEAKY_SLOPE = 0.01  # the catalog's leaky_relu remedy: nn.LeakyReLU's own default slope
 
 
@@ -62,6 +65,13 @@ def apply_remedy(model: nn.Module, remedy_id: str, *, data: torch.Tensor | None 
         swapped = swap_activation(model, old, new)
         init = reinit(swapped.model, "he", inplace=True)
         return Surgery(init.model, swapped.edits + init.edits)
+    if key == "swap_cell":  # an LSTM; a GRU (nn.RNN's own outputs) when the forward cannot take the LSTM's
+        try:
+            return swap_cell(model, "lstm", data=data)
+        except RemedyError:
+            return swap_cell(model, "gru", data=data)
+    if key in RECURRENT_SIDE:
+        return RECURRENT_SIDE[key](model)
     if key.endswith("_init"):
         return reinit(model, key.removesuffix("_init"))
     if key in ("batch_norm", "layer_norm"):

@@ -18,9 +18,11 @@ import numpy as np
 from ..store.view import RunView
 from ._axes import (check_run, depth_colors, depth_legend, layer_label, layer_ticks, layers_with, mark_at_bottom,
                     matplotlib, new_axes, plain, positive, require, step_columns, subsample, weight_layers)
+from ._figures_recurrent import time_heatmap, time_profile
 from ._figures_time import loss_curve, overlay, unit_fractions, update_ratio
 
-__all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay"]
+__all__ = ["gradient_flow", "heatmap", "histograms", "unit_fractions", "update_ratio", "loss_curve", "overlay",
+           "time_profile", "time_heatmap"]
 
 MAX_HEATMAP_STEPS = 500  # columns drawn at most; a longer run is subsampled evenly (first and last kept)
 NONFINITE_COLOR, ZERO_COLOR = "#ff00ff", "#3a8fd9"  # heatmap cells: recorded NaN/Inf; exact 0 on a log scale

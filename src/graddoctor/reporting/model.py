@@ -71,6 +71,13 @@ def figure_plan(run: RunView, prediction: Any = None) -> list[FigureSpec]:
         _spec(run, "Loss", "the logged loss per recorded step (red ticks: NaN/Inf).", {"loss"} & scalars,
               lambda: figures.loss_curve(run), "no loss was logged: call run.log(loss=loss) after optimizer.step()"),
     ]
+    for layer in run.time_layers("in_grad_norm_t"):  # recurrent layers only: no entry for other models
+        plan.append(_spec(run, f"Gradient through time: {layer}", "||dL/dx_t|| at the layer's input per time step t "
+                          "(log) at the first, middle and last recorded step (ticks at the bottom: exactly 0).",
+                          {"time"}, lambda layer=layer: figures.time_profile(run, layer), ""))
+        plan.append(_spec(run, f"Time step x training step: {layer}", "||dL/dx_t|| per time step (rows) and training "
+                          "step (columns), log colour; blue: exactly 0.", {"time"},
+                          lambda layer=layer: figures.time_heatmap(run, layer), ""))
     for kind, title in (("act", "Activation histograms"), ("grad", "Gradient histograms")):
         has = any(run.hist(name, kind) for name in run.layers)
         plan.append(_spec(run, title, f"per-layer {'output' if kind == 'act' else 'parameter-gradient'} histograms at "

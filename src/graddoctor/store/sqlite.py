@@ -15,6 +15,7 @@ from ..errors import StoreError
 from . import segments
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 from .segments import StepStats
+from .time_series import TIME_DDL
 
 MEMORY = ":memory:"
 
@@ -55,6 +56,7 @@ class RunStore:
                         f"BEGIN; {DDL} PRAGMA application_id={APPLICATION_ID}; "
                         f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                     )
+                con.execute(TIME_DDL)  # additive, no version bump: an older store gains it on first write
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a process kill
         except sqlite3.Error as err:
@@ -118,6 +120,7 @@ class RunStore:
         stats: Iterable[StatRow | StepStats] = (),
         scalars: Iterable[ScalarRow] = (),
         hists: Iterable[HistRow] = (),
+        time_stats: Iterable[tuple] = (),
         first_nonfinite: dict[str, Any] | None = None,
         next_step: int | None = None,
     ) -> None:
@@ -145,6 +148,9 @@ class RunStore:
             self.con.executemany(
                 "INSERT OR REPLACE INTO hists VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *row) for row in hists],
+            )
+            self.con.executemany(
+                "INSERT OR REPLACE INTO time_stats VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *row) for row in time_stats]
             )
             if first_nonfinite is not None:
                 self.con.execute(

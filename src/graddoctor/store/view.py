@@ -14,6 +14,7 @@ from ..errors import ConfigError, StoreError
 from . import segments
 from .lazy import LazyHists, LazyMatrices, SegmentSource
 from .sqlite import MEMORY, RunStore, effective_status
+from .time_series import TimeRecord, read_time_stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,32 @@ class RunView:
     _scalars: dict[str, np.ndarray]         # key -> [n_steps]
     _hists: dict[tuple[str, str], list[tuple[int, float, float, int, np.ndarray]]]
     _scalar_recorded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> [n_steps] bool
+    _time: dict[tuple[int, str], list[TimeRecord]] = dataclasses.field(default_factory=dict)  # time_stats rows
+
+    def time_layers(self, stat: str = "in_grad_norm_t") -> list[str]:
+        """Layers with a per-time-step series `stat` (recurrent layers), input side first."""
+        return [self.layer_info[p].name for p in sorted({p for p, s in self._time if s == stat})]
+
+    def time_records(self, stat: str, layer: str) -> list[TimeRecord]:
+        """Every stored record of a vector statistic (docs/through-time.md), in step order."""
+        return list(self._time.get((self._layer_index(layer), stat), []))
+
+    def time_stat(self, stat: str, layer: str) -> tuple[np.ndarray, tuple]:
+        """(values [n_steps, n_buckets] aligned with `steps`, bucket edges or labels) of a vector statistic.
+
+        Rows are NaN at steps where it was not recorded, or recorded with other edges (another
+        sequence length) than the last record's. ([n_steps, 0], ()) when never recorded.
+        """
+        records = self.time_records(stat, layer)
+        if not records:
+            return np.full((len(self.steps), 0), np.nan), ()
+        index = records[-1].index
+        out = np.full((len(self.steps), len(records[-1].values)), np.nan)
+        col = {int(s): j for j, s in enumerate(self.steps)}
+        for r in records:
+            if r.index == index and r.step in col:
+                out[col[r.step]] = r.values
+        return out, index
 
     @property
     def layers(self) -> list[str]:
@@ -239,6 +266,7 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         first_nonfinite=json.loads(nonfinite_json) if nonfinite_json else None,
         layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
         _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
+        _time={k: v for k, v in read_time_stats(con, run_id).items() if k[0] < len(infos)},
     )
 
 

@@ -125,7 +125,7 @@ class StoreWriter:
 
 
 def _empty() -> dict[str, Any]:
-    return {"layers": [], "steps": [], "stats": [], "scalars": [], "hists": [], "first_nonfinite": None}
+    return {"layers": [], "steps": [], "stats": [], "scalars": [], "hists": [], "time_stats": [], "first_nonfinite": None}
 
 
 def _merge(batch: dict[str, Any], rows: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import graddoctor
-from graddoctor import StoreError
+from graddoctor.errors import StoreError
+from graddoctor.store import RunStore
 from graddoctor.store import segments
 from graddoctor.store.migrate import migrate
 from graddoctor.store.segments import StepStats
@@ -38,7 +39,7 @@ def fixture(version: int, tmp_path: Path) -> Path:
 
 
 def version_of(path: Path) -> int:
-    store = graddoctor.RunStore(path, readonly=True)
+    store = RunStore(path, readonly=True)
     store.close()
     return store.version
 
@@ -48,7 +49,7 @@ def expected(version: int) -> dict:
 
 
 def dumps_of(path: Path) -> dict:
-    store = graddoctor.RunStore(path, readonly=True)
+    store = RunStore(path, readonly=True)
     try:
         return {name: json.loads(json.dumps(dump(read_run(store, rid)), sort_keys=True))
                 for rid, name in [(1, "plain"), (2, "broken")]}
@@ -133,7 +134,7 @@ def test_migrate_v1_gives_v3_with_the_same_values(tmp_path):
     finally:
         con.close()
     assert migrate(path)["from_version"] == 3  # a v3 store is left as it is
-    store = graddoctor.RunStore(path)  # and takes new runs
+    store = RunStore(path)  # and takes new runs
     store.close()
 
 
@@ -182,7 +183,7 @@ def test_migrate_refuses_a_store_with_a_run_still_recording(tmp_path):
 def _bigger_v1(tmp_path: Path, steps: int = 3000) -> Path:
     """The v1 fixture plus a synthetic run of 3000 steps x 40 layers x 3 stats, written as v1 rows."""
     path = fixture(1, tmp_path)
-    store = graddoctor.RunStore(path)
+    store = RunStore(path)
     assert store.version == 1
     run_id = store.create_run("big", {}, {})
     store.set_layers(run_id, [(p, f"l{p}", "Linear", "param", 10, "{}") for p in range(40)])
@@ -229,7 +230,7 @@ def test_migrate_killed_at_any_moment_leaves_the_old_store_intact(tmp_path):
 
 def test_a_v1_store_takes_new_runs_as_v1_rows(tmp_path):
     path = fixture(1, tmp_path)
-    store = graddoctor.RunStore(path)
+    store = RunStore(path)
     run_id = store.create_run("new", {}, {})
     store.set_layers(run_id, [(0, "l0", "Linear", "param", 10, "{}", "weight")])
     store.write(run_id, steps=[(0, 1.0)], stats=[StepStats(0, ("grad_norm",), np.array([[0.25]]), np.array([[True]]))])
@@ -244,7 +245,7 @@ def test_a_v1_store_takes_new_runs_as_v1_rows(tmp_path):
 
 def _v3_run(path: Path, n_layers: int = 150, n_steps: int = 40) -> np.ndarray:
     """A v3 run written through the writer in 4 flushes; returns its grad_norm matrix."""
-    store = graddoctor.RunStore(path)
+    store = RunStore(path)
     run_id = store.create_run("r", {}, {})
     store.set_layers(run_id, [(p, f"l{p}", "Linear", "param", 10, "{}") for p in range(n_layers)])
     rng = np.random.default_rng(1)
@@ -298,7 +299,7 @@ def test_segments_per_flush_not_per_value(tmp_path):
 
 
 def test_a_writer_that_falls_behind_blocks_the_producer_and_loses_nothing(tmp_path):
-    store = graddoctor.RunStore(tmp_path / "runs.db")
+    store = RunStore(tmp_path / "runs.db")
     run_id = store.create_run("slow", {}, {})
     store.set_layers(run_id, [(0, "l0", "Linear", "param", 10, "{}")])
     most = []
@@ -325,7 +326,7 @@ def test_a_writer_that_falls_behind_blocks_the_producer_and_loses_nothing(tmp_pa
 
 
 def test_a_writer_error_does_not_leave_the_producer_blocked(tmp_path):
-    store = graddoctor.RunStore(tmp_path / "runs.db")
+    store = RunStore(tmp_path / "runs.db")
     run_id = store.create_run("bad", {}, {})
 
     def prepare(step):
