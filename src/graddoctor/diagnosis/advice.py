@@ -280,8 +280,16 @@ def nonfinite(run: RunView, ev: Ev, t: Thresholds) -> Explained:
              f"in the logged {ev['first_stat']}")
     parts = [f"The first non-finite value appeared at step {ev['first_step']}, {where}; {ev['n_nonfinite_steps']} of "
              f"the {ev['n_recorded_steps']} recorded steps hold NaN or Inf (the last at step {ev['last_nonfinite_step']})."]
-    if str(ev["first_stat"]).startswith("act_"):
-        parts.append("It showed first in the forward pass.")
+    origin = ev.get("origin_pass")
+    if origin == "backward":
+        parts.append("The forward pass was finite: it began in the backward pass, in the gradient flowing into this "
+                     "layer's output (a custom backward, a hook, or an op whose derivative overflows, such as sqrt "
+                     "or pow at 0).")
+    elif origin == "gradient":
+        parts.append("Every output gradient was finite: it began in this layer's parameter gradient (a gradient "
+                     "hook, or the accumulation of several backward passes).")
+    elif origin == "forward" or str(ev["first_stat"]).startswith("act_"):
+        parts.append("It showed first in the forward pass, in this layer's output: every layer before it was finite.")
     growth = ev.get("grad_norm_growth_before", math.nan)
     if math.isfinite(growth) and growth >= t.spike_factor:
         parts.append(f"Before it, the total gradient norm grew \u00d7{_g(growth)} over {ev['steps_before']} recorded "

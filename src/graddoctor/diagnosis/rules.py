@@ -225,6 +225,9 @@ def nonfinite(run: RunView, t: Thresholds) -> list[Finding]:
         return []
     step, layer, stat = first
     ev = evidence.nonfinite_evidence(run, step, layer, stat, total_grad_norm(run), t)
+    nf = run.first_nonfinite or {}
+    if nf.get("pass") and nf.get("step") == step:  # the store's origin, pass by pass (probes.origin)
+        layer, ev["first_layer"], ev["first_stat"], ev["origin_pass"] = nf["layer"], nf["layer"], nf["stat"], nf["pass"]
     cause, remedies = advice.nonfinite(run, ev, t)
     last_bad = int(ev["last_nonfinite_step"])
     layers = (layer,) if layer else ()
