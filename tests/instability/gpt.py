@@ -56,16 +56,16 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     def __init__(self, vocab: int = 32, width: int = 32, depth: int = 2, heads: int = 4, context: int = 16,
-                 post_ln: bool = False, eager: bool = False) -> None:
+                 post_ln: bool = False, eager: bool = False, init_std: float | None = 0.02) -> None:
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)
         self.blocks = nn.ModuleList(Block(width, heads, post_ln, eager) for _ in range(depth))
         self.ln_f = nn.LayerNorm(width)
         self.lm_head = nn.Linear(width, vocab, bias=False)
         self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                nn.init.normal_(p, std=0.02)
+        for name, p in self.named_parameters():  # GPT-2's init; None keeps PyTorch's defaults
+            if p.dim() == 2 and init_std is not None:
+                nn.init.normal_(p, std=init_std)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))

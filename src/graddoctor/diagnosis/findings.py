@@ -44,6 +44,11 @@ class Kind(str, enum.Enum):
     SATURATED_UNITS = "saturated_units"
     NONFINITE = "nonfinite"
     STALLED_UPDATES = "stalled_updates"
+    LARGE_UPDATES = "large_updates"
+    ACTIVATION_GROWTH = "activation_growth"
+    ATTENTION_LOGIT_GROWTH = "attention_logit_growth"
+    ATTENTION_ENTROPY_COLLAPSE = "attention_entropy_collapse"
+    LOSS_SPIKE = "loss_spike"
 
     def __str__(self) -> str:
         return self.value
