@@ -74,7 +74,7 @@ class Thresholds:
                                               # healthy training grows activations by ~2-30x
     activation_growth_error: float = 1e4      # four orders: the divergence is under way
     attention_logit_warning: float = 50.0    # max attention logit: e^-50, one key takes all the weight
-    attention_logit_error: float = 500.0
+    attention_logit_error: float = 500.0     # ten times that: the softmax is one-hot, its gradient gone
     attention_logit_growth: float = 10.0     # ...and >=10x its value at the first step
     entropy_collapse: float = 0.1            # mean attention entropy < 10% of its first value
     loss_spike_factor: float = 1.5           # logged loss >=1.5x the median of the 10 steps before...
