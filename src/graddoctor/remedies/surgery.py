@@ -17,15 +17,18 @@ from ._edits import NORMS, WEIGHT_LAYERS, Edit, RemedyError, Surgery
 from ._init import SCHEMES, reinit
 from ._norm import insert_norm
 from ._residual import Residual, add_residual
+from ._transformer import QKNormAttention, pre_ln, qk_layernorm
 from .catalog import CATALOG, get_remedy
 
 __all__ = [
     "Edit", "Surgery", "RemedyError", "Residual", "swap_activation", "reinit", "insert_norm", "add_residual",
     "apply_remedy", "WEIGHT_LAYERS", "NORMS", "TRAINING_SIDE", "MODEL_SIDE", "SCHEMES", "LEAKY_SLOPE",
+    "qk_layernorm", "pre_ln", "QKNormAttention",
 ]
 
-TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer")
-MODEL_SIDE = ("relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual")
+TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer", "z_loss", "lower_beta2")
+MODEL_SIDE = ("relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual",
+              "qk_layernorm", "pre_ln")
 LEAKY_SLOPE = 0.01  # the catalog's leaky_relu remedy: nn.LeakyReLU's own default slope
 
 
@@ -66,4 +69,8 @@ def apply_remedy(model: nn.Module, remedy_id: str, *, data: torch.Tensor | None 
         return reinit(model, key.removesuffix("_init"))
     if key in ("batch_norm", "layer_norm"):
         return insert_norm(model, key.removesuffix("_norm"), data=data)
+    if key == "qk_layernorm":
+        return qk_layernorm(model)
+    if key == "pre_ln":
+        return pre_ln(model)
     return add_residual(model, data=data)
