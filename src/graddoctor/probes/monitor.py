@@ -314,7 +314,8 @@ class Run:
             return
         logits = _logits_of(output)
         i, y = last
-        if logits is None or logits.ndim < 2 or logits.shape[-1] < 2 or not (y is logits or y.shape == logits.shape):
+        same = y is logits or (y.shape[-1] == logits.shape[-1] and y.numel() == logits.numel())  # a reshape of it
+        if logits is None or logits.ndim < 2 or logits.shape[-1] < 2 or not same:
             return
         lse, rows, top = logit_stats(logits)
         rec.add(i, LSE, lse)
