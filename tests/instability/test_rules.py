@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import graddoctor
-from graddoctor.diagnose.architecture import describe
+from graddoctor.diagnosis.architecture import describe
 
-from diagnose.fakes import fake_run  # tests/diagnose (a namespace package from tests/)
+from diagnosis.fakes import fake_run  # tests/diagnose (a namespace package from tests/)
 from .gpt import GPT, train
 
 

@@ -68,8 +68,8 @@ def weight_layers(run: RunView) -> list[str] | None:
     By role: normalisation layers (LayerNorm outputs have a gradient of their own scale, which would
     turn a transformer's profile into a zigzag) are left out when weight layers remain.
     """
-    from ..diagnose.architecture import LAYER_NORMS
-    from ..diagnose.families import NORMALIZATION
+    from ..diagnosis.architecture import LAYER_NORMS
+    from ..diagnosis.families import NORMALIZATION
 
     params = [i for i in run.layer_info if i.kind == "param"]
     weights = [i.name for i in params if i.type not in NORMALIZATION and i.type not in LAYER_NORMS]
@@ -119,7 +119,7 @@ def layer_ticks(names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     layer, labelled with the block's name (every k-th block past MAX_TICKS blocks).
     """
     if len(names) > MAX_TICKS:
-        from ..diagnose.architecture import block_of
+        from ..diagnosis.architecture import block_of
 
         starts = [k for k, name in enumerate(names) if block_of(name) and (k == 0 or block_of(names[k - 1]) != block_of(name))]
         if len(starts) >= 3:
