@@ -67,7 +67,58 @@ def lstm_lm() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return CharLSTM(), torch.randint(0, 96, (32, 64)), torch.randint(0, 96, (32, 64))
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "lstm_lm": lstm_lm}
+
+class _Block(nn.Module):
+    """A pre-LN GPT block whose attention calls F.scaled_dot_product_attention, as Hugging Face models do."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.heads = heads
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(x).split(c, dim=2))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class _Attention(nn.Module):
+    def __init__(self, block: _Block) -> None:
+        super().__init__()
+        self.forward = block.attention  # type: ignore[method-assign]
+
+
+class _GPT(nn.Module):
+    def __init__(self, vocab: int = 64, width: int = 128, depth: int = 6, heads: int = 4, context: int = 64) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.ModuleList(_Block(width, heads) for _ in range(depth))
+        for block in self.blocks:
+            block.attn = _Attention(block)  # an attention site (class name ends in Attention) around the SDPA call
+        self.ln_f, self.lm_head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x)).flatten(0, 1)  # [B*T, vocab] for cross_entropy
+
+
+def gpt() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """GPT-style: 6 pre-LN blocks, width 128, 4 heads, context 64, batch 16, tied embeddings (1.2 M parameters)."""
+    x = torch.randint(0, 64, (16, 64))
+    return _GPT(), x, torch.randint(0, 64, (16 * 64,))
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "gpt": gpt, "lstm_lm": lstm_lm}
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -124,17 +175,25 @@ def watched_block(model, opt, x, y, steps: int, mode: str, store: Path, run_name
             return block(model, opt, x, y, steps)
         finally:
             floor.close()
-    every = int(mode.split("=")[1].split("/")[0])
-    if mode.endswith("/notime"):  # watched without the per-time-step statistics (docs/through-time.md)
+    # "every=N", "every=N/notime" (without the per-time-step statistics, docs/through-time.md) or
+    # "every=N+option=V+...": watch options (integers) for the transformer statistics,
+    # e.g. every=1+attention_every=0+pre_clip=0 (attention and pre-clip norms off), every=1+attention_every=1
+    first, *extra = mode.split("+")
+    notime = first.endswith("/notime")
+    every = int(first.split("=")[1].split("/")[0])
+    options = {k: int(v) for k, v in (e.split("=") for e in extra)}
+    if "pre_clip" in options:
+        options["pre_clip"] = bool(options["pre_clip"])
+    if notime:
         from graddoctor.probes import monitor
 
         saved, monitor.TimeProbe = monitor.TimeProbe, _NoTimeProbe
         try:
-            with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0) as run:
+            with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0, **options) as run:
                 return block(model, opt, x, y, steps, run)
         finally:
             monitor.TimeProbe = saved
-    with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0) as run:
+    with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0, **options) as run:
         return block(model, opt, x, y, steps, run)  # its untimed step allocates the update snapshot
 
 

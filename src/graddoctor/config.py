@@ -23,6 +23,14 @@ class Stat(str, enum.Enum):
     ACT_ZERO_FRAC = "act_zero_frac"
     DEAD_FRAC = "dead_frac"
     SATURATED_FRAC = "saturated_frac"
+    # transformers and instability (docs/transformers.md)
+    GRAD_NORM_PRE_CLIP = "grad_norm_pre_clip"   # grad_norm read when each gradient is complete, before clipping
+    LOGIT_LSE = "logit_lse_mean"                # mean over rows of log Z = logsumexp over classes
+    LOGIT_MAX = "logit_abs_max"                 # max |logit|
+    ATTN_LOGIT_MAX = "attn_logit_max"           # max attention logit q·k·scale (+ float mask) over kept keys
+    ATTN_ENTROPY = "attn_entropy"               # mean attention entropy over heads and query rows (nats)
+    ATTN_ENTROPY_MIN_HEAD = "attn_entropy_min_head"  # the lowest per-head mean entropy
+    NORM_OVERFLOW = "norm_overflow"             # 1: a float32 sum of squares of finite values overflowed
 
     def __str__(self) -> str:
         return self.value
@@ -44,6 +52,10 @@ class WatchConfig:
 
     Attributes:
         every: record one optimizer step in `every` (steps 0, every, 2*every, ...).
+        attention_every: read attention logits (max, entropy) at optimizer steps that are multiples
+            of this; 0 turns it off; None (the default) means 10 * every.
+        pre_clip: read each gradient's norm when it is complete (post-accumulate-grad hook), before
+            the loop can clip it: grad_norm_pre_clip and the per-step clip_factor.
         hist_every: record 64-bin histograms at optimizer steps that are multiples of this;
             0 turns histograms off; None (the default) means 100 * every, one recorded step in
             100. Must be a multiple of `every`.
@@ -60,12 +72,20 @@ class WatchConfig:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     flush_seconds: float = 1.0  # a SIGKILL loses at most about this much
+    attention_every: int | None = None  # attention logits cost O(T^2) per head: one recorded step in 10
+    pre_clip: bool = True       # gradient norms also read when each gradient is complete (before clipping)
 
     def __post_init__(self) -> None:
         _check_int("every", self.every, minimum=1)
         if self.hist_every is None:
             object.__setattr__(self, "hist_every", 100 * self.every)
         _check_int("hist_every", self.hist_every, minimum=0)
+        if self.attention_every is None:
+            object.__setattr__(self, "attention_every", 10 * self.every)
+        _check_int("attention_every", self.attention_every, minimum=0)
+        if self.attention_every and self.attention_every % self.every:
+            raise ConfigError(f"attention_every={self.attention_every} is not a multiple of every={self.every}: "
+                              f"attention is read on recorded steps only.")
         if self.hist_every and self.hist_every % self.every:
             raise ConfigError(
                 f"hist_every={self.hist_every} is not a multiple of every={self.every}: histograms "

@@ -12,7 +12,9 @@ import graddoctor
 from graddoctor.diagnosis import diagnose
 from graddoctor.remedies import CATALOG
 
-KINDS = {"vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units", "nonfinite", "stalled_updates"}
+KINDS = {"vanishing_gradient", "exploding_gradient", "dead_units", "saturated_units", "nonfinite", "stalled_updates",
+         # DESIGN.md, Findings JSON: the kinds for transformers and instability
+         "large_updates", "activation_growth", "attention_logit_growth", "attention_entropy_collapse", "loss_spike"}
 SEVERITIES = {"info", "warning", "error"}
 
 

@@ -332,13 +332,18 @@ def _start_example(folder: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+NOT_REDUCED = {"grad_norm_pre_clip", "logit_lse_mean", "logit_abs_max", "attn_logit_max", "attn_entropy",
+               "attn_entropy_min_head", "norm_overflow"}
+
+
 def _assert_same_records(r, ref, *, exact_grad_hist: bool) -> None:
     assert r.steps.tolist() == ref.steps.tolist() == list(range(STEPS))
     assert r.layers == ref.layers
-    assert r.stats == ref.stats
+    # The transformer statistics are not recorded under torch.distributed (docs/transformers.md).
+    assert r.stats == [s for s in ref.stats if s not in NOT_REDUCED]
     for stat in ("dead_frac", "saturated_frac", "out_grad_norm", "update_ratio"):
         assert stat in r.stats
-    for stat in ref.stats:
+    for stat in r.stats:
         for layer in ref.layers:
             np.testing.assert_allclose(r.stat(stat, layer), ref.stat(stat, layer), rtol=RTOL, atol=ATOL,
                                        equal_nan=True, err_msg=f"{stat} of layer {layer!r}")

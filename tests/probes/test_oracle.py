@@ -95,7 +95,8 @@ def plan(model: nn.Module) -> dict[str, tuple[nn.Module, list[nn.Parameter]]]:
     for name, module in model.named_modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
         seen.update(id(p) for p in own)
-        if own or isinstance(module, ACTIVATIONS):
+        tied = any(p.requires_grad for p in module.parameters(recurse=False))  # owns only tied ones: still a layer
+        if own or tied or isinstance(module, ACTIVATIONS):
             layers[name] = (module, own)
     return layers
 
@@ -349,7 +350,10 @@ def test_zoo_tied_weight_belongs_to_its_first_owner():
     assert view.stat("weight_norm", "decoder")[0] == pytest.approx(ref.steps[0][("weight_norm", "decoder")], rel=RTOL)
     assert ref.steps[0][("weight_norm", "decoder")] < 0.5 * ref.steps[0][("weight_norm", "emb")]  # the bias only
     view2, _ = record_both(CASE["tied_decoder_first"])
-    assert view2.layers == ["act", "decoder"]  # emb owns nothing of its own: no layer, and it fires first
+    # emb owns nothing of its own (decoder counts the tied weight) but is still a layer: tying decides how
+    # parameters are counted, never whether a module's output is recorded
+    assert view2.layers == ["emb", "act", "decoder"]
+    assert {i.name: i.n_params for i in view2.layer_info}["emb"] == 0
 
 
 def test_zoo_no_grad_branch_has_zero_gradient_and_no_output_gradient():

@@ -158,7 +158,7 @@ def test_nan_and_inf_values_read_back_as_nan_and_inf(store_path):
     assert r.scalar("inf_s").tolist() == [math.inf, math.inf]
     assert r.scalar("ninf_s").tolist() == [-math.inf, -math.inf]
     assert r.scalar("fin").tolist() == [1.5, 1.5]
-    assert r.first_nonfinite == {"step": 1, "layer": "0", "stat": "grad_norm"}
+    assert r.first_nonfinite == {"step": 1, "layer": "0", "stat": "grad_norm", "pass": "gradient"}
     hist = r.hist("0", "grad")
     assert hist and hist[0][0] == 0 and hist[0][3] == 0
 

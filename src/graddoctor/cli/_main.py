@@ -113,7 +113,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(layer_table(run, step=args.step))
     if run.first_nonfinite:
         nf = run.first_nonfinite
-        print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}")
+        where = f" ({nf['pass']} pass)" if nf.get("pass") else ""
+        print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}{where}")
     return 0
 
 

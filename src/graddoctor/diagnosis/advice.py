@@ -52,11 +52,38 @@ def depth(run: RunView, p: DepthProfile, ev: Ev, *, vanishing: bool, resolved: b
     if math.isfinite(ev[other_key]):
         parts.append(f"At the {other_key.rsplit('_', 1)[1]} of the run the ratio is {_g(ev[other_key])}.")
     mechanism, remedies = (_vanishing_mechanism if vanishing else _exploding_mechanism)(run, p, ev)
+    mechanism, remedies = for_architecture(run, mechanism, remedies)
     parts.append(mechanism)
     parts.append(_optimizer_sentence(run, ev, p.ratio) if vanishing and not resolved else "")
     if resolved:
         parts.append("It had resolved itself by the end of the run, so it only slowed the first steps.")
     return " ".join(s for s in parts if s), remedies
+
+
+def for_architecture(run: RunView, mechanism: str, remedies: tuple[Advice, ...]) -> Explained:
+    """Causes chosen from the architecture as recorded: a transformer (attention + LayerNorm) has residuals
+    and norms, so it is never told to add them; a post-LN stack is named, with pre-LN, warm-up, a lower rate."""
+    from .architecture import describe
+
+    arch = describe(run)
+    present = {"layer_norm"} if arch.layer_norm else set()
+    present |= {"batch_norm"} if arch.batch_norm else set()
+    present |= {"residual"} if arch.has_residuals else set()
+    if arch.transformer and arch.norm_placement == "post":
+        return ("This is a post-LN transformer (LayerNorm after each residual addition): at init its gradient is "
+                "largest next to the output and shrinks toward the input through every block's LayerNorm, so it "
+                "needs warm-up to train at all (Xiong et al. 2020).",
+                (advise("pre_ln", "Pre-LN keeps an un-normalised identity path: well-behaved gradients at init."),
+                 advise("warmup", "Post-LN stacks train at this rate only after small first steps."),
+                 advise("lower_lr", "Without warm-up a post-LN stack needs a lower rate.")))
+    if arch.transformer:
+        return (mechanism.split(":")[0] + "; the model already has residual connections and LayerNorm, so the cause is "
+                "the optimisation: steps too large for the first phase of training.",
+                (advise("warmup", "Transformers are trained with warm-up: the first steps are where gradients misbehave."),
+                 advise("lower_lr", "A lower rate keeps the per-layer gradients from drifting apart."),
+                 advise("grad_clip", "Caps the steps meanwhile.")))
+    kept = tuple(a for a in remedies if a.id not in present)
+    return mechanism, kept or remedies
 
 
 def _vanishing_mechanism(run: RunView, p: DepthProfile, ev: Ev) -> Explained:
@@ -280,8 +307,16 @@ def nonfinite(run: RunView, ev: Ev, t: Thresholds) -> Explained:
              f"in the logged {ev['first_stat']}")
     parts = [f"The first non-finite value appeared at step {ev['first_step']}, {where}; {ev['n_nonfinite_steps']} of "
              f"the {ev['n_recorded_steps']} recorded steps hold NaN or Inf (the last at step {ev['last_nonfinite_step']})."]
-    if str(ev["first_stat"]).startswith("act_"):
-        parts.append("It showed first in the forward pass.")
+    origin = ev.get("origin_pass")
+    if origin == "backward":
+        parts.append("The forward pass was finite: it began in the backward pass, in the gradient flowing into this "
+                     "layer's output (a custom backward, a hook, or an op whose derivative overflows, such as sqrt "
+                     "or pow at 0).")
+    elif origin == "gradient":
+        parts.append("Every output gradient was finite: it began in this layer's parameter gradient (a gradient "
+                     "hook, or the accumulation of several backward passes).")
+    elif origin == "forward" or str(ev["first_stat"]).startswith("act_"):
+        parts.append("It showed first in the forward pass, in this layer's output: every layer before it was finite.")
     growth = ev.get("grad_norm_growth_before", math.nan)
     if math.isfinite(growth) and growth >= t.spike_factor:
         parts.append(f"Before it, the total gradient norm grew \u00d7{_g(growth)} over {ev['steps_before']} recorded "

@@ -132,6 +132,11 @@ def _run_notes(run: RunView) -> list[str]:
     if Stat.UPDATE_RATIO.value not in run.stats:
         notes.append("update_ratio was not recorded (watch(..., update_ratio=False)): stalled_updates and the "
                      "tiny-update check were skipped.")
+    clip = run.scalar("clip_factor") if "clip_factor" in run.scalars else None
+    if clip is not None and np.isfinite(clip).any():
+        acted = float(np.mean(clip[np.isfinite(clip)] < 0.999))
+        notes.append(f"clipping acted on {acted:.0%} of the recorded steps (clip_factor < 1: the gradient norm at the "
+                     f"optimizer step over the norm when the gradients were complete).")
     if Stat.OUT_GRAD_NORM.value not in run.stats:
         notes.append("out_grad_norm was not recorded: the depth profile of the gradient could not be read.")
     return notes

@@ -32,6 +32,14 @@ FAMILY = {
     "Sigmoid": "sigmoid", "Hardsigmoid": "sigmoid", "LogSigmoid": "sigmoid",
     "Tanh": "tanh", "Hardtanh": "tanh", "Softsign": "tanh", "Tanhshrink": "tanh",
     "GELU": "smooth", "SiLU": "smooth", "Mish": "smooth", "Softplus": "smooth", "Hardswish": "smooth",
+    # transformers and timm, by class name (probes.libraries decides they are activations)
+    **dict.fromkeys((
+        "NewGELUActivation", "GELUActivation", "FastGELUActivation", "QuickGELUActivation", "GELUTanh",
+        "PytorchGELUTanh", "ClippedGELUActivation", "AccurateGELUActivation", "SiLUActivation", "MishActivation",
+        "LaplaceActivation", "QuickGELU", "Swish", "SwishMe", "MishMe", "HardSwish", "HardSwishMe", "HardMish",
+        "HardMishMe", "GELUTanhApprox"), "smooth"),
+    "ReLUSquaredActivation": "relu", "SquaredReLU": "relu", "StarReLU": "relu", "HardSigmoidMe": "sigmoid",
+    "HardSigmoid": "sigmoid",
 }
 
 SATURATING = frozenset({"sigmoid", "tanh"})

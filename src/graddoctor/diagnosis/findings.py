@@ -46,6 +46,11 @@ class Kind(str, enum.Enum):
     STALLED_UPDATES = "stalled_updates"
     VANISHING_THROUGH_TIME = "vanishing_through_time"
     EXPLODING_THROUGH_TIME = "exploding_through_time"
+    LARGE_UPDATES = "large_updates"
+    ACTIVATION_GROWTH = "activation_growth"
+    ATTENTION_LOGIT_GROWTH = "attention_logit_growth"
+    ATTENTION_ENTROPY_COLLAPSE = "attention_entropy_collapse"
+    LOSS_SPIKE = "loss_spike"
 
     def __str__(self) -> str:
         return self.value

@@ -143,13 +143,15 @@ def forward_factor(run: RunView, profile: DepthProfile) -> float:
     return float(math.exp(slope))
 
 
-def total_grad_norm(run: RunView) -> np.ndarray:
+def total_grad_norm(run: RunView, pre_clip: bool = False) -> np.ndarray:
     """Per step: sqrt of the sum over layers of grad_norm^2 (the norm `clip_grad_norm_` sees).
 
     NaN at steps without a gradient record; a non-finite layer value makes the step non-finite.
+    `pre_clip`: of grad_norm_pre_clip where it was recorded (before any clipping).
     """
-    g = run.stat_matrix(Stat.GRAD_NORM.value)
-    rec = run.recorded(Stat.GRAD_NORM.value)
+    stat = Stat.GRAD_NORM_PRE_CLIP if pre_clip and Stat.GRAD_NORM_PRE_CLIP.value in run.stats else Stat.GRAD_NORM
+    g = run.stat_matrix(stat.value)
+    rec = run.recorded(stat.value)
     out = np.full(len(run.steps), np.nan)
     for j in range(len(run.steps)):
         col = g[rec[:, j], j]

@@ -16,6 +16,7 @@ from ..config import Stat
 from ..store.view import RunView
 from . import advice, evidence, through_time
 from .families import SPARSE_UPDATE, activation_layers, weight_layers
+from . import instability
 from .findings import Finding, Kind, Severity
 from .profile import (
     DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, nonfinite_cells, nonfinite_columns,
@@ -119,14 +120,16 @@ def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
 
 def _spikes(run: RunView, t: Thresholds) -> Finding | None:
     """Total gradient norm far above the running median of the steps before, or growing for good."""
-    total = total_grad_norm(run)
+    total = total_grad_norm(run, pre_clip=True)  # clipping hides spikes: read them before it
     cols = finite_columns(run)
     cols = cols[np.isfinite(total[cols]) & (total[cols] > 0)]
     ratios = []
     for k in range(t.spike_min_history, len(cols)):
         history = total[cols[max(0, k - t.spike_history):k]]
         ratios.append((total[cols[k]] / float(np.median(history)), k))
-    spikes = [(r, k) for r, k in ratios if r >= t.spike_factor]
+    # judged against the run's own scale too: a converged run's noisy batch far below the start is no spike
+    start = float(np.median(total[cols[:t.early_steps]])) if cols.size else math.nan
+    spikes = [(r, k) for r, k in ratios if r >= t.spike_factor and total[cols[k]] >= t.spike_start_fraction * start]
     growth = _growth(total, cols, t)
     if not spikes and not growth >= t.growth_warning:  # NaN growth (short run) counts as none
         return None
@@ -225,6 +228,9 @@ def nonfinite(run: RunView, t: Thresholds) -> list[Finding]:
         return []
     step, layer, stat = first
     ev = evidence.nonfinite_evidence(run, step, layer, stat, total_grad_norm(run), t)
+    nf = run.first_nonfinite or {}
+    if nf.get("pass") and nf.get("step") == step:  # the store's origin, pass by pass (probes.origin)
+        layer, ev["first_layer"], ev["first_stat"], ev["origin_pass"] = nf["layer"], nf["layer"], nf["stat"], nf["pass"]
     cause, remedies = advice.nonfinite(run, ev, t)
     last_bad = int(ev["last_nonfinite_step"])
     layers = (layer,) if layer else ()
@@ -281,4 +287,8 @@ RULES: tuple[RuleSpec, ...] = (
     RuleSpec(Kind.STALLED_UPDATES, stalled_updates),
     RuleSpec(Kind.VANISHING_THROUGH_TIME, through_time.vanishing_through_time),
     RuleSpec(Kind.EXPLODING_THROUGH_TIME, through_time.exploding_through_time),
+    RuleSpec(Kind.LARGE_UPDATES, instability.large_updates),
+    RuleSpec(Kind.ACTIVATION_GROWTH, instability.activation_growth),
+    RuleSpec(Kind.ATTENTION_LOGIT_GROWTH, instability.attention),
+    RuleSpec(Kind.LOSS_SPIKE, instability.loss_spike),
 )

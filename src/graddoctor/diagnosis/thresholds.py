@@ -64,6 +64,24 @@ class Thresholds:
     stalled_factor: float = 1e-2     # a layer's update ratio <1% of the median layer's: two orders of
                                      # magnitude, far beyond the spread between healthy layers (~3-10x)
 
+    # -- training instability (docs/transformers.md): each against the run's own start --------
+    large_update_warning: float = 0.1  # median weight layer moves by >=10% of its weights per step: two orders
+                                       # above the ~1e-3 rule of thumb (Adam at 1e-3 on 0.02-std weights: 0.05)
+    large_update_error: float = 1.0    # an update as large as the weights themselves
+    large_update_relative: float = 100.0  # or >=100x the run's own early median update ratio (and >= 1e-2)
+    instability_min_steps: int = 2     # a verdict above info needs the condition on 2 recorded steps
+    activation_growth_warning: float = 100.0  # act_std (or max |logit|) >=100x its value at the run's first step;
+                                              # healthy training grows activations by ~2-30x
+    activation_growth_error: float = 1e4      # four orders: the divergence is under way
+    attention_logit_warning: float = 50.0    # max attention logit: e^-50, one key takes all the weight
+    attention_logit_error: float = 500.0     # ten times that: the softmax is one-hot, its gradient gone
+    attention_logit_growth: float = 10.0     # ...and >=10x its value at the first step
+    entropy_collapse: float = 0.1            # mean attention entropy < 10% of its first value
+    loss_spike_factor: float = 1.5           # logged loss >=1.5x the median of the 10 steps before...
+    loss_spike_scale: float = 0.2            # ...and above it by >=20% of the first loss: the run's own scale
+    spike_start_fraction: float = 0.5        # a gradient spike must also reach half the norm at the start:
+                                             # a converged run's noisy batch 10x below it is not one
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

@@ -30,6 +30,8 @@ def watch(
     include: str | Sequence[str] = _DEFAULTS.include,
     exclude: str | Sequence[str] = _DEFAULTS.exclude,
     flush_seconds: float = _DEFAULTS.flush_seconds,
+    attention_every: int | None = None,
+    pre_clip: bool = _DEFAULTS.pre_clip,
     config: WatchConfig | None = None,
     scaler: Any = None,
     user_config: dict[str, Any] | None = None,
@@ -83,7 +85,8 @@ def watch(
     if resume and name is None:
         raise ConfigError("resume=True needs the name of the run to continue: watch(..., name='exp1', resume=True).")
     options = {"every": every, "hist_every": hist_every, "update_ratio": update_ratio, "include": include,
-               "exclude": exclude, "flush_seconds": flush_seconds}
+               "exclude": exclude, "flush_seconds": flush_seconds, "attention_every": attention_every,
+               "pre_clip": pre_clip}  # attention_every, pre_clip: docs/transformers.md
     cfg = _watch_config(config, options)
     reducer = distributed.setup(unwrap(model))  # None on a single process: nothing distributed runs then
     run = Run(
@@ -100,7 +103,8 @@ def _watch_config(config: WatchConfig | None, options: dict[str, Any]) -> WatchC
     if not isinstance(config, WatchConfig):
         raise ConfigError(f"config must be a graddoctor.config.WatchConfig, got {type(config).__name__}; "
                           "your own settings go in user_config=.")
-    given = sorted(k for k, v in options.items() if v != getattr(_DEFAULTS, k) and not (k == "hist_every" and v is None))
+    given = sorted(k for k, v in options.items()
+                   if v != getattr(_DEFAULTS, k) and not (k in ("hist_every", "attention_every") and v is None))
     if given:
         raise ConfigError(f"watch() got config= and also {', '.join(given)}; put them in the WatchConfig "
                           f"(dataclasses.replace(config, {given[0]}=...)) or drop config=.")

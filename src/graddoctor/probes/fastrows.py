@@ -15,12 +15,21 @@ import numpy as np
 
 from ..config import Stat
 from ..store.segments import StepStats
-from .record import GN, GSQ, NZ, OG, SAT, SD, SS, UN, UNIT, USQ, WN, WSQ, S, Key
+from .derive import transformer_stats
+from .record import (
+    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, OGS, SAT, SD, SS, UN, UNIT, USQ,
+    WN, WSQ, S, Key, aggregate,
+)
 from .select import LayerPlan
 
 NAMES = tuple(sorted(s.value for s in Stat))
 ROW = {name: k for k, name in enumerate(NAMES)}
 _SQUARED_INTO = {GN: GSQ, WN: WSQ, UN: USQ}
+# The codes this block computes (OGS only tells an overflowed norm from NaN/Inf values, which the
+# caller sends to the reference path); any other code (pre-clip norms, logits, attention) goes there too.
+_TRANSFORMER = (LSE, LROWS, LMAX, AMAX, AENT, AROWS)  # a few layers at most: derive's own formulas, per layer
+KNOWN_CODES = frozenset({S, SD, SS, NZ, SAT, OG, OGS, GN, GPRE, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD,
+                         *_TRANSFORMER})
 
 
 class Layers:
@@ -102,6 +111,19 @@ def step_block(
         og, has_og = total(OG)
         og = np.sqrt(og)
         put(Stat.OUT_GRAD_NORM, has_og, og / amp_scale if amp_scale else og)
+        pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
+        pre = np.sqrt(pre)
+        put(Stat.GRAD_NORM_PRE_CLIP, param & has_pre, pre / amp_scale if amp_scale else pre)
+        idx = [j for code in _TRANSFORMER for j in by_code.get(code, ())]
+        if idx:
+            sub = aggregate([(int(layer_of[j]), keys_code) for code in _TRANSFORMER
+                             for j, keys_code in ((j, code) for j in by_code.get(code, ()))],
+                            [values[j] for code in _TRANSFORMER for j in by_code.get(code, ())])
+            for i in sorted({int(layer_of[j]) for j in idx}):
+                for (_, stat), v in transformer_stats(i, sub).items():
+                    where = np.zeros(n, dtype=bool)
+                    where[i] = True
+                    put(stat, where, np.float64(v))
     keep = position[:n] >= 0
     cols = position[:n][keep]
     values_out = np.full((len(NAMES), n_positions), np.nan)

@@ -26,8 +26,10 @@ from ..store.view import RunView
 from . import stats
 from .hooks import AttributePatch, HandleGroup
 from .params import ParamReader
-from .record import GN, HIST_ACT, NZ, OG, S, SAT, SD, SS, UNIT, StepRecord, transfer
+from .intercept import AttentionMode, read_mha, stats_sink
+from .record import GN, GPRE, WN, WSQ, HIST_ACT, LMAX, LROWS, LSE, NZ, OG, OGS, S, SAT, SD, SS, UNIT, StepRecord, transfer
 from .rows import StepPayload
+from .attention import logit_stats
 from .select import first_float_tensor, layout_modules, plan_layers
 from .session import open_session
 from .setup import check_inputs, unwrap
@@ -93,14 +95,29 @@ class Run:
         # Per-time-step statistics of recurrent layers (None without any: no hook, no cost). Not under
         # torch.distributed: their rows are not reduced over ranks (docs/through-time.md).
         self._time = TimeProbe.for_plan(self._plan, lambda: self._record) if reducer is None else None
+        self._modes: list[tuple[int, AttentionMode]] = []  # attention sites whose forward is running
+        self._pre_norms: dict[int, torch.Tensor] = {}     # param index -> gradient norm when it was complete
+        self._last_out: tuple[int, torch.Tensor] | None = None  # the latest layer output (the logits' layer)
         self._begin(self._start_step)
 
     # -- set-up ----------------------------------------------------------------------------------
 
     def attach(self) -> "Run":
+        single = self._reducer is None
         try:
             for i, layer in enumerate(self._plan):
-                self._handles.add(layer.module.register_forward_hook(functools.partial(self._on_forward, i)))
+                if layer.kind != "attention":
+                    self._handles.add(layer.module.register_forward_hook(functools.partial(self._on_forward, i)))
+                if layer.attention and self.config.attention_every and single:
+                    self._handles.add(layer.module.register_forward_pre_hook(
+                        functools.partial(self._on_attention_enter, i), with_kwargs=True))
+                    self._handles.add(layer.module.register_forward_hook(
+                        functools.partial(self._on_attention_exit, i), always_call=True))
+            if single:  # not under torch.distributed: these partials are not reduced over ranks (docs/transformers.md)
+                self._handles.add(self.model.register_forward_hook(self._on_model_output))
+            if self.config.pre_clip and single:
+                for j, p in enumerate(self._params):
+                    self._handles.add(p.register_post_accumulate_grad_hook(functools.partial(self._on_grad_ready, j)))
             if self._time is not None:
                 self._time.attach(self._handles.add)
             for module, flag in layout_modules(self.model, self._plan):
@@ -233,9 +250,11 @@ class Run:
             return
         layer = self._plan[i]
         self._fired_any = True
-        if i not in rec.numel:
+        if i not in rec.numel and i not in rec.fired:
             rec.fired.append(i)
         rec.numel[i].append(y.numel())
+        rec.calls.append(i)
+        self._last_out = (i, y)
         y_ = y.detach()
         total, shifted, squares = stats.moments(y_, self._scratch)
         rec.add(i, S, total)
@@ -264,7 +283,60 @@ class Run:
 
     def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
         if rec is self._record:  # a backward run after its step closed is not this step's
-            rec.add(i, OG, stats.sumsq(grad.detach()))
+            g = grad.detach()
+            rec.add(i, OG, stats.sumsq(g))
+            rec.add(i, OGS, g.sum(dtype=torch.float32) if g.dtype != torch.float64 else g.sum())  # tells overflow from Inf
+
+    # -- transformers: attention sites, output logits, gradients before clipping (docs/transformers.md)
+
+    def _attention_step(self) -> StepRecord | None:
+        rec = self._record
+        every = self.config.attention_every
+        if rec is None or not every or rec.step % every or not (torch.is_grad_enabled() and self.model.training):
+            return None
+        return rec
+
+    def _on_attention_enter(self, i: int, module: nn.Module, args: Any, kwargs: Any) -> None:
+        rec = self._attention_step()
+        if rec is None or self._modes:  # nested sites: the outer one is already reading
+            return
+        if i not in rec.numel and i not in rec.fired:
+            rec.fired.append(i)
+        sink = stats_sink(functools.partial(rec.add, i))
+        if isinstance(module, nn.MultiheadAttention):
+            read_mha(module, args, kwargs, sink)
+            return
+        mode = AttentionMode(sink)
+        mode.__enter__()
+        self._modes.append((i, mode))
+
+    def _on_attention_exit(self, i: int, module: nn.Module, args: Any, output: Any) -> None:
+        if self._modes and self._modes[-1][0] == i:
+            _, mode = self._modes.pop()
+            mode.__exit__(None, None, None)
+
+    def _on_model_output(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        """log Z and max |logit| of the model's logits, on the layer that produced them (tied or not)."""
+        rec, last, self._last_out = self._record, self._last_out, None
+        if rec is None or last is None or not (torch.is_grad_enabled() and self.model.training):
+            return
+        logits = _logits_of(output)
+        i, y = last
+        if logits is None or logits.ndim < 2 or logits.shape[-1] < 2:
+            return
+        if not (y is logits or (isinstance(y, torch.Tensor) and y.ndim >= 1 and y.shape[-1] == logits.shape[-1]
+                                and y.numel() == logits.numel())):  # the layer's output, or a reshape of it
+            return
+        lse, rows, top = logit_stats(logits)
+        rec.add(i, LSE, lse)
+        rec.add(i, LROWS, rows)
+        rec.add(i, LMAX, top)
+
+    def _on_grad_ready(self, j: int, p: torch.Tensor) -> None:
+        """Post-accumulate-grad hook: the gradient is complete, before the loop can clip it."""
+        if self._record is not None and p.grad is not None and not p.grad.is_sparse:
+            g = p.grad.detach()
+            self._pre_norms[j] = torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32))
 
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
         rec = self._record
@@ -294,6 +366,10 @@ class Run:
 
     def _read_step_gradients(self, rec: StepRecord) -> None:
         self._param_side.before_update(rec)
+        if self._local is None:  # under FSDP the shards' pre-clip norms are not reduced: not recorded
+            for j, norm in self._pre_norms.items():
+                rec.add(self._owner[j], GPRE, norm)
+        self._pre_norms = {}
         scale = self._amp_scale()
         if scale is not None:
             rec.logged["amp_scale"] = scale
@@ -329,6 +405,7 @@ class Run:
         self._step = step
         self._writer.next_step = step
         self._forward_seen = False
+        self._pre_norms, self._last_out = {}, None
         if step % self.config.every:
             self._record = None
         else:
@@ -364,7 +441,10 @@ class Run:
             scalars=_scalar_rows(scalars, host[n_time:]),
             nonfinite=self._nonfinite_counts(rec.keys, host),
             time=(time_keys, host[n:n_time]),
+            calls=rec.calls,
         )
+        if any(not math.isfinite(v) for (_, code), v in zip(rec.keys, host) if code in (GN, WN, WSQ)):
+            payload.exact_grad_sq, payload.exact_weight_sq = self._exact_squares(rec.keys, host)
         if self._reducer is not None:  # one all_gather; rank 0's writer thread combines the ranks' partials
             payload.combine = self._reducer.reduce(payload, hist=rec.hist, no_forward=no_forward)
             if payload.combine is None:
@@ -387,6 +467,26 @@ class Run:
         counts = [stats.nonfinite_count(local([p.grad for p in self._plan[i].params if p.grad is not None])) for i in bad]
         found = [(i, c) for i, c in zip(bad, counts) if c is not None]
         return {i: float(v) for (i, _), v in zip(found, transfer([c for _, c in found]))}
+
+    def _exact_squares(self, keys: list, host: list[np.ndarray]) -> tuple[dict[int, float], dict[int, float]]:
+        """Gradient and weight sums of squares in float64 for layers whose float32 norm was not finite:
+        finite here means the values were finite and float32 overflowed (no false non-finite). Bad steps
+        only, one more transfer. The weights are read after the update (non-finite before means
+        non-finite after for every torch optimizer)."""
+        local = self._local if self._local is not None else list
+        found: list[tuple[str, int, torch.Tensor]] = []
+        for which, codes in (("grad", (GN,)), ("weight", (WN, WSQ))):
+            bad = sorted({i for (i, code), v in zip(keys, host) if code in codes and not math.isfinite(v)})
+            for i in bad:
+                params = self._plan[i].params
+                tensors = local([p.grad for p in params if p.grad is not None] if which == "grad" else list(params))
+                found.append((which, i, sum((torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2
+                                             for t in tensors), torch.zeros((), dtype=torch.float64))))
+        values = transfer([v for _, _, v in found]) if found else []
+        out: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        for (which, i, _), v in zip(found, values):
+            out[0 if which == "grad" else 1][i] = float(v)
+        return out
 
     def _check_forwards_seen(self, rec: StepRecord) -> bool:
         """Refuse, at the first recorded step, a training step whose forward our hooks never saw.
@@ -421,6 +521,19 @@ def _close_at_exit(ref: "weakref.ref[Run]") -> None:
     run = ref()
     if run is not None:
         run.close(error="closed at interpreter exit: the run was never closed (use `with graddoctor.watch(...)`)")
+
+
+def _logits_of(output: Any) -> torch.Tensor | None:
+    """The logits in a model's output: the tensor itself, a `logits` field (Hugging Face), or the
+    first floating-point tensor of 2 or more dims."""
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    found = output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None)
+    if isinstance(found, torch.Tensor):
+        return found
+    if isinstance(output, (tuple, list)):
+        return next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point() and t.ndim >= 2), None)
+    return None
 
 
 def _scalar_rows(scalars: list, host_tail: list[np.ndarray]) -> list[tuple[int, str, float]]:

@@ -21,6 +21,12 @@ import torch
 S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
     "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "gsq", "wsq", "usq", "unit", "hist_act", "hist_grad",
 )
+# Transformers (docs/transformers.md): OGS (sum of dL/d output: finite iff its values are, so an
+# infinite OG of finite values is an overflow), GPRE (per-parameter gradient norm read when the
+# gradient is complete, before any clipping), logits LSE/LROWS/LMAX (sum of log Z over rows, rows,
+# max |logit|), attention AMAX (max logit), AENT/AROWS (per-head entropy sums and query rows).
+OGS, GPRE, LSE, LROWS, LMAX, AMAX, AENT, AROWS = "ogs", "gpre", "lse", "lrows", "lmax", "amax", "aent", "arows"
+MAXED = (LMAX, AMAX)  # combined by max over calls and micro-batches
 SQUARED = {GSQ: GN, WSQ: WN, USQ: UN}  # sums of squares, added into the norm codes' layer sums of squares
 PER_CALL = (S, SD, SS)
 Key = tuple[int, str]
@@ -36,6 +42,7 @@ class StepRecord:
         self.values: list[torch.Tensor] = []
         self.numel: dict[int, list[int]] = defaultdict(list)  # output elements per call, per layer
         self.fired: list[int] = []                      # layers in the order their forward ran
+        self.calls: list[int] = []                      # layer of every forward call, in order (nonfinite origin)
         self.logged: dict[str, float | torch.Tensor] = {}
         self.wall_time = 0.0
 
@@ -82,14 +89,16 @@ def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, Any]:
             key = (key[0], SQUARED[code])
             out[key] = out.get(key, 0.0) + value
         elif key not in out:
-            out[key] = value * value if code in (GN, WN, UN) else value
-        elif code in (GN, WN, UN):
+            out[key] = value * value if code in (GN, WN, UN, GPRE) else value
+        elif code in (GN, WN, UN, GPRE):
             out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
         elif code == UNIT:  # any nonzero value in any call: the unit fired
             prev = out[key]
             out[key] = np.maximum(prev, value) if prev.shape == value.shape else prev  # NaN stays NaN
         elif code in (HIST_ACT, HIST_GRAD):
             continue  # first call of the step only
+        elif code in MAXED:
+            out[key] = np.maximum(out[key], value)  # NaN propagates
         else:
             out[key] = out[key] + value
     return out

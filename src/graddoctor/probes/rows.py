@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Callable
 
 import numpy as np
 
+from ..config import Stat
 from ..store.segments import StepStats
 from .derive import derive, histograms
-from .fastrows import Layers, group, step_block
+from .fastrows import KNOWN_CODES, Layers, group, step_block
+from .origin import origin
 from .record import HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
 from .select import LayerPlan
 from .through_time import time_rows
@@ -36,6 +39,9 @@ class StepPayload:
     # rank's partials, here in the writer's thread rather than in the training step.
     combine: Callable[["StepPayload"], None] | None = None
     time: tuple[list, list] = ((), ())   # recurrent layers' per-time-step keys and host values (through_time)
+    calls: list[int] = dataclasses.field(default_factory=list)  # layer of every forward call, in order
+    exact_grad_sq: dict[int, float] = dataclasses.field(default_factory=dict)  # float64, layers with a non-finite float32 norm
+    exact_weight_sq: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
 class RowBuilder:
@@ -56,11 +62,14 @@ class RowBuilder:
         amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
         grouped = group(p.keys)
         layers = self._assign_positions(p, grouped)
-        block = step_block(self.layers, grouped, p.values, p.numel, p.nonfinite, amp_scale, p.step,
-                           self._positions(), self.next_position)
-        if block is None:  # partial results that do not line up with the calls: the reference path
+        block = None
+        if _fast(p, grouped[0]):
+            block = step_block(self.layers, grouped, p.values, p.numel, p.nonfinite, amp_scale, p.step,
+                               self._positions(), self.next_position)
+        values = None
+        if block is None:  # statistics the numpy block does not compute, or partials that do not line up
             values = aggregate(p.keys, p.values)
-            derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale)
+            derived = derive(self.plan, values, p.numel, p.nonfinite, amp_scale, p.exact_grad_sq, p.exact_weight_sq)
             block = step_stats(p.step, derived, self.position, self.next_position)
         pos = self.position
         first = {}
@@ -71,7 +80,7 @@ class RowBuilder:
             "layers": layers,
             "steps": [(p.step, p.wall_time)],
             "stats": [block],
-            "scalars": p.scalars,
+            "scalars": p.scalars + _clip_factor(p.step, block),
             "hists": [
                 (p.step, pos[i], kind, lo, hi, nf, json.dumps(c)) for i, kind, lo, hi, nf, c in histograms(first) if i in pos
             ],
@@ -81,9 +90,12 @@ class RowBuilder:
         if self.first_nonfinite is None:
             bad = block.recorded & ~np.isfinite(block.values)  # [stat, position]
             if bad.any():
-                position = int(np.flatnonzero(bad.any(axis=0))[0])  # the first layer, then the first name
-                stat = block.names[int(np.flatnonzero(bad[:, position])[0])]
-                self.first_nonfinite = {"step": p.step, "layer": self.name_at[position], "stat": stat}
+                by_pos = {v: k for k, v in self.position.items()}
+                derived_bad = [(by_pos[int(q)], block.names[int(k)]) for q, k in sorted(zip(*np.nonzero(bad.T)))]
+                values = values if values is not None else aggregate(p.keys, p.values)
+                found = origin(p.keys, values, p.calls, p.fired, p.nonfinite, derived_bad)
+                i, stat, where = found if found is not None else (derived_bad[0][0], derived_bad[0][1], "statistic")
+                self.first_nonfinite = {"step": p.step, "layer": self.plan[i].name, "stat": stat, "pass": where}
                 rows["first_nonfinite"] = self.first_nonfinite
         return rows
 
@@ -127,3 +139,29 @@ def step_stats(step: int, derived: dict, position: dict[int, int], n_positions: 
     values[flat], recorded[flat] = kept, True
     shape = (len(names), n_positions)
     return StepStats(step, names, values.reshape(shape), recorded.reshape(shape))
+
+
+def _fast(p: StepPayload, by_code: dict[str, list[int]]) -> bool:
+    """Whether the numpy block computes this step exactly as derive() would: only the codes it knows,
+    and finite partials (a non-finite one needs derive's overflow and origin logic)."""
+    if p.exact_grad_sq or p.exact_weight_sq or not set(by_code) <= KNOWN_CODES:
+        return False
+    return all(np.isfinite(v).all() for v in p.values)
+
+
+def _clip_factor(step: int, block: StepStats) -> list[tuple[int, str, float]]:
+    """Per step: total gradient norm at the optimizer step over the total when the gradients were
+    complete (1: nothing clipped them; < 1: clipping scaled them by this factor)."""
+    rows = {name: k for k, name in enumerate(block.names)}
+    if Stat.GRAD_NORM.value not in rows or Stat.GRAD_NORM_PRE_CLIP.value not in rows:
+        return []
+    post_at, pre_at = block.recorded[rows[Stat.GRAD_NORM.value]], block.recorded[rows[Stat.GRAD_NORM_PRE_CLIP.value]]
+    if not pre_at.any() or pre_at.sum() != post_at.sum():
+        return []
+    post = block.values[rows[Stat.GRAD_NORM.value]][post_at]
+    pre = block.values[rows[Stat.GRAD_NORM_PRE_CLIP.value]][pre_at]
+    total_pre = math.sqrt(float(np.sum(pre * pre)))
+    total_post = math.sqrt(float(np.sum(post * post)))
+    if not (math.isfinite(total_pre) and math.isfinite(total_post)) or total_pre == 0:
+        return []
+    return [(step, "clip_factor", total_post / total_pre)]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .libraries import is_affine, is_attention_site, is_library_activation
 
 # Activation modules: their outputs get the full set of activation statistics.
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -96,10 +97,12 @@ class LayerPlan:
     nonnegative: bool
     counts_zeros: bool   # act_zero_frac and dead_frac are computed for its output
     layout: bool | None  # see `layout`
-
+    attention: bool = False  # an attention site: its attention logits are read (probes.intercept)
 
     @property
     def kind(self) -> str:
+        if self.attention and not self.params and not self.is_activation:
+            return "attention"  # a container (GPT2Attention): only its attention statistics are read
         return "activation" if self.is_activation else "param"
 
 
@@ -108,14 +111,16 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
     seen: set[int] = set()
     layers = []
     for name, module in model.named_modules():
-        own, shapes = [], {}
+        own, shapes, tied = [], {}, False
         for pname, p in module.named_parameters(recurse=False):
             if p.requires_grad and id(p) not in seen:  # tied parameters: first owner only
                 seen.add(id(p))
                 own.append(p)
                 shapes[pname] = list(p.shape)
-        is_act = isinstance(module, ACTIVATIONS)
-        if not own and not is_act:
+            tied = tied or p.requires_grad  # a tied lm_head owns no parameter but is still a layer
+        is_act = isinstance(module, ACTIVATIONS) or is_library_activation(module)
+        attention = is_attention_site(module)
+        if not own and not is_act and not attention and not tied:
             continue
         if not _selected(name, include, exclude):
             continue
@@ -129,8 +134,9 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
             is_activation=is_act,
             saturation=saturation_bounds(module) if is_act else None,
             nonnegative=isinstance(module, NONNEGATIVE),
-            counts_zeros=is_act or not isinstance(module, NO_ZERO_COUNTS),
+            counts_zeros=is_act or not (isinstance(module, NO_ZERO_COUNTS) or is_affine(module)),
             layout=layout(module),
+            attention=attention,
         ))
     return layers
 

@@ -243,6 +243,55 @@ _REMEDIES += (
     ),
 )
 
+# Transformers and training instability (docs/transformers.md).
+_REMEDIES += (
+    Remedy(
+        id="qk_layernorm",
+        title="Normalise queries and keys (QK-layernorm)",
+        changes="Apply a LayerNorm over each head's dimension to the queries and the keys before q·kᵀ "
+        "(graddoctor.remedies.surgery.qk_layernorm does it for nn.MultiheadAttention).",
+        helps="Bounds the attention logits by the norms' gains instead of by the growing weights, so they cannot "
+        "run away and collapse the attention entropy; it keeps training stable at learning rates several "
+        "times higher.",
+        limits="A model change: the new gains must be trained (start them at 1); it does not bound the output logits "
+        "(see z_loss).",
+        references=("Dehghani et al. 2023, Scaling Vision Transformers to 22 Billion Parameters",
+                    "Wortsman et al. 2023, Small-scale proxies for large-scale Transformer training instabilities"),
+    ),
+    Remedy(
+        id="z_loss",
+        title="Add a z-loss on the output logits",
+        changes="Add 1e-4 * mean(logsumexp(logits, -1)**2) to the loss.",
+        helps="Pulls log Z of the output softmax towards 0, so the output logits cannot drift to large values "
+        "where the softmax saturates and the loss diverges.",
+        limits="One more term and coefficient; it leaves the attention logits alone (see qk_layernorm).",
+        references=("Chowdhery et al. 2022, PaLM", "Wortsman et al. 2023, Small-scale proxies for large-scale "
+                    "Transformer training instabilities"),
+    ),
+    Remedy(
+        id="pre_ln",
+        title="Move the LayerNorms before the sublayers (pre-LN)",
+        changes="In each block compute x + f(LN(x)) instead of LN(x + f(x)) (nn.TransformerEncoderLayer(norm_first="
+        "True)), with a final LayerNorm after the last block.",
+        helps="In a post-LN stack the gradient at init is largest next to the output and the residual path is "
+        "normalised at every block, so it needs warm-up to train at all; pre-LN keeps an identity path and "
+        "well-behaved gradients at init.",
+        limits="A model change (retrain); pre-LN's residual stream grows with depth, which lowers the last "
+        "blocks' effective contribution.",
+        references=("Xiong et al. 2020, On Layer Normalization in the Transformer Architecture",),
+    ),
+    Remedy(
+        id="lower_beta2",
+        title="Lower Adam's beta2",
+        changes="Use AdamW(betas=(0.9, 0.95)) instead of the default 0.999.",
+        helps="The second-moment estimate follows a sudden rise of the gradient within ~20 steps instead of ~1000, "
+        "so a gradient that grows does not meet a stale, small denominator and turn into a huge update.",
+        limits="Noisier per-parameter step sizes; it does not help SGD.",
+        references=("Wortsman et al. 2023, Small-scale proxies for large-scale Transformer training instabilities",
+                    "Touvron et al. 2023, LLaMA"),
+    ),
+)
+
 CATALOG: Mapping[str, Remedy] = MappingProxyType({r.id: r for r in _REMEDIES})
 _ALIASES: Mapping[str, str] = MappingProxyType({a: r.id for r in _REMEDIES for a in r.aliases})
 

@@ -18,16 +18,18 @@ from ._init import SCHEMES, reinit
 from ._norm import insert_norm
 from ._recurrent import forget_bias, identity_hh, orthogonal_hh, swap_cell
 from ._residual import Residual, add_residual
+from ._transformer import QKNormAttention, pre_ln, qk_layernorm
 from .catalog import CATALOG, get_remedy
 
 __all__ = [
     "Edit", "Surgery", "RemedyError", "Residual", "swap_activation", "reinit", "insert_norm", "add_residual",
-    "apply_remedy", "swap_cell", "orthogonal_hh", "identity_hh", "forget_bias", "WEIGHT_LAYERS", "NORMS", "TRAINING_SIDE", "MODEL_SIDE", "SCHEMES", "LEAKY_SLOPE",
+    "apply_remedy", "swap_cell", "orthogonal_hh", "identity_hh", "forget_bias", "WEIGHT_LAYERS", "NORMS", "TRAINING_SIDE",
+    "MODEL_SIDE", "SCHEMES", "LEAKY_SLOPE", "qk_layernorm", "pre_ln", "QKNormAttention",
 ]
 
-TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer")
+TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "change_optimizer", "z_loss", "lower_beta2")
 MODEL_SIDE = ("relu", "leaky_relu", "he_init", "xavier_init", "critical_init", "batch_norm", "layer_norm", "residual",
-              "swap_cell", "orthogonal_init", "identity_init", "forget_bias")
+              "swap_cell", "orthogonal_init", "identity_init", "forget_bias", "qk_layernorm", "pre_ln")
 RECURRENT_SIDE = {"orthogonal_init": orthogonal_hh, "identity_init": identity_hh, "forget_bias": forget_bias}
 LEAKY_SLOPE = 0.01  # the catalog's leaky_relu remedy: nn.LeakyReLU's own default slope
 
@@ -76,4 +78,8 @@ def apply_remedy(model: nn.Module, remedy_id: str, *, data: torch.Tensor | None 
         return reinit(model, key.removesuffix("_init"))
     if key in ("batch_norm", "layer_norm"):
         return insert_norm(model, key.removesuffix("_norm"), data=data)
+    if key == "qk_layernorm":
+        return qk_layernorm(model)
+    if key == "pre_ln":
+        return pre_ln(model)
     return add_residual(model, data=data)

@@ -63,8 +63,17 @@ def layer_label(name: str) -> str:
 
 
 def weight_layers(run: RunView) -> list[str] | None:
-    """Layers with parameters (Linear, Conv...), where theory predicts the flow; None when there is none."""
-    return [i.name for i in run.layer_info if i.kind == "param"] or None
+    """Layers with parameters (Linear, Conv...), where theory predicts the flow; None when there is none.
+
+    By role: normalisation layers (LayerNorm outputs have a gradient of their own scale, which would
+    turn a transformer's profile into a zigzag) are left out when weight layers remain.
+    """
+    from ..diagnosis.architecture import LAYER_NORMS
+    from ..diagnosis.families import NORMALIZATION
+
+    params = [i for i in run.layer_info if i.kind == "param"]
+    weights = [i.name for i in params if i.type not in NORMALIZATION and i.type not in LAYER_NORMS]
+    return weights or [i.name for i in params] or None
 
 
 def check_run(run: Any, function: str) -> RunView:
@@ -104,7 +113,18 @@ def step_columns(run: RunView, steps: Sequence[int] | None, default: str = "ends
 
 
 def layer_ticks(names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Positions and labels of at most MAX_TICKS layer names, evenly spaced, first and last kept."""
+    """Positions and labels of at most MAX_TICKS layer names, evenly spaced, first and last kept.
+
+    Past MAX_TICKS layers in blocks (`blocks.3.`, `transformer.h.3.`), one tick per block at its first
+    layer, labelled with the block's name (every k-th block past MAX_TICKS blocks).
+    """
+    if len(names) > MAX_TICKS:
+        from ..diagnosis.architecture import block_of
+
+        starts = [k for k, name in enumerate(names) if block_of(name) and (k == 0 or block_of(names[k - 1]) != block_of(name))]
+        if len(starts) >= 3:
+            chosen = [starts[k] for k in subsample(len(starts), MAX_TICKS)]
+            return np.array(chosen), [layer_label(block_of(names[k]) or names[k]) for k in chosen]
     keep = subsample(len(names), MAX_TICKS)
     return keep, [layer_label(names[k]) for k in keep]
 

@@ -94,7 +94,8 @@ def config_section(page: HtmlPage, report: RunReport, *, anchor: str = "config")
             rows.append(["error", run.error])
         if run.first_nonfinite:
             nf = run.first_nonfinite
-            rows.append(["first non-finite", f"step {nf.get('step')}, layer {nf.get('layer')!r}, {nf.get('stat')}"])
+            where = f" ({nf['pass']} pass)" if nf.get("pass") else ""
+            rows.append(["first non-finite", f"step {nf.get('step')}, layer {nf.get('layer')!r}, {nf.get('stat')}{where}"])
         rows += [[f"env: {key}", _text(value)] for key, value in sorted(run.env.items())]
         page.table(["", "value"], rows, text_columns=[1])
         page.heading("Configuration")
