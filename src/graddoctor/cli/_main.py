@@ -6,10 +6,12 @@ Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, check), 2 bad in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from typing import Sequence
 
+from .._outputs import check_output, write_atomic
 from ..errors import GradDoctorError
 from ._lab import add_lab_verb
 from ._report import add_report_verb
@@ -122,6 +124,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.output = args.output or args.dest
     if args.follow is not None and args.format != "tensorboard":
         raise GradDoctorError(f"--follow works with --format tensorboard only, got --format {args.format}.")
+    if args.output:
+        check_output(args.output, inputs=[args.path], folder=args.format == "tensorboard", what="-o")
     run = load(args.path, name=args.name)
     if args.format == "tensorboard" and args.follow is not None:
         return _follow_tensorboard(args.path, run.name, args.output, args.follow)
@@ -133,14 +137,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _export_parquet(rows, header, args.output)
     import csv
 
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
-    try:
+    with write_atomic(args.output, newline="", what="-o") if args.output else contextlib.nullcontext(sys.stdout) as out:
         writer = csv.writer(out)
         writer.writerow(header)
         writer.writerows((r[0], r[1], r[2], r[3], repr(r[4])) for r in rows)
-    finally:
-        if args.output:
-            out.close()
     if args.output:
         print(f"wrote {len(rows)} rows of run {run.name!r} to {args.output}", file=sys.stderr)
     return 0
@@ -189,7 +189,8 @@ def _export_parquet(rows: list, header: list[str], output: str | None) -> int:
             "(or pip install pyarrow), or use --format csv."
         ) from None
     table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(header)})
-    pq.write_table(table, output)
+    with write_atomic(output, binary=True, what="-o") as out:
+        pq.write_table(table, out)
     print(f"wrote {len(rows)} rows to {output}", file=sys.stderr)
     return 0
 

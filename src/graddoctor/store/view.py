@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError
+from .integrity import damaged
 from .sqlite import RunStore, effective_status
 
 
@@ -165,11 +166,9 @@ def read_run(store: RunStore, run_id: int) -> RunView:
     """Load one run into memory; a file whose tables cannot be read raises StoreError."""
     try:
         return _read_run(store, run_id)
-    except sqlite3.Error as err:
-        raise StoreError(
-            f"the run store {store.path!r} cannot be read ({err}): it may be damaged, or written by another "
-            f"version of graddoctor's schema. Record into a new store file."
-        ) from None
+    except (sqlite3.Error, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as err:
+        # bad pages, a missing table, a run row whose JSON does not parse, a position past the layers
+        raise damaged(store.path, f"cannot be read ({type(err).__name__}: {err})") from None
 
 
 def _read_run(store: RunStore, run_id: int) -> RunView:
