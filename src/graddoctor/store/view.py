@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError
+from .._validate import check_path, check_str
 from .integrity import damaged
 from .sqlite import RunStore, effective_status
 
@@ -155,6 +156,8 @@ def load(source: Any, name: str | None = None) -> RunView:
         return source.view()
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"load() takes a store path or a run from graddoctor.watch, got {type(source).__name__}.")
+    check_path("load(source)", source)
+    check_str("name", name, optional=True)
     store = RunStore(source, readonly=True)
     try:
         return read_run(store, store.find_run(name))
