@@ -15,9 +15,10 @@ from typing import Any
 from .errors import ConfigError
 
 MAX_STEPS = 10_000_000      # an optimizer-step count past this is a typo, not a training run
+MAX_CHECK_STEPS = 100_000  # graddoctor check trains on one batch: a few dozen steps are its use
 MAX_BATCH = 1 << 24         # samples in one batch
 MAX_ELEMENTS = 1 << 31      # elements of one generated tensor (8 GiB of float32): refused before allocating
-MAX_DEPTH = 100_000         # layers of a described MLP (the theory recursion runs per layer)
+MAX_DEPTH = 10_000          # layers of a described MLP (the theory recursion runs per layer)
 MAX_SEEDS = 1_000
 MAX_JOBS = 1_024
 

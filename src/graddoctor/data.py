@@ -244,6 +244,9 @@ def load_arrays(path: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor | 
     if x is None:
         raise ConfigError(f"{path!r} holds arrays {sorted(arrays)}; it needs the inputs under 'x' (targets under 'y').")
     y = next((arrays[k] for k in ("y", "Y", "targets", "labels", "target") if k in arrays), None)
+    _check_numeric(path, "x", x)
+    if y is not None:
+        _check_numeric(path, "y", y)
     n = len(x) if n is None else min(n, len(x))
     xt = torch.as_tensor(x[:n])
     xt = xt.float() if xt.is_floating_point() else xt.long()
@@ -261,3 +264,10 @@ _REGISTRY = {
     "teacher": lambda: _synthetic("teacher"),
     "gaussian": lambda: _synthetic("gaussian"),
 }
+
+
+def _check_numeric(path: str, key: str, array: np.ndarray) -> None:
+    """Numbers only: strings, objects and complex values cannot be a model's inputs or targets."""
+    if array.dtype.kind not in "biuf" or array.ndim == 0:
+        raise ConfigError(f"{path!r}: array {key!r} holds {array.dtype} values of shape {array.shape}; it must be "
+                          f"a numeric (integer or float) array with samples along the first axis.")

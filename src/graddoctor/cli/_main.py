@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sqlite3
 import sys
 import time
 from typing import Sequence
@@ -18,6 +19,8 @@ from ._report import add_report_verb
 from ..reporting.text import format_table, layer_table
 from ..store.sqlite import RunStore
 from ..store.view import load
+from .._outputs import check_output, write_atomic
+from .._text import printable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (GradDoctorError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"graddoctor {args.verb}: error: {message}", file=sys.stderr)
+        print(printable(f"graddoctor {args.verb}: error: {message}"), file=sys.stderr)
+        return 2
+    except SystemExit as err:  # argparse ran before `try`: this one came from the user's MODEL code
+        print(f"graddoctor {args.verb}: error: the model's code called sys.exit({err.code!r}) while graddoctor "
+              f"ran it; a MODEL factory must return an nn.Module.", file=sys.stderr)
+        return 2
+    except sqlite3.Error as err:  # every reader turns these into StoreError; this is the last safety net
+        print(printable(f"graddoctor {args.verb}: error: damaged store: {err}; restore the store from a copy "
+                        f"or record into a new file."), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `graddoctor export ... | head`
         return 0
@@ -75,15 +86,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if not runs:
-        print(f"{args.path}: no runs")
+        print(printable(f"{args.path}: no runs"))
         return 0
     rows = [
         [str(r["run_id"]), r["name"], r["status"], str(r["n_steps"]), "-" if r["last_step"] is None else str(r["last_step"]),
          str(r["n_layers"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))]
         for r in runs
     ]
-    print(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
-                       right=[True, False, False, True, True, True, False]))
+    print(printable(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
+                                 right=[True, False, False, True, True, True, False])))
     return 0
 
 
@@ -94,10 +105,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if wants_rich():  # colour on a terminal; piped output stays the plain text
         print_layer_table(run, step=args.step)
     else:
-        print(layer_table(run, step=args.step))
+        print(printable(layer_table(run, step=args.step)))
     if run.first_nonfinite:
         nf = run.first_nonfinite
-        print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}")
+        print(printable(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}"))
     return 0
 
 
@@ -236,7 +247,7 @@ def _report(d, args: argparse.Namespace) -> int:
     if not args.json and wants_rich():  # colour on a terminal; piped output stays the plain text
         print_diagnosis(d)
     else:
-        print(d.to_json() if args.json else d, end="\n" if args.json else "")
+        print(d.to_json() if args.json else printable(str(d)), end="\n" if args.json else "")
     return 1 if d.reaches(args.fail_on) else 0
 
 
@@ -269,10 +280,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif any(value is not None for value in free.values()):
         raise ConfigError("give either MODEL or --activation/--sigma-w2/--depth, not both.")
     else:
-        shape = parse_shape(args.input_shape) if args.input_shape else None
+        shape = parse_shape(args.input_shape) if args.input_shape is not None else None
         prediction = predict(load_model(args.model), input_shape=shape[1:] if shape else None,
                              batch=shape[0] if shape else None)
-    print(prediction.to_json() if args.json else prediction)
+    print(prediction.to_json() if args.json else printable(str(prediction)))
     return 0
 
 
@@ -302,7 +313,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data = load_npz(args.data) if args.data else args.dataset
     c = compare(args.model, data, remedies=args.remedies, steps=args.steps, seeds=args.seeds, jobs=args.jobs,
                 store=args.store, lr=args.lr, optimizer=args.optimizer)
-    print(c.to_json() if args.json else c, end="\n" if args.json else "")
+    print(c.to_json() if args.json else printable(str(c)), end="\n" if args.json else "")
     return 0
 
 

@@ -20,6 +20,7 @@ from ..probes.select import first_float_tensor
 from ..store.view import load
 from ..probes._watch import watch
 from .._validate import MAX_STEPS, ArgumentTypeError, check_instance, check_int, check_not_meta
+from .._validate import MAX_CHECK_STEPS, ArgumentTypeError, check_instance, check_int, check_not_meta
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -60,7 +61,7 @@ def check(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check() takes a torch.nn.Module, got {type(model).__name__}.")
-    check_int("steps", steps, minimum=1, maximum=MAX_STEPS)
+    check_int("steps", steps, minimum=1, maximum=MAX_CHECK_STEPS)
     check_instance("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer (or None for Adam)",
                    optional=True)
     if loss_fn is not None and not callable(loss_fn):
