@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import zlib
 import random
 import struct
 from pathlib import Path
@@ -217,10 +218,18 @@ def read_idx(path: str) -> np.ndarray:
     """One IDX file as an array: magic (0, 0, type, ndim), ndim big-endian uint32 sizes, then the data."""
     if not Path(path).is_file():
         raise ConfigError(f"no such IDX file: {path!r}.")
-    raw = (gzip.open if str(path).endswith(".gz") else open)(path, "rb").read()
+    try:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise ConfigError(f"cannot read the IDX file {path!r}: {err} (a damaged or truncated .gz?).") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise ConfigError(f"{path!r} is not an IDX file: it must start with bytes 0, 0, a type code and the number of dimensions.")
     ndim = raw[3]
+    itemsize = np.dtype(_IDX_TYPES[raw[2]]).itemsize
+    if ndim == 0 or len(raw) < 4 + 4 * ndim or (len(raw) - 4 - 4 * ndim) % itemsize:
+        raise ConfigError(f"{path!r}: a short or damaged IDX file ({len(raw)} bytes for a header of {ndim} dimensions "
+                          f"and values of {itemsize} bytes).")
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=_IDX_TYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):

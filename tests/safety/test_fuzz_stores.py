@@ -97,7 +97,7 @@ def _append(path, case, outcomes) -> None:
             model(torch.randn(4, 3)).sum().backward()
             opt.step()
             run.log(loss=0.0)
-    except StoreError as err:
+    except StoreError:
         assert fingerprint(path) == before, (case, "watch refused but changed the file")
         outcomes[(_category(case), "watch-refused")] += 1
         return
