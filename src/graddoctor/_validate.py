@@ -154,3 +154,21 @@ def check_size(name: str, shape: tuple[int, ...], *, maximum: int = MAX_ELEMENTS
     if total > maximum:
         raise ConfigError(f"{name} {','.join(map(str, shape))} means {total:.3g} elements, more than the "
                           f"{maximum:.3g} graddoctor will allocate: give a smaller batch or sample shape.")
+
+
+def check_watch(model: Any, optimizer: Any, store: Any, store_type: type, *, user_config: Any = None,
+                scaler: Any = None, resume: Any = False) -> None:
+    """`graddoctor.watch`'s arguments, checked before any hook is attached or any file is created."""
+    import torch
+
+    check_instance("model", model, torch.nn.Module, "a torch.nn.Module")
+    if optimizer is not None and not (isinstance(optimizer, torch.optim.Optimizer) or hasattr(optimizer, "param_groups")):
+        raise ArgumentTypeError(f"optimizer must be a torch.optim.Optimizer (or None: call run.step() after each "
+                                f"backward), got {_got(optimizer)}.")
+    check_store(store, store_type)
+    check_mapping("config (your own settings)", user_config)
+    check_bool("resume", resume)
+    if scaler is not None and not (callable(getattr(scaler, "get_scale", None))
+                                   and callable(getattr(scaler, "unscale_", None))):
+        raise ArgumentTypeError(f"scaler must be the torch.amp.GradScaler in use (or None), got {_got(scaler)}.")
+    check_not_meta(model)

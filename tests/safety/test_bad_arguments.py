@@ -163,3 +163,32 @@ def test_counts(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nbad-argument cases: API {len(API)}, CLI {n_cli}")
     assert len(API) >= 25 and n_cli >= 20
+
+
+WATCH = {
+    "store-int": dict(store=123), "store-none": dict(store=None), "store-float": dict(store=4.5),
+    "store-bytes": dict(store=b"x.db"), "store-list": dict(store=["x.db"]), "include-int": dict(include=5),
+    "include-mixed": dict(include=["a", 3]), "config-str": dict(config="abc"), "scaler-str": dict(scaler="x"),
+    "update-ratio-no": dict(update_ratio="no"), "update-ratio-int": dict(update_ratio=1), "every-0": dict(every=0),
+    "every-float": dict(every=1.5), "every-huge": dict(every=10**30), "flush-inf": dict(flush_seconds=math.inf),
+    "flush-0": dict(flush_seconds=0), "resume-str": dict(resume="yes", name="a"), "hist-every-bool": dict(hist_every=True),
+    "name-int": dict(name=5), "unknown-option": dict(colour="red"),
+}
+
+
+@pytest.mark.parametrize("case", list(WATCH))
+def test_watch_refuses_bad_arguments_before_creating_anything(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(GradDoctorError):
+        graddoctor.watch(model, opt, **WATCH[case])
+    assert list(tmp_path.iterdir()) == []  # no file named 123, None, 4.5 ...
+    assert not model._forward_hooks and not model._forward_pre_hooks
+
+
+def test_watch_refuses_a_meta_model_before_the_store_exists(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2)).to("meta")
+    with pytest.raises(GradDoctorError, match="meta"):
+        graddoctor.watch(model, store=tmp_path / "runs.db")
+    assert not (tmp_path / "runs.db").exists()
