@@ -47,11 +47,11 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ArgumentTypeError(f"{name} must be an integer, got {_got(value)}.")
-    if minimum is not None and value < minimum or maximum is not None and value > maximum:
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}" if minimum is not None \
-            else f"<= {maximum}"
-        shown = str(value) if len(str(value)) <= 30 else f"a {len(str(abs(value)))}-digit number"
-        raise ConfigError(f"{name} must be an integer {bounds}, got {shown}.")
+    shown = str(value) if len(str(value)) <= 30 else f"a {len(str(abs(value)))}-digit number"
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be an integer <= {maximum}, got {shown}.")
     return value
 
 

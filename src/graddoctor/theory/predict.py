@@ -159,9 +159,10 @@ def predict_mlp(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *
         >>> p.summary.scales.phase
         'ordered'
     """
-    check_int("depth", depth, minimum=1, maximum=MAX_DEPTH)
-    check_number("sigma_w2", sigma_w2, positive=True)
-    check_number("sigma_b2", sigma_b2, minimum=0.0)
+    if isinstance(depth, int) and depth > MAX_DEPTH:  # the spec's own checks give the other messages
+        check_int("depth", depth, maximum=MAX_DEPTH)
+    check_number("sigma_w2", sigma_w2, optional=True)
+    check_number("sigma_b2", sigma_b2, optional=True)
     meanfield._check(sigma_w2, sigma_b2)
     return predict_spec(mlp_spec(activation, sigma_w2, sigma_b2, depth), input_q=input_q)
 
