@@ -146,7 +146,7 @@ def test_runs_escapes_control_characters_in_names(tmp_path, capsys):
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     evil = "ev\x1b[31mil\x1b]0;title\x07\u202e"
-    with graddoctor.watch(model, opt, store=store, name=evil) as run:
+    with graddoctor.watch(model, opt, store=store, name=evil):
         model(torch.randn(3, 2)).sum().backward()
         opt.step()
     for argv in (["runs", str(store)], ["show", str(store)], ["diagnose", str(store)]):

@@ -36,7 +36,7 @@ def test_a_live_writers_wal_is_read_and_left_alone(tmp_path):
     path = tmp_path / "live.db"
     model = nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with graddoctor.watch(model, opt, store=path, name="live") as run:
+    with graddoctor.watch(model, opt, store=path, name="live"):
         for _ in range(3):
             model(torch.randn(4, 3)).sum().backward()
             opt.step()
