@@ -78,8 +78,6 @@ def check_output(output: str | os.PathLike[str], *, inputs: Iterable[str | os.Pa
         raise OutputError(f"{what} must be a file path, got {output!r}.")
     path = Path(output)
     victim = clobbers(path, inputs)
-    if victim is None and folder:
-        victim = next((p for p in input_paths(inputs) if _inside(p, path) and p.is_dir()), None)
     if victim is not None:
         raise OutputError(f"{what} {str(path)!r} is the input {str(victim)!r}: writing there would destroy it. "
                           f"Give another output path.")
@@ -101,14 +99,6 @@ def check_output(output: str | os.PathLike[str], *, inputs: Iterable[str | os.Pa
         raise OutputError(f"cannot write {what} {str(path)!r}: the folder {str(parent)!r} {state}. "
                           f"Create it first, or give another path.")
     return path
-
-
-def _inside(child: Path, folder: Path) -> bool:
-    try:
-        Path(os.path.realpath(child)).relative_to(os.path.realpath(folder))
-    except ValueError:
-        return False
-    return True
 
 
 def make_folder(path: Path, *, what: str = "output folder") -> Path:
