@@ -168,11 +168,11 @@ def test_counts(tmp_path, capsys):
 WATCH = {
     "store-int": dict(store=123), "store-none": dict(store=None), "store-float": dict(store=4.5),
     "store-bytes": dict(store=b"x.db"), "store-list": dict(store=["x.db"]), "include-int": dict(include=5),
-    "include-mixed": dict(include=["a", 3]), "config-str": dict(config="abc"), "scaler-str": dict(scaler="x"),
+    "include-mixed": dict(include=["a", 3]), "config-str": dict(config="abc"), "user-config-str": dict(user_config="abc"), "scaler-str": dict(scaler="x"),
     "update-ratio-no": dict(update_ratio="no"), "update-ratio-int": dict(update_ratio=1), "every-0": dict(every=0),
     "every-float": dict(every=1.5), "every-huge": dict(every=10**30), "flush-inf": dict(flush_seconds=math.inf),
     "flush-0": dict(flush_seconds=0), "resume-str": dict(resume="yes", name="a"), "hist-every-bool": dict(hist_every=True),
-    "name-int": dict(name=5), "unknown-option": dict(colour="red"),
+    "name-int": dict(name=5),
 }
 
 

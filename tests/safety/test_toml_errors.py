@@ -70,7 +70,7 @@ def test_deep_arrays_non_utf8_and_a_good_file(tmp_path):
 
 
 def test_idx_short_header_and_bad_gz(tmp_path):
-    from graddoctor.lab.data import read_idx
+    from graddoctor.data import read_idx
 
     short = tmp_path / "short.idx"
     short.write_bytes(b"\x00\x00\x08\x03\x00\x00")

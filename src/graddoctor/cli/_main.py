@@ -19,7 +19,6 @@ from ._report import add_report_verb
 from ..reporting.text import format_table, layer_table
 from ..store.sqlite import RunStore
 from ..store.view import load
-from .._outputs import check_output, write_atomic
 from .._text import printable
 
 

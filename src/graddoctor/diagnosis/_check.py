@@ -19,7 +19,6 @@ from ._inputs import expected_input
 from ..probes.select import first_float_tensor
 from ..store.view import load
 from ..probes._watch import watch
-from .._validate import MAX_STEPS, ArgumentTypeError, check_instance, check_int, check_not_meta
 from .._validate import MAX_CHECK_STEPS, ArgumentTypeError, check_instance, check_int, check_not_meta
 
 LossFn = Callable[[Any, Any], torch.Tensor]

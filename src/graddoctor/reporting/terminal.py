@@ -11,7 +11,6 @@ import functools
 import sys
 from typing import IO, Any, Iterable, Iterator
 
-from .._text import fmt
 from ..diagnosis.render import SUMMARY_COLUMNS, expected_table, layer_list
 from .._text import fmt, printable
 from ..store.view import RunView
