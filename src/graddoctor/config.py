@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from typing import Sequence
 
+from ._validate import MAX_STEPS, check_bool, check_int, check_number, check_strings
 from .errors import ConfigError
 
 
@@ -92,23 +93,16 @@ class WatchConfig:
                 f"are taken on recorded steps only. Use hist_every={self.every * max(1, self.hist_every // self.every)}."
             )
         for field in ("include", "exclude"):
-            value = getattr(self, field)
-            if isinstance(value, str):
-                object.__setattr__(self, field, (value,))
-            elif not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{field} must be a sequence of fnmatch patterns (strings), got {value!r}.")
-            else:
-                object.__setattr__(self, field, tuple(value))
-        if not isinstance(self.flush_seconds, (int, float)) or not self.flush_seconds > 0:
-            raise ConfigError(f"flush_seconds must be a positive number of seconds, got {self.flush_seconds!r}.")
+            object.__setattr__(self, field, check_strings(f"{field} (fnmatch patterns)", getattr(self, field)))
+        check_bool("update_ratio", self.update_ratio)
+        check_number("flush_seconds", self.flush_seconds, positive=True, maximum=86_400.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    check_int(name, value, minimum=minimum, maximum=MAX_STEPS)
 
 
 def as_patterns(value: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import zlib
 import random
 import struct
 from pathlib import Path
@@ -227,10 +228,18 @@ def read_idx(path: str) -> np.ndarray:
     """One IDX file as an array: magic (0, 0, type, ndim), ndim big-endian uint32 sizes, then the data."""
     if not Path(path).is_file():
         raise ConfigError(f"no such IDX file: {path!r}.")
-    raw = (gzip.open if str(path).endswith(".gz") else open)(path, "rb").read()
+    try:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise ConfigError(f"cannot read the IDX file {path!r}: {err} (a damaged or truncated .gz?).") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise ConfigError(f"{path!r} is not an IDX file: it must start with bytes 0, 0, a type code and the number of dimensions.")
     ndim = raw[3]
+    itemsize = np.dtype(_IDX_TYPES[raw[2]]).itemsize
+    if ndim == 0 or len(raw) < 4 + 4 * ndim or (len(raw) - 4 - 4 * ndim) % itemsize:
+        raise ConfigError(f"{path!r}: a short or damaged IDX file ({len(raw)} bytes for a header of {ndim} dimensions "
+                          f"and values of {itemsize} bytes).")
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=_IDX_TYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -254,6 +263,9 @@ def load_arrays(path: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor | 
     if x is None:
         raise ConfigError(f"{path!r} holds arrays {sorted(arrays)}; it needs the inputs under 'x' (targets under 'y').")
     y = next((arrays[k] for k in ("y", "Y", "targets", "labels", "target") if k in arrays), None)
+    _check_numeric(path, "x", x)
+    if y is not None:
+        _check_numeric(path, "y", y)
     n = len(x) if n is None else min(n, len(x))
     xt = torch.as_tensor(x[:n])
     xt = xt.float() if xt.is_floating_point() else xt.long()
@@ -271,3 +283,10 @@ _REGISTRY = {
     "teacher": lambda: _synthetic("teacher"),
     "gaussian": lambda: _synthetic("gaussian"),
 }
+
+
+def _check_numeric(path: str, key: str, array: np.ndarray) -> None:
+    """Numbers only: strings, objects and complex values cannot be a model's inputs or targets."""
+    if array.dtype.kind not in "biuf" or array.ndim == 0:
+        raise ConfigError(f"{path!r}: array {key!r} holds {array.dtype} values of shape {array.shape}; it must be "
+                          f"a numeric (integer or float) array with samples along the first axis.")

@@ -12,6 +12,7 @@ from ..diagnosis import Diagnosis
 from ..diagnosis._check import check
 from ..diagnosis._inputs import sequence_inputs
 from ..errors import ConfigError
+from .._validate import MAX_BATCH, check_int, check_size
 from ..remedies.catalog import compare_command
 from ..train.factory import load_model
 
@@ -25,8 +26,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if len(shape) < 2 or any(n < 1 for n in shape):
         raise ConfigError(
             f"--input-shape takes the batch size then a sample's shape, as positive integers: 64,784 or 32,3,32,32; "
-            f"got {text!r}."
+            f"got {text[:60]!r}."
         )
+    check_int("--input-shape batch size", shape[0], minimum=1, maximum=MAX_BATCH)
+    check_size("--input-shape", shape)  # before anything is allocated
     return shape
 
 

@@ -35,7 +35,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     found = studies()
     width = max(map(len, found), default=0)
     for name, study in found.items():
-        print(f"{name:<{width}}  {study.title}")
+        print(f"{name:<{width}}  {study.title}")  # registered studies: graddoctor's own text
     return 0
 
 
@@ -48,6 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
-    print(run)
+    from .._text import printable
+
+    print(printable(str(run)))
     sys.stdout.flush()
     return 0

@@ -6,18 +6,22 @@ Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, check), 2 bad in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
 
+from .._outputs import check_output, write_atomic
 from ..errors import GradDoctorError
 from ._lab import add_lab_verb
 from ._report import add_report_verb
 from ..reporting.text import format_table, layer_table
 from ..store.sqlite import RunStore
 from ..store.view import load
+from .._text import printable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (GradDoctorError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"graddoctor {args.verb}: error: {message}", file=sys.stderr)
+        print(printable(f"graddoctor {args.verb}: error: {message}"), file=sys.stderr)
+        return 2
+    except SystemExit as err:  # argparse ran before `try`: this one came from the user's MODEL code
+        print(f"graddoctor {args.verb}: error: the model's code called sys.exit({err.code!r}) while graddoctor "
+              f"ran it; a MODEL factory must return an nn.Module.", file=sys.stderr)
+        return 2
+    except sqlite3.Error as err:  # every reader turns these into StoreError; this is the last safety net
+        print(printable(f"graddoctor {args.verb}: error: damaged store: {err}; restore the store from a copy "
+                        f"or record into a new file."), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `graddoctor export ... | head`
         return 0
@@ -79,15 +91,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if not runs:
-        print(f"{args.path}: no runs")
+        print(printable(f"{args.path}: no runs"))
         return 0
     rows = [
         [str(r["run_id"]), r["name"], r["status"], str(r["n_steps"]), "-" if r["last_step"] is None else str(r["last_step"]),
          str(r["n_layers"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))]
         for r in runs
     ]
-    print(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
-                       right=[True, False, False, True, True, True, False]))
+    print(printable(format_table(["id", "name", "status", "steps", "last_step", "layers", "created"], rows,
+                                 right=[True, False, False, True, True, True, False])))
     return 0
 
 
@@ -110,11 +122,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if wants_rich():  # colour on a terminal; piped output stays the plain text
         print_layer_table(run, step=args.step)
     else:
-        print(layer_table(run, step=args.step))
+        print(printable(layer_table(run, step=args.step)))
     if run.first_nonfinite:
         nf = run.first_nonfinite
         where = f" ({nf['pass']} pass)" if nf.get("pass") else ""
-        print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}{where}")
+        print(printable(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}{where}"))
     return 0
 
 
@@ -150,6 +162,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.output = args.output or args.dest
     if args.follow is not None and args.format != "tensorboard":
         raise GradDoctorError(f"--follow works with --format tensorboard only, got --format {args.format}.")
+    if args.output:
+        check_output(args.output, inputs=[args.path], folder=args.format == "tensorboard", what="-o")
     run = load(args.path, name=args.name)
     if args.format == "tensorboard" and args.follow is not None:
         return _follow_tensorboard(args.path, run.name, args.output, args.follow)
@@ -161,17 +175,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _export_parquet(rows, header, args.output)
     import csv
 
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
     count = 0
-    try:
+    with write_atomic(args.output, newline="", what="-o") if args.output else contextlib.nullcontext(sys.stdout) as out:
         writer = csv.writer(out)
         writer.writerow(header)
         for r in rows:
             writer.writerow((r[0], r[1], r[2], r[3], repr(r[4])))
             count += 1
-    finally:
-        if args.output:
-            out.close()
     if args.output:
         print(f"wrote {count} rows of run {run.name!r} to {args.output}", file=sys.stderr)
     return 0
@@ -222,17 +232,18 @@ def _export_parquet(rows, header: list[str], output: str | None) -> int:
     import itertools
 
     count, writer = 0, None
-    try:
-        while batch := list(itertools.islice(rows, 1 << 16)):  # streamed, one row group per batch
-            table = pa.table({name: [r[k] for r in batch] for k, name in enumerate(header)})
-            writer = writer or pq.ParquetWriter(output, table.schema)
-            writer.write_table(table)
-            count += len(batch)
-        if writer is None:
-            pq.write_table(pa.table({name: [] for name in header}), output)
-    finally:
-        if writer is not None:
-            writer.close()
+    with write_atomic(output, binary=True, what="-o") as out:
+        try:
+            while batch := list(itertools.islice(rows, 1 << 16)):  # streamed, one row group per batch
+                table = pa.table({name: [r[k] for r in batch] for k, name in enumerate(header)})
+                writer = writer or pq.ParquetWriter(out, table.schema)
+                writer.write_table(table)
+                count += len(batch)
+            if writer is None:
+                pq.write_table(pa.table({name: [] for name in header}), out)
+        finally:
+            if writer is not None:
+                writer.close()
     print(f"wrote {count} rows to {output}", file=sys.stderr)
     return 0
 
@@ -280,7 +291,7 @@ def _report(d, args: argparse.Namespace) -> int:
     if not args.json and wants_rich():  # colour on a terminal; piped output stays the plain text
         print_diagnosis(d)
     else:
-        print(d.to_json() if args.json else d, end="\n" if args.json else "")
+        print(d.to_json() if args.json else printable(str(d)), end="\n" if args.json else "")
     return 1 if d.reaches(args.fail_on) else 0
 
 
@@ -313,10 +324,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif any(value is not None for value in free.values()):
         raise ConfigError("give either MODEL or --activation/--sigma-w2/--depth, not both.")
     else:
-        shape = parse_shape(args.input_shape) if args.input_shape else None
+        shape = parse_shape(args.input_shape) if args.input_shape is not None else None
         prediction = predict(load_model(args.model), input_shape=shape[1:] if shape else None,
                              batch=shape[0] if shape else None)
-    print(prediction.to_json() if args.json else prediction)
+    print(prediction.to_json() if args.json else printable(str(prediction)))
     return 0
 
 
@@ -346,7 +357,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data = load_npz(args.data) if args.data else args.dataset
     c = compare(args.model, data, remedies=args.remedies, steps=args.steps, seeds=args.seeds, jobs=args.jobs,
                 store=args.store, lr=args.lr, optimizer=args.optimizer)
-    print(c.to_json() if args.json else c, end="\n" if args.json else "")
+    print(c.to_json() if args.json else printable(str(c)), end="\n" if args.json else "")
     return 0
 
 

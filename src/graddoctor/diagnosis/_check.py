@@ -21,6 +21,7 @@ from ._inputs import expected_input
 from ..probes.select import first_float_tensor
 from ..store.view import load
 from ..probes._watch import watch
+from .._validate import MAX_CHECK_STEPS, ArgumentTypeError, check_instance, check_int, check_not_meta
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -61,8 +62,12 @@ def check(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check() takes a torch.nn.Module, got {type(model).__name__}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}.")
+    check_int("steps", steps, minimum=1, maximum=MAX_CHECK_STEPS)
+    check_instance("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer (or None for Adam)",
+                   optional=True)
+    if loss_fn is not None and not callable(loss_fn):
+        raise ArgumentTypeError(f"loss_fn must be a callable loss_fn(output, targets), got {type(loss_fn).__name__}.")
+    check_not_meta(model)
     inputs, targets = _split(batch)
     saved = _Snapshot(model, optimizer)
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})

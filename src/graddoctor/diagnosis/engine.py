@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import Stat
 from ..errors import ConfigError, GradDoctorError
+from .._validate import check_instance, check_str, check_strings
 from ..store.view import RunView, load
 from ..remedies.catalog import compare_command
 from .expected import annotate, compare
@@ -58,6 +59,10 @@ def diagnose(
         StoreError: the path is missing, not a store, or holds no run (called `name`).
         GradDoctorError: the run has no recorded step yet.
     """
+    check_str("name", name, optional=True)
+    check_instance("thresholds", thresholds, Thresholds, "a graddoctor.Thresholds (or None for the defaults)",
+                   optional=True)
+    check_strings("notes", notes, allow_str=False)
     run = _resolve(run_or_path, name)
     if len(run.steps) == 0:
         raise GradDoctorError(

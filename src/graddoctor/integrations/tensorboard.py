@@ -7,6 +7,7 @@ inside the functions that write, so importing this module costs nothing.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ def export_tensorboard(view: RunView, logdir: str | os.PathLike[str]) -> dict[st
     Returns:
         How many scalar and histogram events were written: {"scalars": n, "histograms": m}.
     """
-    writer = summary_writer(logdir)
+    writer = summary_writer(logdir, inputs=[view.path])
     try:
         counts = {"scalars": 0, "histograms": 0}
         for tag, step, wall_time, value in scalar_events(view):
@@ -68,7 +69,8 @@ class TensorBoardMirror:
         self.source, self.name = source, name
         self.written = -1  # the last step written
         self.running = True  # the run's status at the last update
-        self._writer = summary_writer(logdir)
+        self._writer = summary_writer(logdir, inputs=[source] if isinstance(source, (str, os.PathLike)) else
+                                      [getattr(source, "path", None)])
 
     def update(self, *, final: bool = False) -> int:
         """Write the recorded steps after the last one written; returns how many steps were written."""
@@ -97,15 +99,25 @@ class TensorBoardMirror:
             self._writer.close()
 
 
-def summary_writer(logdir: str | os.PathLike[str]) -> Any:
-    """torch's `SummaryWriter` (it needs the `tensorboard` package), with a clear error without it."""
+def summary_writer(logdir: str | os.PathLike[str], *, inputs: list[Any] = ()) -> Any:
+    """torch's `SummaryWriter` (it needs the `tensorboard` package), with a clear error without it.
+
+    `logdir` must be a folder (created if missing) that is none of the `inputs` (the store read).
+    """
+    from .._outputs import OutputError, check_output, make_folder
+
+    check_output(logdir, inputs=inputs, folder=True, what="TensorBoard log folder", make_parents=True)
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise GradDoctorError(
             "writing TensorBoard files needs the tensorboard package: pip install 'graddoctor[tensorboard]'."
         ) from None
-    return SummaryWriter(log_dir=os.fspath(logdir))
+    make_folder(Path(logdir), what="TensorBoard log folder")
+    try:
+        return SummaryWriter(log_dir=os.fspath(logdir))
+    except OSError as err:
+        raise OutputError(f"cannot write TensorBoard files into {os.fspath(logdir)!r}: {err.strerror or err}.") from None
 
 
 def layer_tag(stat: str, layer: str) -> str:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._outputs import check_output, make_folder, write_atomic
 from ..errors import ConfigError
 from .registry import get_study
 from .study import Settings, Study
@@ -51,6 +52,7 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
         progress: a progress bar on stderr (default: when stderr is a terminal).
         report: write the HTML report (needs matplotlib: the [report] extra).
     """
+    source = study if isinstance(study, str) and study.endswith(".toml") else None  # an input: never an output
     study = get_study(study) if isinstance(study, str) else study
     seeds = 3 if seeds is None else seeds
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < max(1, study.min_seeds):
@@ -59,7 +61,8 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
         raise ConfigError(f"jobs must be a positive integer, got {jobs!r}.")
     settings = Settings(quick=quick, seeds=seeds)
     out = Path(out) if out is not None else Path("lab_runs") / (study.name + ("-quick" if quick else ""))
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(check_output(out, inputs=[source], folder=True, what="--out",
+                             make_parents=True))
     t0 = time.perf_counter()
     results = run_sweep(study.runs(settings), out / "store.db", jobs=jobs,
                         progress=sys.stderr.isatty() if progress is None else progress)
@@ -68,7 +71,8 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
                  "seconds": round(time.perf_counter() - t0, 1), "store": str(out / "store.db"),
                  "report": str(out / "report.html") if report else None}
     run = StudyRun(study, _clean(analysis), out)
-    run.results_path.write_text(json.dumps(run.analysis, indent=2) + "\n")
+    with write_atomic(run.results_path, what="results.json") as f:
+        f.write(json.dumps(run.analysis, indent=2) + "\n")
     if report:
         from .report import write_report
 

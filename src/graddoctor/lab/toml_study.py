@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .claims._common import act_layers, axes, first_last
+from ._toml_check import check_document, read_document
 from .results import Results, mean_spread
 from ..train.spec import NetSpec, RunSpec, TrainSpec
 from .study import Settings, Study
@@ -60,11 +60,8 @@ def load_toml(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such study file: {str(path)!r}.")
-    text = path.read_text()
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    text, doc = read_document(path)
+    check_document(path, text, doc)
     _check_keys(path, text, doc)
     name = doc.get("study", {}).get("name", path.stem)
     metrics = tuple(doc.get("analysis", {}).get("metrics", ("test_accuracy", "final_loss", "grad_ratio")))

@@ -14,6 +14,7 @@ from . import distributed
 from .monitor import Run
 from .setup import unwrap
 from ..store.sqlite import MEMORY, RunStore
+from .._validate import check_watch
 
 _DEFAULTS = WatchConfig()
 
@@ -80,6 +81,7 @@ def watch(
         StoreError: the store path is unwritable or is not a graddoctor store (under
             torch.distributed: on rank 0, raised on every rank).
     """
+    check_watch(model, optimizer, store, RunStore, user_config=user_config, scaler=scaler, resume=resume)
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"name must be a string, got {type(name).__name__}.")
     if resume and name is None:

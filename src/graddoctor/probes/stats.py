@@ -51,13 +51,17 @@ def moments(x: torch.Tensor, scratch: Scratch | None = None) -> tuple[torch.Tens
     The mean is k + sum(d)/n. Shifting by one of the tensor's own values keeps the variance exact
     when the mean is far larger than the spread (outputs near 50 with std 0.03; a constant
     output), where sum(x**2) - n*mean**2 would cancel away every digit in float32. k is copied
-    (one element) before any later in-place op can change it; nothing syncs.
+    (one element) before any later in-place op can change it, and is 0 when it is not finite;
+    nothing syncs.
     """
     flat = x.reshape(-1)
     if flat.numel() == 0:
         zero = flat.new_zeros((), dtype=_acc(flat))
         return zero, zero, zero
     shift = flat[0].clone()
+    # A non-finite first element would make every d NaN or -Inf: shift by 0 then, so an output holding
+    # +Inf (and no -Inf or NaN) has mean +Inf, as it truly does (issue 17). On the device: no sync.
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     d = torch.sub(flat, shift, out=scratch.get(flat, 0)) if scratch is not None else flat - shift
     if d.dtype in _FAST_DTYPES:
         return shift, d.sum(), torch.dot(d, d)

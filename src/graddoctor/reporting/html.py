@@ -198,9 +198,12 @@ class HtmlPage:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the page (UTF-8), creating parent folders; returns the Path written."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(self.render(), encoding="utf-8")
+        from .._outputs import check_output, write_atomic
+
+        out = check_output(path, make_parents=True)
+        text = self.render()  # rendered before the file is opened: a failure leaves an old page intact
+        with write_atomic(out) as f:
+            f.write(text)
         return out
 
 

@@ -7,15 +7,31 @@ goes into rich as `Text`, never as markup, so a name like "[red]x" prints as it 
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import IO, Any, Iterable, Iterator
 
-from .._text import fmt
 from ..diagnosis.render import SUMMARY_COLUMNS, expected_table, layer_list
+from .._text import fmt, printable
 from ..store.view import RunView
 from .text import LAYER_COLUMNS, SHORT
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "bold blue"}
+
+
+@functools.lru_cache(maxsize=1)
+def _safe_text() -> Any:
+    """rich's Text, with control characters of user strings escaped (rich keeps ESC as it is)."""
+    from rich.text import Text
+
+    class SafeText(Text):
+        def __init__(self, text: str = "", *args: Any, **kwargs: Any) -> None:
+            super().__init__(printable(text), *args, **kwargs)
+
+        def append(self, text: Any, style: Any = None) -> Any:
+            return super().append(printable(text) if isinstance(text, str) else text, style)
+
+    return SafeText
 
 
 def wants_rich(stream: IO[str] | None = None) -> bool:
@@ -56,7 +72,7 @@ def _console(console: Any) -> Any:
 
 def _table(title: str, headers: list[str], *, left: tuple[int, ...] = (0, 1)) -> Any:
     from rich.table import Table
-    from rich.text import Text
+    Text = _safe_text()
 
     table = Table(title=Text(title), title_justify="left", header_style="bold", box=None, pad_edge=False)
     for k, header in enumerate(headers):
@@ -65,7 +81,7 @@ def _table(title: str, headers: list[str], *, left: tuple[int, ...] = (0, 1)) ->
 
 
 def _cell(value: Any, style: str = "") -> Any:
-    from rich.text import Text
+    Text = _safe_text()
 
     return Text(fmt(value), style=style)
 
@@ -86,7 +102,7 @@ def _number_style(key: str, value: Any) -> str:
 
 def print_layer_table(run: RunView, step: int | None = None, *, console: Any = None) -> None:
     """`graddoctor show` on a terminal: the per-layer table of `report.text.layer_table`, in colour."""
-    from rich.text import Text
+    Text = _safe_text()
 
     console = _console(console)
     if len(run.steps) == 0:
@@ -106,7 +122,7 @@ def print_layer_table(run: RunView, step: int | None = None, *, console: Any = N
 
 def print_diagnosis(d: Any, *, console: Any = None) -> None:
     """`graddoctor diagnose`/`check` on a terminal: findings with coloured severities, then the tables."""
-    from rich.text import Text
+    Text = _safe_text()
 
     console = _console(console)
     run = d.run
@@ -124,7 +140,7 @@ def print_diagnosis(d: Any, *, console: Any = None) -> None:
 
 
 def _print_finding(console: Any, k: int, f: Any) -> None:
-    from rich.text import Text
+    Text = _safe_text()
 
     head = Text(f"{k}. ")
     head.append(str(f.severity).upper(), style=SEVERITY_STYLE.get(str(f.severity), "bold"))
@@ -168,7 +184,7 @@ def _print_wide(console: Any, table: Any) -> None:
 
 
 def _print_summary(console: Any, d: Any) -> None:
-    from rich.text import Text
+    Text = _safe_text()
 
     title = ("per layer (input side first; out_grad = ||dL/d output||; medians over the first/last finite steps; "
              "nonfinite = steps with NaN/Inf)")

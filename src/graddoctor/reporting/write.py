@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .._outputs import check_output
 from ..errors import ConfigError
 from ..store.sqlite import RunStore
 from ..store.view import RunView, load, read_run
@@ -46,6 +47,7 @@ def write_report(path_or_runs: Any, output: str | os.PathLike[str], names: Seque
         ConfigError: nothing to report, or names given with runs rather than a path.
     """
     step = progress or (lambda items, total, label: items)
+    check_output(output, inputs=_input_paths(path_or_runs), make_parents=True)
     sources = _sources(path_or_runs, names)
     runs = [src() for src in step(sources, len(sources), "reading runs")]
     if len(runs) == 1:
@@ -74,6 +76,14 @@ def _sources(path_or_runs: Any, names: Sequence[str] | None) -> list[Callable[[]
             raise ConfigError(f"write_report() takes a store path, a RunView (graddoctor.load) or a run from "
                               f"graddoctor.watch, or a list of them; got {type(item).__name__}.")
     return [lambda item=item: load(item) if not isinstance(item, RunView) else item for item in items]
+
+
+def _input_paths(path_or_runs: Any) -> list[Any]:
+    """The store files a report reads: the path itself, or where each RunView came from."""
+    if isinstance(path_or_runs, (str, os.PathLike)):
+        return [path_or_runs]
+    items = list(path_or_runs) if isinstance(path_or_runs, (list, tuple)) else [path_or_runs]
+    return [item.path for item in items if isinstance(getattr(item, "path", None), str)]
 
 
 def _read(path: Any, name: str) -> RunView:

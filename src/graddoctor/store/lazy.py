@@ -95,14 +95,14 @@ class SegmentSource:
                              steps=(int(wanted[0]), int(wanted[-1])))
 
     def hists(self, position: int, kind: str) -> list[tuple[int, float, float, int, np.ndarray]]:
-        with self._lock:
+        with self._lock, segments.reading():
             rows = self.con.execute(
                 "SELECT step, lo, hi, nonfinite, counts FROM hists WHERE run_id=? AND position=? AND kind=? ORDER BY step",
                 (self.run_id, position, kind),
             ).fetchall()
-        known = set(self.steps.tolist())
-        return [(int(step), _num(lo), _num(hi), int(nf), np.array(json.loads(c), dtype=np.float64))
-                for step, lo, hi, nf, c in rows if step in known]
+            known = set(self.steps.tolist())
+            return [(int(step), _num(lo), _num(hi), int(nf), np.array(json.loads(c), dtype=np.float64))
+                    for step, lo, hi, nf, c in rows if step in known]
 
 
 class LazyMatrices(Mapping):

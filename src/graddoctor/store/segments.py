@@ -16,11 +16,15 @@ then that segment is float64.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import sqlite3
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from ..errors import StoreError
 
 BLOCK = 64  # layer positions per segment row: a series reads 1/ceil(n_layers/64) of a statistic
 CHUNK = 512  # recorded steps per segment row at most (a flush writes one row per stat and block)
@@ -89,15 +93,41 @@ def encode(stat: str, values: np.ndarray, recorded: np.ndarray) -> tuple[int, by
 
 
 def decode(shape: tuple[int, int], width: int, mask: bytes | None, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(values float64 with NaN where not recorded, recorded bool) of one segment."""
+    """(values float64 with NaN where not recorded, recorded bool) of one segment.
+
+    Raises StoreError ("damaged store") where the row's fields do not fit together.
+    """
     n = shape[0] * shape[1]
+    if width not in (4, 8) or not isinstance(data, bytes) or not (mask is None or isinstance(mask, bytes)):
+        raise _damaged(f"a statistics segment has width {width!r} or blobs of the wrong type")
     if mask is None:
         recorded = np.ones(shape, dtype=bool)
     else:
+        if len(mask) != (n + 7) // 8:
+            raise _damaged(f"a statistics segment's mask is {len(mask)} bytes where {(n + 7) // 8} are needed")
         recorded = np.unpackbits(np.frombuffer(mask, dtype=np.uint8), count=n).astype(bool).reshape(shape)
+    if len(data) != width * int(recorded.sum()):
+        raise _damaged(f"a statistics segment holds {len(data)} bytes of values where {width * int(recorded.sum())} "
+                       f"are needed")
     values = np.full(shape, np.nan)
     values[recorded] = np.frombuffer(data, dtype="<f4" if width == 4 else "<f8")
     return values, recorded
+
+
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """SQLite's and numpy's errors on a damaged file, read lazily after `load`, as the one StoreError."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        raise _damaged(f"it cannot be read ({err})") from None
+    except (ValueError, TypeError, json.JSONDecodeError) as err:
+        raise _damaged(f"a row cannot be decoded ({err})") from None
+
+
+def _damaged(detail: str) -> StoreError:
+    return StoreError(f"damaged store: {detail}; the file was left as it is; restore it from a copy, or record "
+                      f"into a new store file.")
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -162,11 +192,15 @@ def insert(con: sqlite3.Connection, rows: list[tuple]) -> None:
 
 
 def stat_names(con: sqlite3.Connection, run_id: int) -> dict[str, int]:
-    """{name: stat_id} of the statistics this run recorded."""
-    return dict(con.execute(
+    """{name: stat_id} of the statistics this run recorded (a segment naming no statistic: damaged)."""
+    ids = [row[0] for row in con.execute("SELECT DISTINCT stat_id FROM segments WHERE run_id=?", (run_id,))]
+    names = dict(con.execute(
         "SELECT name, stat_id FROM stats WHERE stat_id IN (SELECT DISTINCT stat_id FROM segments WHERE run_id=?)",
         (run_id,),
     ))
+    if len(names) != len(ids):
+        raise _damaged(f"{len(ids) - len(names)} statistic id(s) of run {run_id}'s segments are not in the stats table")
+    return names
 
 
 def read(
@@ -201,7 +235,16 @@ def read(
     if steps is not None:
         sql += " AND first_step<=? AND last_step>=?"
         args += [steps[1], steps[0]]
-    for blk, n_rows, k, step_bytes, width, mask, data in con.execute(sql + " ORDER BY seg_id", args):
+    with reading():
+        return _read_into(values, recorded, con.execute(sql + " ORDER BY seg_id", args), all_steps, first, n_out)
+
+
+def _read_into(values: np.ndarray, recorded: np.ndarray, rows: Iterable[tuple], all_steps: np.ndarray, first: int,
+               n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    n_steps = len(all_steps)
+    for blk, n_rows, k, step_bytes, width, mask, data in rows:
+        if not isinstance(step_bytes, bytes) or len(step_bytes) != 8 * k or k < 1 or n_rows < 1:
+            raise _damaged(f"a statistics segment lists {k!r} steps in {len(step_bytes or b'')} bytes")
         seg_steps = np.frombuffer(step_bytes, dtype="<i8")
         cols = np.minimum(np.searchsorted(all_steps, seg_steps), n_steps - 1)
         keep = all_steps[cols] == seg_steps

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import StoreError
 from . import segments
+from . import integrity
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 from .segments import StepStats
 from .time_series import TIME_DDL
@@ -40,14 +41,22 @@ class RunStore:
         self.readonly = readonly
         if self.path != MEMORY:
             _validate(Path(self.path), readonly=readonly)
+            if Path(self.path).exists() and Path(self.path).stat().st_size > 0:
+                integrity.check_file(Path(self.path)) if readonly else integrity.check_before_append(Path(self.path))
         self.con = self._connect()
         self.version = self.con.execute("PRAGMA user_version").fetchone()[0]  # 1 and 2: one row per value
+        if readonly:
+            integrity.check_schema(self.con, self.path)
 
     def _connect(self) -> sqlite3.Connection:
         try:
             if self.readonly:
-                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-                con = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+                uri = integrity.read_only_uri(Path(self.path))
+                try:
+                    con = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+                    con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opening is lazy: read now
+                except sqlite3.Error as err:
+                    raise integrity.cannot_open(Path(self.path), err) from None
             else:
                 con = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
                 if con.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -171,6 +180,12 @@ class RunStore:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run in the file, oldest first, with its step and layer counts."""
+        try:
+            return self._runs()
+        except (sqlite3.Error, TypeError, ValueError) as err:
+            raise integrity.damaged(self.path, f"cannot be read ({type(err).__name__}: {err})") from None
+
+    def _runs(self) -> list[dict[str, Any]]:
         rows = self.con.execute(
             "SELECT r.run_id, r.name, r.status, r.created, r.updated, r.pid, r.host, r.error,"
             " (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.run_id),"
@@ -186,6 +201,12 @@ class RunStore:
 
     def find_run(self, name: str | None = None) -> int:
         """run_id of the latest run called `name` (or of the latest run when name is None)."""
+        try:
+            return self._find_run(name)
+        except sqlite3.Error as err:
+            raise integrity.damaged(self.path, f"cannot be read ({err})") from None
+
+    def _find_run(self, name: str | None) -> int:
         if name is None:
             row = self.con.execute("SELECT run_id FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
             if row is None:
@@ -226,6 +247,8 @@ def _read_header(path: Path) -> tuple[int, int]:
     """
     with open(path, "rb") as f:
         header = f.read(100)
+    if 0 < len(header) < 100 and b"SQLite format 3\x00".startswith(header[:16]):
+        raise integrity.damaged(path, f"is truncated: {len(header)} bytes, shorter than an SQLite header (100)")
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
         raise StoreError(
             f"{str(path)!r} is not a graddoctor run store (not an SQLite database); it was left untouched. "

@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError
+from .._validate import check_path, check_str
 from . import segments
 from .lazy import LazyHists, LazyMatrices, SegmentSource
 from .sqlite import MEMORY, RunStore, effective_status
 from .time_series import TimeRecord, read_time_stats
+from .integrity import damaged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +206,8 @@ def load(source: Any, name: str | None = None) -> RunView:
         return source.view()
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"load() takes a store path or a run from graddoctor.watch, got {type(source).__name__}.")
+    check_path("load(source)", source)
+    check_str("name", name, optional=True)
     store = RunStore(source, readonly=True)
     try:
         return read_run(store, store.find_run(name))
@@ -215,11 +219,9 @@ def read_run(store: RunStore, run_id: int) -> RunView:
     """Load one run into memory; a file whose tables cannot be read raises StoreError."""
     try:
         return _read_run(store, run_id)
-    except sqlite3.Error as err:
-        raise StoreError(
-            f"the run store {store.path!r} cannot be read ({err}): it may be damaged, or written by another "
-            f"version of graddoctor's schema. Record into a new store file."
-        ) from None
+    except (sqlite3.Error, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as err:
+        # bad pages, a missing table, a run row whose JSON does not parse, a position past the layers
+        raise damaged(store.path, f"cannot be read ({type(err).__name__}: {err})") from None
 
 
 def _read_run(store: RunStore, run_id: int) -> RunView:
@@ -243,6 +245,9 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         stats, recorded = _read_stat_rows(con, run_id, steps, len(infos))
         hists = _read_hists(con, run_id, infos, steps)
     elif store.readonly and store.path != MEMORY:  # a file: read what readers ask for, when they ask
+        top = con.execute("SELECT max(position) FROM hists WHERE run_id=?", (run_id,)).fetchone()[0]
+        if top is not None and not (isinstance(top, int) and 0 <= top < len(infos)):
+            raise damaged(store.path, f"has a histogram at layer position {top!r} of a run with {len(infos)} layers")
         source = SegmentSource(store.path, run_id, steps, len(infos), segments.stat_names(con, run_id))
         stats, recorded = LazyMatrices(source, 0), LazyMatrices(source, 1)
         hists = LazyHists(source, [info.name for info in infos])

@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 from ..errors import ConfigError
+from .._validate import MAX_BATCH, MAX_DEPTH, ArgumentTypeError, check_int, check_number
 from . import batchnorm, meanfield
 from .activations import from_name
 from .propagate import DOWNSTREAM, Pass, run
@@ -133,6 +134,11 @@ def predict(model: Any, input_shape: tuple[int, ...] | None = None, batch: int |
     Raises:
         ConfigError: not a module, an input shape that does not fit, a batch below 5.
     """
+    check_int("batch", batch, minimum=1, maximum=MAX_BATCH, optional=True)
+    if input_shape is not None:
+        if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+            raise ArgumentTypeError(f"input_shape must be a tuple of positive integers, got {input_shape!r}.")
+        input_shape = tuple(check_int("input_shape entry", n, minimum=1, maximum=MAX_BATCH) for n in input_shape)
     q0, k0 = 1.0, 0.0
     notes = []
     if inputs is not None:
@@ -153,6 +159,10 @@ def predict_mlp(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *
         >>> p.summary.scales.phase
         'ordered'
     """
+    if isinstance(depth, int) and depth > MAX_DEPTH:  # the spec's own checks give the other messages
+        check_int("depth", depth, maximum=MAX_DEPTH)
+    check_number("sigma_w2", sigma_w2, optional=True)
+    check_number("sigma_b2", sigma_b2, optional=True)
     meanfield._check(sigma_w2, sigma_b2)
     return predict_spec(mlp_spec(activation, sigma_w2, sigma_b2, depth), input_q=input_q)
 

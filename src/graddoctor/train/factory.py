@@ -48,7 +48,7 @@ def call_factory(factory: Any, what: str = "the model factory") -> nn.Module:
     """`factory()`, refused with a ConfigError naming `what` when it raises or returns no nn.Module."""
     try:
         model = factory()
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(f"{what} raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{what} returned a {type(model).__name__}, not a torch.nn.Module: return the model itself.")
@@ -67,7 +67,7 @@ def _import_file(path_text: str) -> Any:
     with _on_path(str(path.resolve().parent)):  # the file may import its neighbours
         try:
             spec.loader.exec_module(module)
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             raise ConfigError(f"importing {path_text} raised {type(err).__name__}: {err}") from err
     return module
 
@@ -81,7 +81,7 @@ def _import_module(name: str) -> Any:
                 f"cannot import module {name!r}: {err}. Install it, run from the folder that holds it, or "
                 f"give a file path (path/to/file.py:factory)."
             ) from None
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             raise ConfigError(f"importing {name} raised {type(err).__name__}: {err}") from err
 
 

@@ -30,6 +30,7 @@ from ...errors import ConfigError
 from ...train.pool import cores
 from ..catalog import get_remedy
 from ...store.sqlite import MEMORY, RunStore
+from ..._validate import MAX_JOBS, MAX_SEEDS, MAX_STEPS, check_bool, check_int, check_number, check_path, check_strings
 
 __all__ = [
     "compare", "Comparison", "Variant", "Task", "verdict", "verdict_rule", "train_one", "TRAINING_SIDE", "CLIP_NORM",
@@ -133,6 +134,9 @@ def compare(
             surgery's refusal, checked once before any training), a factory that fails.
     """
     _check_arguments(model_factory, remedies, steps, seeds, jobs, lr, optimizer)
+    check_path("store", store, optional=True)
+    if progress is not None:
+        check_bool("progress", progress)
     dataset = as_dataset(data)
     variants = [("original", ())] + [(r, _parse_remedy(r, optimizer)) for r in _as_list(remedies)]
     _preflight(model_factory, dataset, variants)
@@ -162,16 +166,14 @@ def compare(
 
 def _check_arguments(model_factory: Any, remedies: Sequence[str], steps: Any, seeds: Any, jobs: Any, lr: Any,
                      optimizer: str) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ConfigError(f"steps must be an integer >= 2, got {steps!r}.")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be an integer >= 1, got {seeds!r}.")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ConfigError(f"jobs must be a positive integer, got {jobs!r}.")
-    if optimizer not in ("adam", "sgd"):
+    check_int("steps", steps, minimum=2, maximum=MAX_STEPS)
+    check_int("seeds", seeds, minimum=1, maximum=MAX_SEEDS)
+    check_int("jobs", jobs, minimum=1, maximum=MAX_JOBS, optional=True)
+    if not isinstance(optimizer, str) or optimizer not in ("adam", "sgd"):
         raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}.")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ConfigError(f"lr must be a positive number, got {lr!r}.")
+    check_number("lr", lr, positive=True)
+    if not isinstance(remedies, str):
+        check_strings("remedies", remedies)
     if not (isinstance(model_factory, str) or callable(model_factory)):
         raise ConfigError(f"model_factory must be a MODEL spec string or a callable, got {type(model_factory).__name__}.")
     if not _as_list(remedies):
