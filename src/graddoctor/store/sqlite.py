@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import StoreError
+from .guard_actions import write_actions
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
 MEMORY = ":memory:"
@@ -113,6 +114,7 @@ class RunStore:
         hists: Iterable[HistRow] = (),
         first_nonfinite: dict[str, Any] | None = None,
         next_step: int | None = None,
+        guard_actions: Iterable[tuple] = (),
     ) -> None:
         """Write one batch in one transaction (all or nothing)."""
         with self.con:
@@ -129,6 +131,7 @@ class RunStore:
                 "INSERT OR REPLACE INTO hists VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, *row) for row in hists],
             )
+            write_actions(self.con, run_id, guard_actions)
             if first_nonfinite is not None:
                 self.con.execute(
                     "UPDATE runs SET first_nonfinite_json=? WHERE run_id=? AND first_nonfinite_json IS NULL",

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError
+from .guard_actions import GuardAction, read_actions
 from .sqlite import RunStore, effective_status
 
 
@@ -48,6 +49,7 @@ class RunView:
     _scalars: dict[str, np.ndarray]         # key -> [n_steps]
     _hists: dict[tuple[str, str], list[tuple[int, float, float, int, np.ndarray]]]
     _scalar_recorded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> [n_steps] bool
+    guard_actions: tuple[GuardAction, ...] = ()  # what a guard did while training (store.guard_actions)
 
     @property
     def layers(self) -> list[str]:
@@ -217,6 +219,7 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         first_nonfinite=json.loads(nonfinite_json) if nonfinite_json else None,
         layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
         _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
+        guard_actions=read_actions(con, run_id),
     )
 
 
