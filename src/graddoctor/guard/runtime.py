@@ -82,7 +82,7 @@ class GuardRunner:
     def _totals(self, step: int, stats: dict[str, dict[str, float]], host: list[np.ndarray]) -> tuple[StepTotal, ...]:
         if self.gate is None:  # no gate: the watched layers' norms of this recorded step
             norms = list(stats.get("grad_norm", {}).values())
-            return (StepTotal(step, math.sqrt(sum(n * n for n in norms))),) if norms else ()
+            return (StepTotal(step, math.sqrt(sum(n * n for n in norms)), skipped=False),) if norms else ()
         pending, self.gate.pending = self.gate.pending, []
         return tuple(StepTotal(s, float(host[2 * j]), not bool(host[2 * j + 1]), limit)
                      for j, (s, _, _, limit) in enumerate(pending))
