@@ -96,6 +96,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.first_nonfinite:
         nf = run.first_nonfinite
         print(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}")
+    if run.guard_actions:
+        from ..diagnosis.render import guard_lines
+
+        print("\n" + "\n".join(guard_lines(run.guard_actions)))
     return 0
 
 

@@ -78,6 +78,7 @@ def diagnose(
         layers=tuple(layer_summary(run, findings, t)),
         notes=tuple(notes) + tuple(_run_notes(run)),
         expected=comparison,
+        guard_actions=tuple(a.to_dict() for a in run.guard_actions),
     )
 
 
