@@ -52,8 +52,8 @@ def frame(run: RunView | None, path: str, diagnosis: Any = None, *, max_actions:
 
     if run is None:
         return Text(f"waiting for a run in {path!r} ... (Ctrl-C to quit)", style="dim")
-    parts: list[Any] = [Text(f"graddoctor top: run {run.name!r} ({run.status}) in {path}, "
-                             f"{len(run.steps)} recorded steps   {time.strftime('%H:%M:%S')}   Ctrl-C to quit", style="bold")]
+    parts: list[Any] = [Text(f"graddoctor top: run {run.name!r} ({run.status}), {len(run.steps)} recorded steps   "
+                             f"{time.strftime('%H:%M:%S')}   Ctrl-C to quit", style="bold"), Text(path, style="dim")]
     if len(run.steps) == 0:
         parts.append(Text("no step recorded yet.", style="dim"))
         return Group(*parts)
