@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import graddoctor
-from graddoctor.guard import GuardWarning
+from graddoctor.probes.guard import GuardWarning
 
 
 def gpt2():

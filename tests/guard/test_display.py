@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import graddoctor
-from graddoctor.guard import GuardWarning
+from graddoctor.probes.guard import GuardWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_train import make, step, watched  # noqa: E402

@@ -8,7 +8,7 @@ from torch import nn
 
 import graddoctor
 from graddoctor.errors import ConfigError
-from graddoctor.guard import GuardWarning
+from graddoctor.probes.guard import GuardWarning
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_train import make, watched  # noqa: E402
 
-from graddoctor.guard import GuardWarning  # noqa: E402
+from graddoctor.probes.guard import GuardWarning  # noqa: E402
 
 
 def test_large_updates_warn_before_the_loss_diverges(store_path):

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_train import make, step, watched  # noqa: E402
 
-from graddoctor.guard import GradSpike, Guard, GuardRule, NonFinite  # noqa: E402
+from graddoctor.probes.guard import GradSpike, Guard, GuardRule, NonFinite  # noqa: E402
 
 READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
 

@@ -11,7 +11,7 @@ import torch
 
 import graddoctor
 from graddoctor.errors import ConfigError
-from graddoctor.guard import Guard, GuardRule, GuardWarning, LargeUpdates, NonFinite
+from graddoctor.probes.guard import Guard, GuardRule, GuardWarning, LargeUpdates, NonFinite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_train import make, step, watched  # noqa: E402

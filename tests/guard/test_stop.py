@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import graddoctor
-from graddoctor.guard import Guard, GuardRule, GuardStop, GuardWarning, NonFinite
+from graddoctor.probes.guard import Guard, GuardRule, GuardStop, GuardWarning, NonFinite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_train import make, step, watched  # noqa: E402

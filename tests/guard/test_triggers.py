@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from graddoctor.guard import DeadLayers, GradSpike, LargeUpdates, NonFinite, Observation, StepTotal
+from graddoctor.probes.guard import DeadLayers, GradSpike, LargeUpdates, NonFinite, Observation, StepTotal
 
 
 def obs(step, *, norm=None, stats=None, scalars=None, layers=("a", "b")):

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import RunStatus, WatchConfig
 from ..errors import ConfigError
-from ..guard.policy import resolve_guard
+from ..probes.guard.policy import resolve_guard
 from ..probes.monitor import Run
 from ..store.sqlite import MEMORY, RunStore
 from ..probes._watch import watch

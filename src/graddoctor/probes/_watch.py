@@ -68,7 +68,7 @@ def watch(
         user_config: your own settings (JSON-able), stored with the run.
         resume: continue the latest run called `name`, with its step numbering.
         guard: None (the default: nothing acts), "default" (warn on every online finding, skip steps
-            whose gradients are not finite, stop after 5 skips in a row), or a `graddoctor.guard.Guard`
+            whose gradients are not finite, stop after 5 skips in a row), or a `graddoctor.probes.guard.Guard`
             (docs/guards.md: what each action does to training and what it cannot undo).
             `WatchConfig`).
 

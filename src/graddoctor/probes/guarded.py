@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..guard.runtime import GuardRunner
+from .guard.runtime import GuardRunner
 from .derive import derive
 from .record import aggregate, transfer
 from .rows import StepPayload

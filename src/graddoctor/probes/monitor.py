@@ -24,8 +24,8 @@ from ..errors import ConfigError, ProbeError
 from ..store.sqlite import RunStore
 from ..store.view import RunView
 from . import stats
-from ..guard.events import GuardStop
-from ..guard.runtime import start_guard
+from .guard.events import GuardStop
+from .guard.runtime import start_guard
 from .guarded import guard_step, observe_step, observe_tail
 from .hooks import AttributePatch, HandleGroup
 from .params import ParamReader

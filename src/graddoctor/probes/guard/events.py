@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
-from ..errors import GradDoctorError
+from ...errors import GradDoctorError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, ProbeError
-from ..probes import stats
+from ...errors import ConfigError, ProbeError
+from .. import stats
 
 SUPPORTED = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 

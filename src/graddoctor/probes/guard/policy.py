@@ -6,7 +6,7 @@ import copy
 import dataclasses
 from typing import Any, Callable, Union
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .events import GuardEvent
 from .triggers import DeadLayers, GradSpike, LargeUpdates, NonFinite, Trigger
 
@@ -94,7 +94,7 @@ def resolve_guard(guard: Any) -> Guard | None:
         return None
     if isinstance(guard, str):
         if guard != "default":
-            raise ConfigError(f"guard={guard!r} is unknown; pass guard='default', a graddoctor.guard.Guard, or None.")
+            raise ConfigError(f"guard={guard!r} is unknown; pass guard='default', a graddoctor.probes.guard.Guard, or None.")
         return default_guard()
     if isinstance(guard, Guard):
         return guard.fresh()

@@ -155,7 +155,7 @@ def start_guard(guard: Any, optimizer: Any, *, distributed: bool) -> GuardRunner
     if resolved is None:
         return None
     if distributed:
-        from ..errors import ConfigError
+        from ...errors import ConfigError
 
         raise ConfigError(
             "guard= is not available under torch.distributed yet: every rank would have to take the same action at "
