@@ -3,6 +3,7 @@
     python benchmarks/overhead.py [--rounds 8] [--steps 15] [--quick] [--models mlp,cnn]
     python benchmarks/overhead.py --ddp [--rounds 8] [--steps 15] [--models mlp]
     python benchmarks/overhead.py --models lstm_lm --modes every=1,every=1/notime,every=10,every=10/notime
+    python benchmarks/overhead.py --guard [--rounds 8] [--steps 15] [--models mlp,cnn] [--modes every=1,every=10]
 
 For each model and schedule it alternates blocks of unwatched (A) and watched (B) training steps
 (A B A B ...), takes the median step time of each block, and prints the median over rounds of the
@@ -12,6 +13,10 @@ A mode ending in "/notime" watches without the per-time-step statistics of recur
 ratio beside the plain mode's is their cost.
 `--ddp` runs the same comparison on 2 DDP ranks (gloo on CPU, one thread each, half the batch
 each): both ranks alternate the same blocks and rank 0's step times are reported.
+`--guard` prices guard="default" (its skip gate runs on every step): it alternates watched blocks
+without (A) and with the guard (B) at the same `every`, and reports the ratio of block *means*
+(a median would hide the recorded steps when every > 1), and the gate's memory beside the
+parameters' (the optimizer is SGD with momentum, as above: its state is one buffer per parameter).
 """
 
 from __future__ import annotations
@@ -132,8 +137,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
 CPU_SECONDS: list[float] = []  # process CPU time of each block's timed steps (the DDP case reads it)
 
 
-def block(model, opt, x, y, steps: int, run=None) -> float:
-    """Median time of `steps` training steps, after one untimed step (the same for A and B)."""
+def block(model, opt, x, y, steps: int, run=None, agg=statistics.median) -> float:
+    """Median (or `agg`) time of `steps` training steps, after one untimed step (the same for A and B)."""
     train_step(model, opt, x, y)
     times = []
     c0 = time.process_time()
@@ -144,7 +149,7 @@ def block(model, opt, x, y, steps: int, run=None) -> float:
             run.log(loss=loss)
         times.append(time.perf_counter() - t0)
     CPU_SECONDS.append(time.process_time() - c0)
-    return statistics.median(times)
+    return agg(times)
 
 
 class Floor:
@@ -221,6 +226,33 @@ def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[
             base = block(model, opt, x, y, steps)
         ratios.append(watched / base)
     return ratios
+
+
+def guard_block(model, opt, x, y, steps: int, every: int, store: Path, run_name: str, guard) -> tuple[float, float]:
+    """Mean step time of a watched block with or without `guard`, and the skip gate's memory (MiB)."""
+    with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0, guard=guard) as run:
+        seconds = block(model, opt, x, y, steps, run, agg=statistics.fmean)
+        gate = run._guard.gate if run._guard is not None else None  # the benchmark's peek at the gate
+        mib = sum(t.numel() * t.element_size() for t in gate._snapshot.values()) / 2**20 if gate else 0.0
+    return seconds, mib
+
+
+def guard_measure(name: str, every: int, rounds: int, steps: int, store: Path) -> tuple[list[float], float, float]:
+    torch.manual_seed(0)
+    model, x, y = MODELS[name]()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(3):
+        train_step(model, opt, x, y)  # warm-up (and the momentum buffers exist)
+    ratios, mib = [], 0.0
+    for r in range(rounds):
+        order = (None, "default") if r % 2 == 0 else ("default", None)
+        times = {}
+        for guard in order:
+            times[guard], used = guard_block(model, opt, x, y, steps, every, store, f"{name}-guard-{r}-{guard}", guard)
+            mib = max(mib, used)
+        ratios.append(times["default"] / times[None])
+    param_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    return ratios, mib, param_mib
 
 
 def ddp_worker(rank: int, world: int, port: int, models: list[str], modes: list[str], rounds: int, steps: int, store: str) -> None:
@@ -341,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
     ap.add_argument("--breakdown", action="store_true", help="time each hook of a watched step (ms), every=1")
     ap.add_argument("--ddp", action="store_true", help="2 DDP ranks on gloo (CPU), watched vs unwatched")
+    ap.add_argument("--guard", action="store_true", help='watch(guard="default") vs watch alone, block means')
     args = ap.parse_args(argv)
     if args.breakdown:
         for name in args.models.split(","):
@@ -348,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rounds, args.steps = 2, 4
+    if args.guard:
+        return guard_main(args)
     if args.ddp:
         modes = [m for m in args.modes.split(",") if m != "floor"]
         print(f"torch {torch.__version__}, 2 DDP ranks (gloo, 1 thread each); rounds={args.rounds}, steps/block={args.steps}")
@@ -361,6 +396,21 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes.split(","):
                 ratios = measure(name, mode, args.rounds, args.steps, Path(tmp) / "bench.db")
                 print(f"{name:6} {mode:9} {statistics.median(ratios):8.3f} {min(ratios):7.3f} {max(ratios):7.3f}", flush=True)
+    return 0
+
+
+def guard_main(args: argparse.Namespace) -> int:
+    modes = [m for m in args.modes.split(",") if m.startswith("every=")]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; rounds={args.rounds}, steps/block={args.steps}; "
+          f"guard='default' / no guard, block means, SGD momentum")
+    print(f"{'model':6} {'mode':9} {'median':>8} {'min':>7} {'max':>7} {'gate MiB':>9} {'params MiB':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            for mode in modes:
+                ratios, mib, param_mib = guard_measure(name, int(mode.split("=")[1]), args.rounds, args.steps,
+                                                       Path(tmp) / "guard.db")
+                print(f"{name:6} {mode:9} {statistics.median(ratios):8.3f} {min(ratios):7.3f} {max(ratios):7.3f} "
+                      f"{mib:9.1f} {param_mib:10.1f}", flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from .._outputs import check_output, write_atomic
 from ..errors import GradDoctorError
 from ._lab import add_lab_verb
+from ._live import add_follow_arguments, add_top_verb, follow_diagnosis
 from ._report import add_report_verb
 from ..reporting.text import format_table, layer_table
 from ..store.sqlite import RunStore
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_compare_verb(sub)
     add_report_verb(sub)
     add_lab_verb(sub)
+    add_top_verb(sub)
     return p
 
 
@@ -127,6 +129,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         nf = run.first_nonfinite
         where = f" ({nf['pass']} pass)" if nf.get("pass") else ""
         print(printable(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}{where}"))
+    if run.guard_actions:
+        from ..diagnosis.render import guard_lines
+
+        print("\n" + "\n".join(guard_lines(run.guard_actions)))
     return 0
 
 
@@ -256,6 +262,7 @@ def _add_diagnose_verbs(sub: argparse._SubParsersAction) -> None:
     diag.add_argument("--name", help="run name (default: the latest run)")
     diag.add_argument("--json", action="store_true", help="print the Findings JSON instead of text")
     diag.add_argument("--fail-on", **fail_on)
+    add_follow_arguments(diag)
     diag.set_defaults(func=cmd_diagnose)
 
     check = sub.add_parser("check", help="train a model a few watched steps on one batch and diagnose it "
@@ -274,6 +281,9 @@ def _add_diagnose_verbs(sub: argparse._SubParsersAction) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from ..diagnosis import diagnose
 
+    if args.follow:  # until the run ends (or Ctrl-C), then the full diagnosis below
+        follow_diagnosis(args)
+        print(flush=True)
     return _report(diagnose(args.path, name=args.name), args)
 
 

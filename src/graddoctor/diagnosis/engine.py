@@ -83,6 +83,7 @@ def diagnose(
         layers=tuple(layer_summary(run, findings, t)),
         notes=tuple(notes) + tuple(_run_notes(run)),
         expected=comparison,
+        guard_actions=tuple(a.to_dict() for a in run.guard_actions),
     )
 
 
@@ -138,8 +139,8 @@ def _run_notes(run: RunView) -> list[str]:
         notes.append("update_ratio was not recorded (watch(..., update_ratio=False)): stalled_updates and the "
                      "tiny-update check were skipped.")
     clip = run.scalar("clip_factor") if "clip_factor" in run.scalars else None
-    if clip is not None and np.isfinite(clip).any():
-        acted = float(np.mean(clip[np.isfinite(clip)] < 0.999))
+    acted = float(np.mean(clip[np.isfinite(clip)] < 0.999)) if clip is not None and np.isfinite(clip).any() else 0.0
+    if acted > 0:  # a loop that never clips is not told so on every diagnosis
         notes.append(f"clipping acted on {acted:.0%} of the recorded steps (clip_factor < 1: the gradient norm at the "
                      f"optimizer step over the norm when the gradients were complete).")
     if Stat.OUT_GRAD_NORM.value not in run.stats:

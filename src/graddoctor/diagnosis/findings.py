@@ -130,6 +130,7 @@ class Diagnosis:
     layers: tuple[Mapping[str, Any], ...]
     notes: tuple[str, ...] = ()
     expected: Any = None
+    guard_actions: tuple[Mapping[str, Any], ...] = ()  # what a guard did while training (docs/guards.md)
 
     @property
     def kinds(self) -> set[str]:
@@ -159,6 +160,7 @@ class Diagnosis:
             "compare": [f.compare for f in self.findings],
             "layers": [{k: json_number(v) for k, v in layer.items()} for layer in self.layers],
             **({"theory": _json_tree(self.expected.to_dict())} if self.expected is not None else {}),
+            "guard_actions": [_json_tree(a) for a in self.guard_actions],
         }
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -66,6 +66,8 @@ def render_text(d: Any) -> str:
     lines.append(layer_table(d.layers))
     if d.expected is not None:
         lines += ["", *expected_table(d.expected)]
+    if d.guard_actions:
+        lines += ["", *guard_lines(d.guard_actions)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -76,6 +78,21 @@ def expected_table(c: Any) -> list[str]:
     rows = [[r.name or "(root)", r.type, num(r.predicted_factor), num(r.measured_factor)] for r in c.layers]
     rows.append(["geometric mean", "", num(c.predicted_mean), num(c.measured_mean)])
     return [title, format_table(["layer", "type", "predicted", "measured"], rows, right=[False, False, True, True])]
+
+
+def guard_lines(actions: Sequence[Any], limit: int = 20) -> list[str]:
+    """What a guard did while training, one line per action (dicts or store.guard_actions.GuardAction)."""
+    rows = [a if isinstance(a, dict) else a.to_dict() for a in actions]
+    counts: dict[str, int] = {}
+    for a in rows:
+        counts[a["action"]] = counts.get(a["action"], 0) + 1
+    lines = ["guard actions while training (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + "):"]
+    for a in rows[:limit]:
+        where = f" in {a['layer']!r}" if a.get("layer") else ""
+        lines += _wrap(f"step {a['step']}: {a['action']} [{a['trigger']}{where}] {a['reason']}", "  ")
+    if len(rows) > limit:
+        lines.append(f"  ... and {len(rows) - limit} more (graddoctor diagnose --json lists them all)")
+    return lines
 
 
 def layer_table(layers: Sequence[dict[str, Any]]) -> str:

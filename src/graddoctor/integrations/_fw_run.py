@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import RunStatus, WatchConfig
 from ..errors import ConfigError
+from ..probes.guard.policy import resolve_guard
 from ..probes.monitor import Run
 from ..store.sqlite import MEMORY, RunStore
 from ..probes._watch import watch
@@ -35,10 +36,12 @@ class RecordingCallback:
 
     def __init__(
         self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
-        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, **options: Any,
+        tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, guard: Any = None,
+        **options: Any,
     ) -> None:
         check_options(every, options)
-        self.store, self.every, self.name, self.options = store, every, name, options
+        resolve_guard(guard)  # a bad guard= is refused here, at construction, not when training starts
+        self.store, self.every, self.name, self.options, self.guard = store, every, name, options, guard
         self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
         self.run: Run | None = None
         self._live: LiveTensorBoard | None = None
@@ -46,7 +49,7 @@ class RecordingCallback:
     def _start(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: Any, resume: bool, rank: int) -> Run:
         """`graddoctor.watch(model, optimizer, ...)` with the callback's settings, and the live mirror if asked."""
         self.run = watch(model, optimizer, store=self.store, name=self.name, every=self.every, scaler=scaler,
-                         resume=resume, **self.options)
+                         resume=resume, guard=self.guard, **self.options)
         self.name = self.run.name
         if self.tensorboard is not None:
             self._live = LiveTensorBoard(self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=rank)

@@ -69,6 +69,8 @@ class GradDoctorCallback(RecordingCallback, TrainerCallback):
         tensorboard: a TensorBoard log directory to mirror the run into while it trains (rank 0;
             the same tags as `graddoctor export --format tensorboard`).
         tensorboard_seconds: how often the mirror reads the run back and writes its new steps.
+        guard: None (off), "default" or a `graddoctor.probes.guard.Guard`, as in `graddoctor.watch`:
+            warn, skip or stop while training (docs/guards.md). A `GuardStop` propagates out of `fit`/`train`.
         **options: the other `graddoctor.watch` options (`hist_every`, `update_ratio`,
             `include`, `exclude`, `flush_seconds`).
     """

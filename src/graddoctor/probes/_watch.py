@@ -37,6 +37,7 @@ def watch(
     scaler: Any = None,
     user_config: dict[str, Any] | None = None,
     resume: bool = False,
+    guard: Any = None,
 ) -> Run:
     """Record per-layer gradient, activation and weight statistics of `model` while it trains.
 
@@ -69,6 +70,10 @@ def watch(
             the loss scale is logged as `amp_scale`.
         user_config: your own settings (JSON-able), stored with the run.
         resume: continue the latest run called `name`, with its step numbering.
+        guard: None (the default: nothing acts), "default" (warn on every online finding, skip steps
+            whose gradients are not finite, stop after 5 skips in a row), or a `graddoctor.probes.guard.Guard`
+            (docs/guards.md: what each action does to training and what it cannot undo).
+            `WatchConfig`).
 
     Returns:
         The `Run`, a context manager: hooks are attached on return and removed when the `with`
@@ -93,7 +98,7 @@ def watch(
     reducer = distributed.setup(unwrap(model))  # None on a single process: nothing distributed runs then
     run = Run(
         model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=user_config, resume=resume,
-        reducer=reducer,
+        reducer=reducer, guard=guard,
     )
     return run.attach()
 

@@ -24,6 +24,9 @@ from ..errors import ConfigError, ProbeError
 from ..store.sqlite import RunStore
 from ..store.view import RunView
 from . import stats
+from .guard.events import GuardStop
+from .guard.runtime import start_guard
+from .guarded import guard_step, observe_step, observe_tail
 from .hooks import AttributePatch, HandleGroup
 from .params import ParamReader
 from .intercept import AttentionMode, read_mha, stats_sink
@@ -61,6 +64,7 @@ class Run:
         user_config: dict[str, Any] | None = None,
         resume: bool = False,
         reducer: Any = None,
+        guard: Any = None,
     ) -> None:
         self.model = unwrap(model)
         self.optimizer = optimizer
@@ -68,6 +72,7 @@ class Run:
         self.scaler = scaler
         self._plan = plan_layers(self.model, config.include, config.exclude)
         check_inputs(self.model, self._plan, optimizer, config)
+        self._guard = start_guard(guard, optimizer, distributed=reducer is not None)  # None: guards off
         self._params = [p for layer in self._plan for p in layer.params]
         self._owner = [i for i, layer in enumerate(self._plan) for _ in layer.params]
         name = name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -156,7 +161,11 @@ class Run:
         try:
             if self._late_logs:
                 self._flush_late_logs()
+            if self._guard is not None:
+                self._writer.put(guard_actions=observe_tail(self._guard, self._step))
         finally:
+            if self._guard is not None:
+                self._guard.release()
             self._session.close(str(status), error)
             self._param_side.release()
             self._scratch = stats.Scratch()
@@ -340,10 +349,12 @@ class Run:
 
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
         rec = self._record
-        if rec is None or (optimizer is not None and self._caller_reads):
-            return None
         # the hook gets step's own (args, kwargs): args[0] is the optimizer, args[1] the closure
         closure = (kwargs.get("closure") or (args[1] if len(args) > 1 else None)) if optimizer is not None else None
+        if self._guard is not None:  # the skip gate runs on every step, recorded or not
+            closure = guard_step(self._guard, self._step, closure)
+        if rec is None or (optimizer is not None and self._caller_reads):
+            return _with_closure(args, kwargs, closure) if callable(closure) and self._guard is not None else None
         if callable(closure):  # step(closure): forward and backward run inside step, after this hook
             return _with_closure(args, kwargs, self._read_after(closure, rec))
         self._read_step_gradients(rec)
@@ -377,12 +388,17 @@ class Run:
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         rec = self._record
+        if self._guard is not None:  # before the update is measured: a dropped update measures 0
+            self._guard.after_update()
         if rec is not None:
             if self.optimizer is not None:
                 self._param_side.after_update(rec)
             self._close(rec)
         self._steps_taken += 1
         self._begin(self._step + 1)
+        if self._guard is not None and self._guard.stop_event is not None:
+            self._writer.flush()  # every step before the stop is in the store when GuardStop is raised
+            raise GuardStop(self._guard.stop_event)
 
     def _wrap_scaler_update(self, update: Any) -> Any:
         """GradScaler.update runs once per iteration, after scaler.step: if no optimizer step ran in
@@ -429,7 +445,11 @@ class Run:
             scalars += [(rec.step, f"lr/group{g}", group["lr"]) for g, group in enumerate(self.optimizer.param_groups)]
         n = len(rec.values)
         time_keys, time_values = self._time.device_values() if self._time is not None else ([], [])
-        host = transfer(rec.values + time_values + [v for _, _, v in scalars if isinstance(v, torch.Tensor)])
+        guarded = self._guard.pending() if self._guard is not None else []  # the gate's verdicts ride along
+        logged = [v for _, _, v in scalars if isinstance(v, torch.Tensor)]
+        host = transfer(rec.values + time_values + logged + guarded)
+        if guarded:
+            host, guarded = host[:len(host) - len(guarded)], host[len(host) - len(guarded):]
         n_time = n + len(time_values)
         payload = StepPayload(
             step=rec.step,
@@ -445,6 +465,10 @@ class Run:
         )
         if any(not math.isfinite(v) for (_, code), v in zip(rec.keys, host) if code in (GN, WN, WSQ)):
             payload.exact_grad_sq, payload.exact_weight_sq = self._exact_squares(rec.keys, host)
+        if self._guard is not None:
+            actions = observe_step(self._guard, self._plan, payload, guarded)
+            if actions:
+                self._writer.put(guard_actions=actions)
         if self._reducer is not None:  # one all_gather; rank 0's writer thread combines the ranks' partials
             payload.combine = self._reducer.reduce(payload, hist=rec.hist, no_forward=no_forward)
             if payload.combine is None:

@@ -48,6 +48,13 @@ def finding_block(page: HtmlPage, k: int, f: Finding) -> None:
     page.raw("</div>")
 
 
+def guard_section(page: HtmlPage, d: Diagnosis, *, anchor: str = "guard") -> None:
+    """What a guard did while training: one row per action (warn, skip, stop, callback)."""
+    with page.section(f"Guard actions while training ({len(d.guard_actions)})", anchor=anchor):
+        rows = [[a["step"], a["action"], a["trigger"], a.get("layer") or "(model)", a["reason"]] for a in d.guard_actions]
+        page.table(["step", "action", "trigger", "layer", "reason"], rows, text_columns=(1, 2, 3, 4))
+
+
 def layer_section(page: HtmlPage, d: Diagnosis, *, anchor: str = "layers") -> None:
     """Per-layer summary (input side first) and, when a prediction was given, theory vs measured."""
     with page.section("Per layer", anchor=anchor):
@@ -108,6 +115,8 @@ def config_section(page: HtmlPage, report: RunReport, *, anchor: str = "config")
 def run_sections(page: HtmlPage, report: RunReport, *, prefix: str = "", progress: Any = None) -> None:
     """The whole single-run report: findings, per-layer table, figures, configuration."""
     findings_section(page, report.diagnosis, anchor=prefix + "findings")
+    if report.diagnosis.guard_actions:
+        guard_section(page, report.diagnosis, anchor=prefix + "guard")
     layer_section(page, report.diagnosis, anchor=prefix + "layers")
     figures_section(page, report, anchor=prefix + "figures", progress=progress)
     config_section(page, report, anchor=prefix + "config")

@@ -11,7 +11,7 @@ import functools
 import sys
 from typing import IO, Any, Iterable, Iterator
 
-from ..diagnosis.render import SUMMARY_COLUMNS, expected_table, layer_list
+from ..diagnosis.render import SUMMARY_COLUMNS, expected_table, guard_lines, layer_list
 from .._text import fmt, printable
 from ..store.view import RunView
 from .text import LAYER_COLUMNS, SHORT
@@ -137,6 +137,10 @@ def print_diagnosis(d: Any, *, console: Any = None) -> None:
     for k, f in enumerate(d.findings, 1):
         _print_finding(console, k, f)
     _print_summary(console, d)
+    if d.guard_actions:
+        console.print()
+        for line in guard_lines(d.guard_actions):
+            console.print(Text(line))
 
 
 def _print_finding(console: Any, k: int, f: Any) -> None:

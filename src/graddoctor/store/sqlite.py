@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import StoreError
 from . import segments
 from . import integrity
+from .guard_actions import write_actions
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 from .segments import StepStats
 from .time_series import TIME_DDL
@@ -132,6 +133,7 @@ class RunStore:
         time_stats: Iterable[tuple] = (),
         first_nonfinite: dict[str, Any] | None = None,
         next_step: int | None = None,
+        guard_actions: Iterable[tuple] = (),
     ) -> None:
         """Write one batch in one transaction (all or nothing).
 
@@ -161,6 +163,7 @@ class RunStore:
             self.con.executemany(
                 "INSERT OR REPLACE INTO time_stats VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *row) for row in time_stats]
             )
+            write_actions(self.con, run_id, guard_actions)
             if first_nonfinite is not None:
                 self.con.execute(
                     "UPDATE runs SET first_nonfinite_json=? WHERE run_id=? AND first_nonfinite_json IS NULL",

@@ -17,6 +17,7 @@ from .lazy import LazyHists, LazyMatrices, SegmentSource
 from .sqlite import MEMORY, RunStore, effective_status
 from .time_series import TimeRecord, read_time_stats
 from .integrity import damaged
+from .guard_actions import GuardAction, read_actions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RunView:
     _scalars: dict[str, np.ndarray]         # key -> [n_steps]
     _hists: dict[tuple[str, str], list[tuple[int, float, float, int, np.ndarray]]]
     _scalar_recorded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> [n_steps] bool
+    guard_actions: tuple[GuardAction, ...] = ()  # what a guard did while training (store.guard_actions)
     _time: dict[tuple[int, str], list[TimeRecord]] = dataclasses.field(default_factory=dict)  # time_stats rows
 
     def time_layers(self, stat: str = "in_grad_norm_t") -> list[str]:
@@ -272,6 +274,7 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
         _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
         _time={k: v for k, v in read_time_stats(con, run_id).items() if k[0] < len(infos)},
+        guard_actions=read_actions(con, run_id),
     )
 
 

@@ -52,7 +52,7 @@ class StoreWriter:
         self._thread.start()
 
     def put(self, **rows: Any) -> None:
-        """Queue rows: layers=, steps=, stats=, scalars=, hists= (lists), first_nonfinite= (dict)."""
+        """Queue rows: layers=, steps=, stats=, scalars=, hists=, guard_actions= (lists), first_nonfinite= (dict)."""
         self._raise_if_failed()
         with self._lock:
             _merge(self._pending, rows)
@@ -125,7 +125,8 @@ class StoreWriter:
 
 
 def _empty() -> dict[str, Any]:
-    return {"layers": [], "steps": [], "stats": [], "scalars": [], "hists": [], "time_stats": [], "first_nonfinite": None}
+    return {"layers": [], "steps": [], "stats": [], "scalars": [], "hists": [], "time_stats": [], "first_nonfinite": None,
+            "guard_actions": []}
 
 
 def _merge(batch: dict[str, Any], rows: dict[str, Any]) -> None:
