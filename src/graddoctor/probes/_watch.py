@@ -12,6 +12,7 @@ from ..config import WatchConfig
 from ..errors import ConfigError
 from . import distributed
 from .monitor import Run
+from .session import mirror_feeds
 from .setup import unwrap
 from ..store.sqlite import MEMORY, RunStore
 from .._validate import check_watch
@@ -38,6 +39,7 @@ def watch(
     user_config: dict[str, Any] | None = None,
     resume: bool = False,
     guard: Any = None,
+    mirror: Any = None,
 ) -> Run:
     """Record per-layer gradient, activation and weight statistics of `model` while it trains.
 
@@ -73,6 +75,9 @@ def watch(
         guard: None (the default: nothing acts), "default" (warn on every online finding, skip steps
             whose gradients are not finite, stop after 5 skips in a row), or a `graddoctor.probes.guard.Guard`
             (docs/guards.md: what each action does to training and what it cannot undo).
+        mirror: copy the run into experiment trackers as it records: a tracker mirror such as
+            `graddoctor.integrations.mlflow.MlflowMirror(...)` or `...wandb.WandbMirror(...)`, or a list
+            of them (docs/trackers.md). Sent from the store writer's thread, never from the training step.
             `WatchConfig`).
 
     Returns:
@@ -98,7 +103,7 @@ def watch(
     reducer = distributed.setup(unwrap(model))  # None on a single process: nothing distributed runs then
     run = Run(
         model, optimizer, store=store, name=name, config=cfg, scaler=scaler, user_config=user_config, resume=resume,
-        reducer=reducer, guard=guard,
+        reducer=reducer, guard=guard, mirror=mirror_feeds(mirror),
     )
     return run.attach()
 

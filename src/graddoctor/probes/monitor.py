@@ -65,6 +65,7 @@ class Run:
         resume: bool = False,
         reducer: Any = None,
         guard: Any = None,
+        mirror: Any = None,
     ) -> None:
         self.model = unwrap(model)
         self.optimizer = optimizer
@@ -77,7 +78,8 @@ class Run:
         self._owner = [i for i, layer in enumerate(self._plan) for _ in layer.params]
         name = name or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
         self._session = open_session(
-            self.model, self._plan, optimizer, config, store, name, user_config=user_config, resume=resume, reducer=reducer
+            self.model, self._plan, optimizer, config, store, name, user_config=user_config, resume=resume, reducer=reducer,
+            mirror=mirror,
         )
         self.run_id, self.name, self._start_step = self._session.run_id, self._session.name, self._session.start_step
         self._writer = self._session.writer

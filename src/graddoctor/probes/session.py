@@ -36,6 +36,7 @@ class Session:
     start_step: int
     name: str
     reducer: Any = None
+    feed: Any = None  # the tracker mirrors' feed when the run is mirrored (rank 0 only): mirror_feeds()
 
     def read(self, flush: Callable[[], None] | None) -> RunView:
         """What the run has recorded so far. `flush` writes what is pending first; None once closed."""
@@ -58,8 +59,12 @@ class Session:
     def close(self, status: str, error: str | None = None) -> None:
         """Write what is left, mark the run, close the store if we opened it, leave graddoctor's group."""
         self.writer.close(status, error)
-        if self.owns_store and self.store.path != MEMORY:
-            self.store.close()
+        try:
+            if self.feed is not None:  # the findings need the finished run: read before the store closes
+                self.feed.close(read_run(self.store, self.run_id), status)
+        finally:
+            if self.owns_store and self.store.path != MEMORY:
+                self.store.close()
         if self.reducer is not None:
             self.reducer.close()
 
@@ -93,17 +98,21 @@ def open_session(
     user_config: dict[str, Any] | None,
     resume: bool,
     reducer: Any,
+    mirror: Callable[..., Any] | None = None,
 ) -> Session:
-    """Open (or resume) the run `name` in `store`: here, or on rank 0 with every rank agreeing."""
+    """Open (or resume) the run `name` in `store`: here, or on rank 0 with every rank agreeing.
+
+    `mirror(name=, run_id=, store=, config=, names=)` makes the run's tracker feed (rank 0 only).
+    """
     if reducer is None:
-        return _open_run(model, plan, optimizer, config, store, name, user_config, resume)
+        return _open_run(model, plan, optimizer, config, store, name, user_config, resume, mirror)
     reducer.attach(plan)  # raises on every rank alike: the same model everywhere
     path = store.path if isinstance(store, RunStore) else str(store)
     session, error = Session(None, False, path, NoWriter(), -1, 0, name, reducer), None
     if reducer.rank == 0:
         try:
             session = dataclasses.replace(
-                _open_run(model, plan, optimizer, config, store, name, user_config, resume), reducer=reducer
+                _open_run(model, plan, optimizer, config, store, name, user_config, resume, mirror), reducer=reducer
             )
         except Exception as err:  # told to every rank by agree(), which then raises everywhere
             error = str(err) if isinstance(err, GradDoctorError) else f"{type(err).__name__}: {err}"
@@ -133,6 +142,7 @@ def _open_run(
     name: str,
     user_config: dict[str, Any] | None,
     resume: bool,
+    mirror: Callable[..., Any] | None = None,
 ) -> Session:
     owns_store = not isinstance(store, RunStore)
     opened = RunStore(store) if owns_store else store
@@ -150,5 +160,58 @@ def _open_run(
             opened.close()
         raise
     rows = RowBuilder(plan, positions)
-    writer = StoreWriter(opened, run_id, flush_seconds=config.flush_seconds, prepare=rows.build)
-    return Session(opened, owns_store, opened.path, writer, run_id, start_step, name)
+    feed = None
+    if mirror is not None:
+        try:
+            feed = mirror(name=name, run_id=run_id, store=opened.path, config=run_config(model, optimizer, config, user_config),
+                          names={p: n for n, p in positions.items()})
+        except BaseException as err:
+            opened.finish_run(run_id, str(RunStatus.FAILED), f"starting the tracker mirror failed: {err}")
+            if owns_store:
+                opened.close()
+            raise
+    writer = StoreWriter(opened, run_id, flush_seconds=config.flush_seconds, prepare=rows.build,
+                         on_write=feed.write if feed is not None else None)
+    return Session(opened, owns_store, opened.path, writer, run_id, start_step, name, feed=feed)
+
+
+def mirror_feeds(mirror: Any) -> Callable[..., Any] | None:
+    """`watch(..., mirror=)`: a tracker mirror or a list of them, as the function that starts their
+    feeds once the run exists in the store (None when nothing is mirrored). Refuses a bad value at once.
+
+    A mirror is any object with `open_feed(name=, run_id=, store=, config=, names=)` returning a feed
+    (`write(batch)` in the writer's thread, `close(view, status)` at the end): the subclasses of
+    `graddoctor.integrations.mirror.TrackerMirror`. Duck-typed here because probes never import
+    integrations (the layer order, README: Layout).
+    """
+    if mirror is None:
+        return None
+    items = list(mirror) if isinstance(mirror, (list, tuple)) else [mirror]
+    bad = [item for item in items if not callable(getattr(item, "open_feed", None))]
+    if bad or not items:
+        got = repr(bad[0]) if bad else "an empty list"
+        raise ConfigError(
+            f"mirror= takes a tracker mirror or a list of them, got {got:.80}. Use "
+            "graddoctor.integrations.mlflow.MlflowMirror(...) or graddoctor.integrations.wandb.WandbMirror(...), "
+            "or your own subclass of graddoctor.integrations.mirror.TrackerMirror (docs/trackers.md)."
+        )
+
+    def start(**info: Any) -> _Feeds:
+        return _Feeds([item.open_feed(**info) for item in items])
+
+    return start
+
+
+class _Feeds:
+    """Several mirrors' feeds behind one: each batch and the close go to every one, in order."""
+
+    def __init__(self, feeds: list[Any]) -> None:
+        self.feeds = feeds
+
+    def write(self, batch: dict[str, Any]) -> None:
+        for feed in self.feeds:
+            feed.write(batch)
+
+    def close(self, view: RunView, status: str) -> None:
+        for feed in self.feeds:
+            feed.close(view, status)

@@ -30,9 +30,11 @@ class StoreWriter:
         flush_seconds: float = 1.0,
         prepare: Callable[[Any], dict[str, Any]] | None = None,
         max_backlog: int = 256,
+        on_write: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.store = store
         self.prepare = prepare  # turns a queued record into rows, in the writer's thread
+        self.on_write = on_write  # sees each committed batch, in the writer's thread (tracker mirrors)
         self.run_id = run_id
         self.flush_seconds = flush_seconds
         self.max_backlog = max_backlog
@@ -92,6 +94,8 @@ class StoreWriter:
                     self.store.set_layers(self.run_id, layers)
                 self.store.write(self.run_id, next_step=next_step, **batch)
                 self._flushed_step = next_step
+                if self.on_write is not None:
+                    self.on_write({**batch, "layers": layers})
         self._raise_if_failed()
 
     def close(self, status: str, error: str | None = None) -> None:
