@@ -293,3 +293,44 @@ def test_wandb_offline_keeps_nan_values(store_path, wandb_dir):
     assert len(rows) == 4 and all(np.isnan(r["graddoctor/grad_norm/0"]) for r in rows)
 
 
+
+
+# -- the framework callbacks take the same mirror= ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_lightning_callback_mirrors_what_it_records(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    from graddoctor.integrations.lightning import GradDoctorCallback
+    from test_lightning import Tiny, fit
+
+    mirror = Recorder()
+    callback = GradDoctorCallback(store=tmp_path / "runs.db", name="pl", mirror=mirror)
+    fit(tmp_path, callback, Tiny())
+    view = graddoctor.load(tmp_path / "runs.db", name="pl")
+    got = {(m.key, m.step): m.value for m in mirror.metrics}
+    want = {(k, s): v for k, steps in expected_metrics(view).items() for s, v in steps.items()}
+    assert got.keys() == want.keys() and all(same(got[k], want[k]) for k in want)
+    assert mirror.status == "finished" and mirror.info.name == "pl"
+
+
+@pytest.mark.slow
+def test_hf_callback_mirrors_what_it_records(tmp_path):
+    pytest.importorskip("transformers")
+    from graddoctor.integrations.hf import GradDoctorCallback
+    from test_hf import STEPS, tiny_gpt2, train
+
+    mirror = Recorder()
+    train(tmp_path, tiny_gpt2(), GradDoctorCallback(store=tmp_path / "runs.db", name="hf", mirror=mirror))
+    view = graddoctor.load(tmp_path / "runs.db", name="hf")
+    assert sorted({m.step for m in mirror.metrics}) == list(range(STEPS))
+    assert len(mirror.metrics) == sum(len(v) for v in expected_metrics(view).values())
+    assert mirror.status == "finished"
+
+
+def test_callbacks_refuse_a_bad_mirror_at_construction():
+    pytest.importorskip("lightning.pytorch")
+    from graddoctor.integrations.lightning import GradDoctorCallback
+
+    with pytest.raises(ConfigError, match="mirror= takes"):
+        GradDoctorCallback(mirror=42)

@@ -20,6 +20,7 @@ from ..config import RunStatus, WatchConfig
 from ..errors import ConfigError
 from ..probes.guard.policy import resolve_guard
 from ..probes.monitor import Run
+from ..probes.session import mirror_feeds
 from ..store.sqlite import MEMORY, RunStore
 from ..probes._watch import watch
 
@@ -37,11 +38,14 @@ class RecordingCallback:
     def __init__(
         self, store: str | os.PathLike[str] | RunStore = MEMORY, *, every: int = 1, name: str | None = None,
         tensorboard: str | os.PathLike[str] | None = None, tensorboard_seconds: float = 30.0, guard: Any = None,
+        mirror: Any = None,
         **options: Any,
     ) -> None:
         check_options(every, options)
         resolve_guard(guard)  # a bad guard= is refused here, at construction, not when training starts
+        mirror_feeds(mirror)  # so is a bad mirror= (it starts no tracker)
         self.store, self.every, self.name, self.options, self.guard = store, every, name, options, guard
+        self.mirror = mirror
         self.tensorboard, self.tensorboard_seconds = tensorboard, tensorboard_seconds
         self.run: Run | None = None
         self._live: LiveTensorBoard | None = None
@@ -49,7 +53,7 @@ class RecordingCallback:
     def _start(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: Any, resume: bool, rank: int) -> Run:
         """`graddoctor.watch(model, optimizer, ...)` with the callback's settings, and the live mirror if asked."""
         self.run = watch(model, optimizer, store=self.store, name=self.name, every=self.every, scaler=scaler,
-                         resume=resume, guard=self.guard, **self.options)
+                         resume=resume, guard=self.guard, mirror=self.mirror, **self.options)
         self.name = self.run.name
         if self.tensorboard is not None:
             self._live = LiveTensorBoard(self.run, self.tensorboard, seconds=self.tensorboard_seconds, rank=rank)

@@ -71,6 +71,9 @@ class GradDoctorCallback(RecordingCallback, TrainerCallback):
         tensorboard_seconds: how often the mirror reads the run back and writes its new steps.
         guard: None (off), "default" or a `graddoctor.probes.guard.Guard`, as in `graddoctor.watch`:
             warn, skip or stop while training (docs/guards.md). A `GuardStop` propagates out of `fit`/`train`.
+        mirror: experiment trackers to copy the run into, as `graddoctor.watch(..., mirror=)` takes
+            them (an `MlflowMirror`, a `WandbMirror`, a list); rank 0 only, from the store writer's
+            thread (docs/trackers.md).
         **options: the other `graddoctor.watch` options (`hist_every`, `update_ratio`,
             `include`, `exclude`, `flush_seconds`).
     """
