@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := dev,demo,report,lab,mnist,lightning,hf,tensorboard
+EXTRAS := dev,demo,report,lab,mnist,lightning,hf,tensorboard,mlflow,wandb,notebook
 
 .PHONY: demo test bench clean chromium
 

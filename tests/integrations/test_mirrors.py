@@ -334,3 +334,27 @@ def test_callbacks_refuse_a_bad_mirror_at_construction():
 
     with pytest.raises(ConfigError, match="mirror= takes"):
         GradDoctorCallback(mirror=42)
+
+
+@pytest.mark.slow
+def test_cli_export_format_mlflow_sends_a_finished_run(store_path, mlflow_uri, capsys):
+    from graddoctor.cli import main
+
+    view = record(store_path)
+    assert main(["export", str(store_path), "--format", "mlflow", "-o", mlflow_uri, "--experiment", "cli"]) == 0
+    assert "findings of run 'm' to mlflow" in capsys.readouterr().err
+    client, run = mlflow_run(mlflow_uri, "cli")
+    assert_mlflow_has(client, run, view)
+    assert run.info.status == "FINISHED" and run.info.run_name == "m"
+
+
+@pytest.mark.slow
+def test_cli_export_format_wandb_writes_an_offline_run(store_path, wandb_dir):
+    from graddoctor.cli import main
+    from wandb_files import read_offline_run
+
+    view = record(store_path)
+    assert main(["export", str(store_path), "--format", "wandb", "-o", str(wandb_dir), "--experiment", "cli"]) == 0
+    rows = [r for r in read_offline_run(wandb_dir)["history"] if "graddoctor/grad_norm/0" in r]
+    assert [r["graddoctor/step"] for r in rows] == view.steps.tolist()
+    assert [r["graddoctor/grad_norm/0"] for r in rows] == pytest.approx(view.stat("grad_norm", "0").tolist(), rel=1e-12)

@@ -67,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("path")
     export.add_argument("dest", nargs="?", metavar="OUT", help="the same as -o OUT")
     export.add_argument("--name", help="run name (default: the latest run)")
-    export.add_argument("--format", choices=("csv", "parquet", "tensorboard"), default="csv")
+    export.add_argument("--format", choices=("csv", "parquet", "tensorboard", "mlflow", "wandb"), default="csv")
     export.add_argument("-o", "--output", help="output file (CSV default: standard output); for tensorboard, "
                         "the log directory")
+    export.add_argument("--experiment", help="with --format mlflow: the MLflow experiment (-o: the tracking URI); "
+                        "with --format wandb: the W&B project (-o: the directory; WANDB_MODE=offline needs no account)")
     export.add_argument("--follow", type=float, metavar="SECONDS", help="with --format tensorboard: keep mirroring "
                         "the run every SECONDS while it trains; stops when it ends")
     export.set_defaults(func=cmd_export)
@@ -175,6 +177,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _follow_tensorboard(args.path, run.name, args.output, args.follow)
     if args.format == "tensorboard":
         return _export_tensorboard(run, args.output)
+    if args.format in ("mlflow", "wandb"):
+        return _export_tracker(run, args.format, args.output, args.experiment)
     rows = export_rows(run)
     header = ["run", "step", "layer", "stat", "value"]
     if args.format == "parquet":
@@ -201,6 +205,23 @@ def _export_tensorboard(run, output: str | None) -> int:
     counts = export_tensorboard(run, output)
     print(f"wrote {counts['scalars']} scalars and {counts['histograms']} histograms of run {run.name!r} to {output}",
           file=sys.stderr)
+    return 0
+
+
+def _export_tracker(run, tracker: str, output: str | None, experiment: str | None) -> int:
+    from .integrations.mirror import export_to_mirror
+
+    if tracker == "mlflow":
+        from .integrations.mlflow import MlflowMirror
+
+        mirror = MlflowMirror(tracking_uri=output, experiment=experiment)
+    else:
+        from .integrations.wandb import WandbMirror
+
+        mirror = WandbMirror(project=experiment, **({"dir": output} if output else {}))
+    counts = export_to_mirror(run, mirror)
+    print(f"sent {counts['metrics']} values ({counts['nonfinite']} non-finite) and {counts['findings']} findings of "
+          f"run {run.name!r} to {tracker}", file=sys.stderr)
     return 0
 
 
