@@ -39,6 +39,12 @@ class StudyRun:
 
         return render(self.analysis)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display (reporting/notebook.py; imported here, on display only)."""
+        from ..reporting.notebook import study_html
+
+        return study_html(self.analysis)
+
 
 def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = None, jobs: int | None = None,
               out: str | os.PathLike[str] | None = None, progress: bool | None = None, report: bool = True) -> StudyRun:

@@ -196,6 +196,10 @@ class HtmlPage:
             f"</header><main>{''.join(self._parts)}</main></body></html>\n"
         )
 
+    def body(self) -> str:
+        """The sections alone, without the document around them (a notebook cell shows this)."""
+        return "".join(self._parts)
+
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the page (UTF-8), creating parent folders; returns the Path written."""
         from .._outputs import check_output, write_atomic
