@@ -209,14 +209,14 @@ def _export_tensorboard(run, output: str | None) -> int:
 
 
 def _export_tracker(run, tracker: str, output: str | None, experiment: str | None) -> int:
-    from .integrations.mirror import export_to_mirror
+    from ..integrations.mirror import export_to_mirror
 
     if tracker == "mlflow":
-        from .integrations.mlflow import MlflowMirror
+        from ..integrations.mlflow import MlflowMirror
 
         mirror = MlflowMirror(tracking_uri=output, experiment=experiment)
     else:
-        from .integrations.wandb import WandbMirror
+        from ..integrations.wandb import WandbMirror
 
         mirror = WandbMirror(project=experiment, **({"dir": output} if output else {}))
     counts = export_to_mirror(run, mirror)
