@@ -198,11 +198,11 @@ def test_mlflow_mirror_logs_every_statistic_and_the_findings(store_path, mlflow_
     client, run = mlflow_run(mlflow_uri, "deep-sigmoid")
     assert run.info.run_name == "m" and run.info.status == "FINISHED"
     assert_mlflow_has(client, run, view)
-    assert run.data.tags["graddoctor.run"] == "m" and json.loads(run.data.params["graddoctor.every"]) == 1
+    assert run.data.tags["graddoctor/run"] == "m" and json.loads(run.data.params["graddoctor/every"]) == 1
     path = client.download_artifacts(run.info.run_id, "graddoctor/findings.json", str(tmp_path))
     findings = json.load(open(path))["findings"]
     assert findings == json.loads(graddoctor.diagnose(view).to_json())["findings"]
-    assert run.data.tags["graddoctor.worst"] == (str(graddoctor.diagnose(view).worst) if findings else "none")
+    assert run.data.tags["graddoctor/worst"] == (str(graddoctor.diagnose(view).worst) if findings else "none")
 
 
 @pytest.mark.slow
@@ -214,7 +214,7 @@ def test_mlflow_keeps_nan_values_and_marks_a_failed_run(store_path, mlflow_uri):
     client, run = mlflow_run(mlflow_uri, "nan")
     grad = [m.value for m in client.get_metric_history(run.info.run_id, "graddoctor/grad_norm/0")]
     assert len(grad) == 4 and all(math.isnan(v) for v in grad)
-    assert "nonfinite" in run.data.tags["graddoctor.findings"]
+    assert "nonfinite" in run.data.tags["graddoctor/findings"]
     mirror.finish("failed")  # the mirror of its own run ends it with the status it is told
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     assert view.status == "finished"

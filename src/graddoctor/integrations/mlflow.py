@@ -37,8 +37,8 @@ class MlflowMirror(TrackerMirror):
 
     Metric steps are graddoctor's (optimizer) steps and timestamps the recorded wall times.
     Scalars from `run.log` become `graddoctor/<key>`; the findings are the artifacts
-    `graddoctor/findings.json` and `graddoctor/diagnosis.txt` plus the tags `graddoctor.findings`
-    and `graddoctor.worst`; guard actions the metric `graddoctor/guard/<action>` (1 at their step)
+    `graddoctor/findings.json` and `graddoctor/diagnosis.txt` plus the tags `graddoctor/findings`
+    and `graddoctor/worst`; guard actions the metric `graddoctor/guard/<action>` (1 at their step)
     and, at the end, `graddoctor/guard_actions.json`.
 
     Args:
@@ -69,14 +69,14 @@ class MlflowMirror(TrackerMirror):
             else:
                 self.run_id = self._create_run(info)
                 self.owned = True
-        tags = {"graddoctor.run": info.name, "graddoctor.store": info.store, "graddoctor.run_id": str(info.run_id)}
+        tags = {"graddoctor/run": info.name, "graddoctor/store": info.store, "graddoctor/run_id": str(info.run_id)}
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
         watch = info.config.get("watch") if isinstance(info.config.get("watch"), dict) else {}
         if watch and self.owned:  # params are write-once in MLflow: only on a run of our own
             from mlflow.entities import Param
 
-            params = [Param(f"graddoctor.{k}", json.dumps(v)[:500]) for k, v in sorted(watch.items())]
+            params = [Param(f"graddoctor/{k}", json.dumps(v)[:500]) for k, v in sorted(watch.items())]
             self.client.log_batch(self.run_id, params=params[:100])
 
     def _create_run(self, info: RunInfo) -> str:
@@ -97,10 +97,10 @@ class MlflowMirror(TrackerMirror):
         self.client.log_dict(self.run_id, {"findings": findings}, "graddoctor/findings.json")
         self.client.log_text(self.run_id, text, "graddoctor/diagnosis.txt")
         kinds = ", ".join(f"{f['kind']}({f['severity']})" for f in findings) or "none"
-        self.client.set_tag(self.run_id, "graddoctor.findings", kinds[:5000])
+        self.client.set_tag(self.run_id, "graddoctor/findings", kinds[:5000])
         order = ["info", "warning", "error"]
         worst = max((f["severity"] for f in findings), key=order.index, default="none")
-        self.client.set_tag(self.run_id, "graddoctor.worst", worst)
+        self.client.set_tag(self.run_id, "graddoctor/worst", worst)
 
     def log_actions(self, actions: Sequence[dict[str, Any]]) -> None:
         now = time.time()
