@@ -358,3 +358,14 @@ def test_cli_export_format_wandb_writes_an_offline_run(store_path, wandb_dir):
     rows = [r for r in read_offline_run(wandb_dir)["history"] if "graddoctor/grad_norm/0" in r]
     assert [r["graddoctor/step"] for r in rows] == view.steps.tolist()
     assert [r["graddoctor/grad_norm/0"] for r in rows] == pytest.approx(view.stat("grad_norm", "0").tolist(), rel=1e-12)
+
+
+def test_cli_export_to_a_tracker_that_refuses_exits_2_with_one_paragraph(store_path, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    from graddoctor.cli import main
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 then refuses a plain-file store
+    record(store_path)
+    assert main(["export", str(store_path), "--format", "mlflow", "-o", (tmp_path / "mlruns").as_uri()]) == 2
+    err = capsys.readouterr().err
+    assert "could not start the MlflowMirror for run 'm'" in err and "Traceback" not in err

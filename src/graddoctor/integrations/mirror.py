@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-
+from ..errors import GradDoctorError
 
 PREFIX = "graddoctor"
 ROOT_LAYER = "model"  # the root module's layer name is "", which no tracker takes as a key part
@@ -184,7 +184,14 @@ class MirrorFeed:
 def export_to_mirror(view: Any, mirror: Mirror) -> dict[str, int]:
     """Send a recorded run (a `RunView`) to a mirror: statistics, scalars, findings; returns the counts."""
     config = view.config if isinstance(view.config, dict) else {}
-    mirror.start(RunInfo(view.name, view.run_id, view.path, config))
+    try:
+        mirror.start(RunInfo(view.name, view.run_id, view.path, config))
+    except GradDoctorError:
+        raise
+    except Exception as err:  # the tracker's own refusal (a bad URI, a store MLflow will not open): one paragraph
+        raise GradDoctorError(
+            f"could not start the {type(mirror).__name__} for run {view.name!r}: {type(err).__name__}: {err}"
+        ) from err
     metrics = view_metrics(view)
     status = "failed"
     try:
