@@ -9,6 +9,8 @@ importable from its subpackage (graddoctor.store.RunStore, graddoctor.config.Wat
 graddoctor.errors.ConfigError, graddoctor.theory, graddoctor.data, ...: docs/layout.md).
 """
 
+import sys
+
 from ._version import __version__
 from .errors import GradDoctorError
 from .store import load
@@ -23,3 +25,8 @@ __all__ = [
     "watch", "load", "diagnose", "check", "predict", "compare", "report", "Diagnosis", "Finding", "GradDoctorError",
     "__version__",
 ]
+
+if "IPython" in sys.modules:  # in a notebook: runs, diagnoses and comparisons display as HTML
+    from .reporting.notebook import register as _register_display
+
+    _register_display()

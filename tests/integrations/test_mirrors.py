@@ -131,11 +131,15 @@ def test_a_failing_mirror_is_warned_about_and_dropped_while_the_store_records_ev
     assert "finish" not in [method for method, _ in mirror.calls]  # dropped at its first failure
 
 
-def test_guard_actions_reach_every_mirror_through_the_feed():
+def test_guard_actions_reach_the_mirror_in_the_batch_that_stores_them(store_path):
     mirror = Recorder()
-    feed = mirror.open_feed(name="g", run_id=1, store=":memory:", config={}, names={})
-    feed.log_actions([{"step": 3, "action": "skip", "reason": "non-finite gradient"}])
-    assert ("log_actions", threading.current_thread().name) in mirror.calls
+    mirror.actions = []
+    mirror.log_actions = lambda actions: mirror.actions.extend(actions)
+    view = record(store_path, mirror=mirror, nan=True, guard="default")  # every gradient NaN: skipped
+    stored = [a.to_dict() if hasattr(a, "to_dict") else a for a in view.guard_actions]
+    assert mirror.actions and len(mirror.actions) == len(stored)
+    assert {(a["step"], a["action"]) for a in mirror.actions} == {(a["step"], a["action"]) for a in stored}
+    assert any(a["action"] == "skip" for a in mirror.actions)
 
 
 def test_mirror_argument_is_checked_when_watch_is_called(store_path):
@@ -227,6 +231,8 @@ def test_mlflow_mirror_logs_into_the_callers_active_run(store_path, mlflow_uri, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     mlflow.set_experiment("mine")
     with mlflow.start_run(run_name="my-run") as active:
+        from graddoctor.integrations.mlflow import MlflowMirror
+
         record(store_path, mirror=MlflowMirror())  # no settings: MLflow's own (the env, the active run)
         assert mlflow.active_run().info.run_id == active.info.run_id
         assert mlflow.get_run(active.info.run_id).info.status == "RUNNING"  # left open: it is the caller's
@@ -287,6 +293,8 @@ def test_wandb_offline_mirror_logs_every_statistic_against_graddoctor_step(store
 @pytest.mark.slow
 def test_wandb_offline_keeps_nan_values(store_path, wandb_dir):
     from wandb_files import read_offline_run
+
+    from graddoctor.integrations.wandb import WandbMirror
 
     record(store_path, mirror=WandbMirror(), nan=True)  # no settings: wandb.init reads WANDB_MODE and WANDB_DIR
     rows = [r for r in read_offline_run(wandb_dir)["history"] if "graddoctor/grad_norm/0" in r]
@@ -369,3 +377,13 @@ def test_cli_export_to_a_tracker_that_refuses_exits_2_with_one_paragraph(store_p
     assert main(["export", str(store_path), "--format", "mlflow", "-o", (tmp_path / "mlruns").as_uri()]) == 2
     err = capsys.readouterr().err
     assert "could not start the MlflowMirror for run 'm'" in err and "Traceback" not in err
+
+
+def test_cli_export_refuses_an_mlflow_uri_naming_the_run_store_itself(store_path, capsys):
+    from graddoctor.cli import main
+
+    record(store_path)
+    before = store_path.read_bytes()
+    assert main(["export", str(store_path), "--format", "mlflow", "-o", f"sqlite:///{store_path}"]) == 2
+    assert "is the run store being exported" in capsys.readouterr().err
+    assert store_path.read_bytes() == before

@@ -1,4 +1,4 @@
-"""Notebook display: `_repr_html_` of a run, a diagnosis, a comparison and a study's results, escaped as
+"""Notebook display: the HTML of a run, a diagnosis, a comparison and a study's results, escaped as
 the report is; and examples/diagnose.ipynb executed in a real kernel (nbclient + ipykernel), its outputs checked."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def assert_escaped(html: str) -> None:
 
 def test_a_run_displays_its_layers_escaped_and_its_figure_inline(evil_run):
     pytest.importorskip("matplotlib")
-    html = evil_run._repr_html_()
+    html = notebook.run_html(evil_run)
     assert_escaped(html)
     assert html.count('<div class="graddoctor">') == 1 and "<html" not in html  # a fragment, not a document
     assert "Per layer at step 2" in html and "data:image/" in html
@@ -51,13 +51,13 @@ def test_a_run_displays_its_layers_escaped_and_its_figure_inline(evil_run):
 
 def test_without_matplotlib_a_run_says_so_instead_of_a_figure(evil_run, monkeypatch):
     monkeypatch.setattr(notebook, "has_matplotlib", lambda: False)
-    html = evil_run._repr_html_()
+    html = notebook.run_html(evil_run)
     assert "figures need matplotlib" in html and "data:image/" not in html
 
 
 def test_a_diagnosis_displays_its_findings_escaped(evil_run):
     d = graddoctor.diagnose(evil_run)
-    html = d._repr_html_()
+    html = notebook.diagnosis_html(d)
     assert_escaped(html)
     assert "Per layer" in html and f"{len(d.findings)}" in html
     for f in d.findings:
@@ -72,6 +72,30 @@ def test_a_study_displays_its_verdicts_escaped():
     html = StudyRun(study=None, analysis=analysis, out=Path("x"))._repr_html_()
     assert_escaped(html)
     assert "<td>supported</td>" in html and "0.9 ± 0.1" in html
+
+
+def test_register_gives_ipython_the_html_of_runs_diagnoses_and_comparisons(evil_run):
+    from graddoctor.diagnosis.findings import Diagnosis
+    from graddoctor.remedies.compare._compare import Comparison
+    from graddoctor.store.view import RunView
+
+    class Formatter:
+        def __init__(self):
+            self.types = {}
+
+        def for_type(self, cls, func):
+            self.types[cls] = func
+
+    class Shell:
+        def __init__(self):
+            self.display_formatter = type("F", (), {"formatters": {"text/html": Formatter()}})()
+
+    shell = Shell()
+    assert notebook.register(shell)
+    types = shell.display_formatter.formatters["text/html"].types
+    assert set(types) == {RunView, Diagnosis, Comparison}
+    assert_escaped(types[RunView](evil_run))
+    assert notebook.register() is False  # no IPython shell running in the test process
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a finding reached --fail-on (diagnose, check), 2 bad in
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import sqlite3
 import sys
@@ -170,8 +171,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.output = args.output or args.dest
     if args.follow is not None and args.format != "tensorboard":
         raise GradDoctorError(f"--follow works with --format tensorboard only, got --format {args.format}.")
-    if args.output:
-        check_output(args.output, inputs=[args.path], folder=args.format == "tensorboard", what="-o")
+    if args.output and args.format == "mlflow":
+        _check_tracking_uri(args.output, args.path)
+    elif args.output:
+        check_output(args.output, inputs=[args.path], folder=args.format in ("tensorboard", "wandb"), what="-o")
     run = load(args.path, name=args.name)
     if args.format == "tensorboard" and args.follow is not None:
         return _follow_tensorboard(args.path, run.name, args.output, args.follow)
@@ -206,6 +209,19 @@ def _export_tensorboard(run, output: str | None) -> int:
     print(f"wrote {counts['scalars']} scalars and {counts['histograms']} histograms of run {run.name!r} to {output}",
           file=sys.stderr)
     return 0
+
+
+def _check_tracking_uri(uri: str, store: str) -> None:
+    """-o of `--format mlflow` is a tracking URI (a server, sqlite:///file.db, file:dir): refuse one that
+    names the run store itself, which MLflow would otherwise open as its own database."""
+    local = uri
+    for scheme in ("sqlite:///", "file://", "file:"):  # sqlite:///x.db is x.db, sqlite:////abs/x.db is /abs/x.db
+        if uri.startswith(scheme):
+            local = uri[len(scheme):]
+            break
+    if "://" not in local and os.path.exists(local) and os.path.exists(store) and os.path.samefile(local, store):
+        raise GradDoctorError(f"-o {uri!r} is the run store being exported ({store!r}): MLflow would write its "
+                              "tables into it. Give MLflow its own tracking URI, e.g. -o sqlite:///mlflow.db.")
 
 
 def _export_tracker(run, tracker: str, output: str | None, experiment: str | None) -> int:

@@ -170,12 +170,6 @@ class Diagnosis:
     def __str__(self) -> str:
         return render_text(self)
 
-    def _repr_html_(self) -> str:
-        """Jupyter's rich display (reporting/notebook.py; imported here, on display only)."""
-        from ..reporting.notebook import diagnosis_html
-
-        return diagnosis_html(self)
-
 
 def _json_tree(value: Any) -> Any:
     if isinstance(value, dict):

@@ -9,12 +9,16 @@ module (`integrations.mlflow`, `integrations.wandb`) imports its package when a 
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
+
 from ..errors import GradDoctorError
+from ..store.segments import width_for
 
 PREFIX = "graddoctor"
 ROOT_LAYER = "model"  # the root module's layer name is "", which no tracker takes as a key part
@@ -86,14 +90,25 @@ class TrackerMirror:
 
 
 def batch_metrics(batch: dict[str, Any], names: dict[int, str]) -> list[Metric]:
-    """The metrics in one store-writer batch; `names` maps layer positions to names (updated here)."""
+    """The metrics in one store-writer batch; `names` maps layer positions to names (updated here).
+
+    A batch's statistics are `store.segments.StepStats` blocks (one per recorded step: values and a
+    recorded mask, statistic by layer position); only the recorded cells become metrics, each rounded
+    as the store keeps it (float32 unless it would not survive: `store.segments.width_for`).
+    """
     for row in batch.get("layers") or ():
         names[row[0]] = row[1]  # (position, name, ...)
     wall = {step: t for step, t in batch.get("steps") or ()}
-    metrics = [
-        Metric(metric_key(stat, names.get(pos, f"layer{pos}")), step, wall.get(step, 0.0), float(value))
-        for step, pos, stat, value in batch.get("stats") or ()
-    ]
+    metrics = []
+    for block in batch.get("stats") or ():
+        t = wall.get(block.step, 0.0)
+        for k, stat in enumerate(block.names):
+            cells = block.recorded[k].nonzero()[0]
+            kept = block.values[k, cells]
+            if width_for(stat, kept) == 4:
+                kept = kept.astype(np.float32)
+            metrics += [Metric(metric_key(stat, names.get(int(pos), f"layer{pos}")), block.step, t, float(v))
+                        for pos, v in zip(cells, kept)]
     metrics += [Metric(metric_key(key), step, wall.get(step, 0.0), float(value)) for step, key, value in batch.get("scalars") or ()]
     return metrics
 
@@ -124,6 +139,13 @@ def findings_of(view: Any) -> tuple[list[dict[str, Any]], str]:
     return [f.to_dict() for f in diagnosis.findings], str(diagnosis)
 
 
+def action_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A `guard_actions` row of a writer batch (step, action, trigger, layer, reason, evidence JSON) as a dict."""
+    step, action, trigger, layer, reason, evidence = row
+    return {"step": int(step), "action": action, "trigger": trigger, "layer": layer, "reason": reason,
+            "evidence": json.loads(evidence)}
+
+
 class MirrorFeed:
     """A live run's mirrors: fed by the store writer after each commit, closed with the run.
 
@@ -145,12 +167,12 @@ class MirrorFeed:
         metrics = batch_metrics(batch, self.names)
         if metrics:
             self._each("log_metrics", metrics)
+        self.log_actions([action_dict(row) for row in batch.get("guard_actions") or ()])
 
     def log_actions(self, actions: Sequence[dict[str, Any]]) -> None:
         """Guard actions (warn, skip, stop...), each a dict with at least `step`, `action`, `reason`.
 
-        The hook point for online guards: whoever takes an action hands it here (from the writer's
-        thread or a step boundary), and every mirror records it beside the statistics.
+        The guard's actions (`watch(..., guard=)`) arrive here from `write`, in the batch that stores them.
         """
         if actions:
             self._each("log_actions", list(actions))

@@ -1,4 +1,10 @@
-"""Rich display in Jupyter: the `_repr_html_` of Diagnosis, RunView, Comparison and a study's results.
+"""Rich display in Jupyter: Diagnosis, RunView, Comparison and a study's results as HTML.
+
+A study's results (`lab.runner.StudyRun`) have a `_repr_html_` that calls `study_html`. The other
+three live in layers below this one (store, diagnosis, remedies.compare), which never import
+reporting (README: Layout); `register` hands IPython their HTML formatters instead, and
+`import graddoctor` calls it when IPython is running, so they display as HTML in a notebook
+with nothing to do.
 
 Built with the report's `HtmlPage`, so every user-controlled string (layer and run names, finding
 text, config values) is escaped in the same one place. The fragment's CSS is scoped to
@@ -105,3 +111,27 @@ def study_html(analysis: dict[str, Any]) -> str:
         where.insert(0, f"report {analysis['report']}")
     page.paragraph("; ".join(where))
     return fragment(page, str(analysis.get("title", analysis.get("study", "study"))))
+
+
+def register(shell: Any = None) -> bool:
+    """Show RunView, Diagnosis and Comparison as HTML in IPython `shell` (default: the running one).
+
+    Returns False, doing nothing, outside IPython. Called by `import graddoctor`; call it yourself
+    only if graddoctor was imported before the IPython shell started.
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+        if shell is None:
+            return False
+    from ..diagnosis.findings import Diagnosis
+    from ..remedies.compare._compare import Comparison
+    from ..store.view import RunView
+
+    html = shell.display_formatter.formatters["text/html"]
+    for cls, render in ((RunView, run_html), (Diagnosis, diagnosis_html), (Comparison, comparison_html)):
+        html.for_type(cls, render)
+    return True

@@ -197,12 +197,6 @@ class RunView:
             f"steps={len(self.steps)}, stats={self.stats})"
         )
 
-    def _repr_html_(self) -> str:
-        """Jupyter's rich display (reporting/notebook.py; imported here, on display only)."""
-        from ..reporting.notebook import run_html
-
-        return run_html(self)
-
 
 def load(source: Any, name: str | None = None) -> RunView:
     """Read a run: from a store path (the latest run, or the latest called `name`) or a live run.

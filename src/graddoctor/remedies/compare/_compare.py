@@ -78,12 +78,6 @@ class Comparison:
 
         return render(self)
 
-    def _repr_html_(self) -> str:
-        """Jupyter's rich display (reporting/notebook.py; imported here, on display only)."""
-        from ...reporting.notebook import comparison_html
-
-        return comparison_html(self)
-
 
 def compare(
     model_factory: str | Callable[[], nn.Module],
