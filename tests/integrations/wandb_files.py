@@ -42,8 +42,10 @@ def chunks(raw: bytes):
 
 def read_offline_run(wandb_dir: Path) -> dict[str, Any]:
     """{"history": [row dicts], "summary": {key: value}, "config": {...}} of the one offline run under `wandb_dir`."""
+    import wandb
     from wandb.proto import wandb_internal_pb2 as pb
 
+    wandb.teardown()  # the service process outlives run.finish() and may still be writing the file's tail
     (path,) = Path(wandb_dir).glob("wandb/offline-run-*/run-*.wandb")
     assert path.read_bytes()[:4] == b":W&B"
     out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "exit": None}
