@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := dev,demo,report,lab,mnist,lightning,hf,tensorboard
 # `make test-all` adds these: the tracker mirrors' and the notebook's tests run for real, not skipped.
 # (Kept out of `make test`: installing them takes minutes on a fresh machine.)
-MORE_EXTRAS := mlflow,wandb,notebook
+MORE_EXTRAS := mlflow,wandb,notebook,ray
 
 .PHONY: demo test test-all bench clean chromium
 

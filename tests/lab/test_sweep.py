@@ -116,3 +116,12 @@ def test_a_sweep_interrupted_by_ctrl_c_resumes_with_the_unfinished_runs(tmp_path
     fresh = sweep.run_sweep([specs[1]], tmp_path / "fresh.db", jobs=1, progress=False).records[0]
     assert results.records[1].metrics["losses"] == fresh.metrics["losses"]
     assert results.records[1].view().steps.tolist() == fresh.view().steps.tolist()   # the retrained run, not the cut one
+
+
+def test_an_unknown_backend_or_a_stray_ray_address_is_refused_before_anything_runs(tmp_path):
+    specs = [run_spec("a", seed=0, **TINY)]
+    with pytest.raises(ConfigError, match="backend must be one of process, ray; got 'dask'"):
+        sweep.run_sweep(specs, tmp_path / "s.db", backend="dask", progress=False)
+    with pytest.raises(ConfigError, match="ray_address='auto' is for backend='ray'"):
+        sweep.run_sweep(specs, tmp_path / "s.db", ray_address="auto", progress=False)
+    assert not (tmp_path / "s.db").exists()

@@ -22,6 +22,10 @@ def add_lab_verb(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     run.add_argument("--out", default=None, help="directory for store.db, results.json, report.html "
                                                  "(default: lab_runs/STUDY[-quick]); finished runs there are not trained again")
+    run.add_argument("--backend", choices=("process", "ray"), default="process",
+                     help="process: worker processes here; ray: one Ray task per run (the [ray] extra)")
+    run.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="with --backend ray: the cluster ('auto', 'ray://head:10001'; default: a local Ray)")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report (no matplotlib needed)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar on stderr (default: when stderr is a terminal)")
@@ -44,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         run = run_study(args.study, quick=args.quick, seeds=args.seeds, jobs=args.jobs, out=args.out,
-                        progress=args.progress, report=not args.no_report)
+                        progress=args.progress, report=not args.no_report, backend=args.backend,
+                        ray_address=args.ray_address)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

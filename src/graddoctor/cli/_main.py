@@ -394,6 +394,10 @@ def _add_compare_verb(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
     comp.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer (default: adam)")
     comp.add_argument("--json", action="store_true", help="print the comparison as JSON instead of the table")
+    comp.add_argument("--backend", choices=("process", "ray"), default="process",
+                      help="process: worker processes here; ray: one Ray task per run (the [ray] extra)")
+    comp.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                      help="with --backend ray: the cluster ('auto', 'ray://head:10001'; default: a local Ray)")
     comp.set_defaults(func=cmd_compare)
 
 
@@ -403,7 +407,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     data = load_npz(args.data) if args.data else args.dataset
     c = compare(args.model, data, remedies=args.remedies, steps=args.steps, seeds=args.seeds, jobs=args.jobs,
-                store=args.store, lr=args.lr, optimizer=args.optimizer)
+                store=args.store, lr=args.lr, optimizer=args.optimizer, backend=args.backend, ray_address=args.ray_address)
     print(c.to_json() if args.json else printable(str(c)), end="\n" if args.json else "")
     return 0
 

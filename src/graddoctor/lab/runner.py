@@ -15,6 +15,7 @@ from .._outputs import check_output, make_folder, write_atomic
 from ..errors import ConfigError
 from .registry import get_study
 from .study import Settings, Study
+from ..train.pool import check_backend
 from .sweep import run_sweep
 
 
@@ -47,7 +48,8 @@ class StudyRun:
 
 
 def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = None, jobs: int | None = None,
-              out: str | os.PathLike[str] | None = None, progress: bool | None = None, report: bool = True) -> StudyRun:
+              out: str | os.PathLike[str] | None = None, progress: bool | None = None, report: bool = True,
+              backend: str = "process", ray_address: str | None = None) -> StudyRun:
     """Train, analyse and report a study (a `Study`, a registered name or a .toml path).
 
     Args:
@@ -57,6 +59,10 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
         out: directory for store.db, results.json and report.html (default: lab_runs/<name>[-quick]).
         progress: a progress bar on stderr (default: when stderr is a terminal).
         report: write the HTML report (needs matplotlib: the [report] extra).
+        backend: "process" (worker processes here) or "ray" (one Ray task per run: the [ray] extra;
+            the runs' numbers are the same, docs/trackers.md).
+        ray_address: with backend="ray", the cluster ("auto", "ray://head:10001"); None starts a
+            local Ray instance for the study.
     """
     source = study if isinstance(study, str) and study.endswith(".toml") else None  # an input: never an output
     study = get_study(study) if isinstance(study, str) else study
@@ -65,13 +71,15 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
         raise ConfigError(f"study {study.name!r} needs --seeds >= {max(1, study.min_seeds)}, got {seeds!r}.")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be a positive integer, got {jobs!r}.")
+    check_backend(backend, ray_address)
     settings = Settings(quick=quick, seeds=seeds)
     out = Path(out) if out is not None else Path("lab_runs") / (study.name + ("-quick" if quick else ""))
     make_folder(check_output(out, inputs=[source], folder=True, what="--out",
                              make_parents=True))
     t0 = time.perf_counter()
     results = run_sweep(study.runs(settings), out / "store.db", jobs=jobs,
-                        progress=sys.stderr.isatty() if progress is None else progress)
+                        progress=sys.stderr.isatty() if progress is None else progress, backend=backend,
+                        ray_address=ray_address)
     analysis = dict(study.analyse(results, settings))
     analysis |= {"study": study.name, "title": study.title, "quick": quick, "seeds": seeds,
                  "seconds": round(time.perf_counter() - t0, 1), "store": str(out / "store.db"),

@@ -21,7 +21,8 @@ import time
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError
-from ..train.pool import cores, parallel_map
+from ..train.pool import check_backend, cores, parallel_map
+from ..train.shard import in_shard, merge_shard
 from .results import Record, Results
 from ..train.spec import RunSpec
 from ..train.trainer import train_run
@@ -68,14 +69,19 @@ def _replace(base: RunSpec, point: dict[str, Any], seed: int) -> RunSpec:
 
 
 def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: int | None = None,
-              progress: bool = True) -> Results:
+              progress: bool = True, backend: str = "process", ray_address: str | None = None) -> Results:
     """Train every spec not already finished in `store` (jobs processes; default: all cores); return all results.
+
+    `backend="ray"`: each run is a Ray task (`ray_address`: the cluster; None, a local Ray) that
+    trains into a store shard of its own; the shard's run is copied into `store` here, before the
+    run counts as finished (train/shard.py), so an interrupted sweep resumes the same way.
 
     Raises:
         ConfigError: two specs with the same name.
     """
     from ..store.sqlite import RunStore
 
+    check_backend(backend, ray_address)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -87,9 +93,16 @@ def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: 
     done = finished(store)
     todo = [s for s in specs if done.get(s.name, (None,))[0] != json.loads(json.dumps(s.to_dict()))]
     jobs = jobs or cores()
-    for (spec, _), metrics in parallel_map(_train, [(s, store) for s in todo], jobs=jobs, progress=progress,
-                                      label=lambda item: item[0].name):
-        _save(store, spec, metrics)
+    if backend == "ray":
+        for spec, (metrics, shard) in parallel_map(_train_shard, todo, jobs=jobs, progress=progress,
+                                                   label=lambda s: s.name, backend=backend, ray_address=ray_address):
+            merge_shard(shard, store)
+            _save(store, spec, metrics)
+    else:
+        for (spec, _), metrics in parallel_map(_train, [(s, store) for s in todo], jobs=jobs, progress=progress,
+                                               label=lambda item: item[0].name, backend=backend,
+                                               ray_address=ray_address):
+            _save(store, spec, metrics)
     done = finished(store)
     cache: dict[str, Any] = {}  # RunViews read once, shared by every record of these results
     return Results(store, tuple(Record(s, done[s.name][1], store, cache) for s in specs))
@@ -98,6 +111,10 @@ def run_sweep(specs: Sequence[RunSpec], store: str | os.PathLike[str], *, jobs: 
 def _train(item: tuple[RunSpec, str]) -> dict[str, Any]:
     spec, store = item
     return train_run(spec, store)
+
+
+def _train_shard(spec: RunSpec) -> tuple[dict[str, Any], bytes]:
+    return in_shard(lambda path: train_run(spec, path))
 
 
 def finished(store: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:

@@ -16,19 +16,33 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
+from ..errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+BACKENDS = ("process", "ray")
+
+
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, jobs: int, progress: bool,
-                 label: Callable[[T], str] = str) -> Iterator[tuple[T, R]]:
+                 label: Callable[[T], str] = str, backend: str = "process",
+                 ray_address: str | None = None) -> Iterator[tuple[T, R]]:
     """Yield (item, fn(item)) in completion order; `jobs` processes (1: in this process, in order).
 
-    `fn` and the items must pickle when jobs > 1. The first exception cancels what has not
-    started and is re-raised here.
+    `backend="ray"` runs each item as a Ray task instead (train/ray_pool.py; `ray_address` None: a
+    local Ray instance for this call); `jobs` is then the cluster's business. `fn` and the items
+    must pickle when jobs > 1 or on Ray. The first exception cancels what has not started and is
+    re-raised here.
     """
+    check_backend(backend, ray_address)
     bar = Progress(len(items), enabled=progress)
     try:
+        if backend == "ray":
+            from .ray_pool import ray_map
+
+            yield from ray_map(fn, items, address=ray_address, advance=lambda item: bar.advance(label(item)))
+            return
         if jobs <= 1 or len(items) <= 1:
             for item in items:
                 result = fn(item)
@@ -51,6 +65,16 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, jobs: int, progres
                 raise
     finally:
         bar.close()
+
+
+def check_backend(backend: str, ray_address: str | None) -> None:
+    """Refuse an unknown backend, or a Ray address given to the process pool, before anything runs."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
+    if ray_address is not None and backend != "ray":
+        raise ConfigError(f"ray_address={ray_address!r} is for backend='ray'; got backend={backend!r}.")
+    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
+        raise ConfigError(f"ray_address must be a non-empty string ('auto', 'ray://host:10001'); got {ray_address!r}.")
 
 
 def cores() -> int:

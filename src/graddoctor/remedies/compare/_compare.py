@@ -27,7 +27,7 @@ from ._run import (
 from ._verdict import MIN_EFFECT, SPREADS, Variant, verdict, verdict_rule
 from ...data import Dataset, as_dataset
 from ...errors import ConfigError
-from ...train.pool import cores
+from ...train.pool import check_backend, cores
 from ..catalog import get_remedy
 from ...store.sqlite import MEMORY, RunStore
 from ..._validate import MAX_JOBS, MAX_SEEDS, MAX_STEPS, check_bool, check_int, check_number, check_path, check_strings
@@ -91,6 +91,8 @@ def compare(
     optimizer: str = "adam",
     *,
     progress: bool | None = None,
+    backend: str = "process",
+    ray_address: str | None = None,
 ) -> Comparison:
     """Train the original model and each remedied variant over `seeds` seeds, and compare them.
 
@@ -125,6 +127,11 @@ def compare(
         lr: learning rate of every variant (before `lower_lr`/`warmup`).
         optimizer: "adam" or "sgd".
         progress: print a progress bar on stderr (default: when stderr is a terminal).
+        backend: "process" (worker processes here) or "ray" (one Ray task per run: the [ray] extra;
+            same seeds, same numbers). With a `store` file, each Ray task trains into a shard of its
+            own that is copied into `store` (docs/trackers.md).
+        ray_address: with backend="ray", the cluster ("auto", "ray://head:10001"); None starts a
+            local Ray instance for the call.
 
     Returns:
         A `Comparison`: print it for the table and verdicts, `.to_json()` for the JSON.
@@ -134,6 +141,7 @@ def compare(
             surgery's refusal, checked once before any training), a factory that fails.
     """
     _check_arguments(model_factory, remedies, steps, seeds, jobs, lr, optimizer)
+    check_backend(backend, ray_address)
     check_path("store", store, optional=True)
     if progress is not None:
         check_bool("progress", progress)
@@ -147,10 +155,10 @@ def compare(
     tasks = [Task(name, ids, seed, model_factory, dataset, steps, float(lr), optimizer, target, store_path)
              for name, ids in variants for seed in range(seeds)]
     jobs = jobs or cores()
-    if jobs > 1 and not isinstance(model_factory, str):
+    if (jobs > 1 or backend == "ray") and not isinstance(model_factory, str):
         _check_picklable(model_factory)
     t0 = time.perf_counter()
-    results = _run_all(tasks, jobs, sys.stderr.isatty() if progress is None else progress)
+    results = _run_all(tasks, jobs, sys.stderr.isatty() if progress is None else progress, backend, ray_address)
     per_variant = {name: tuple(results[(name, s)] for s in range(seeds)) for name, _ in variants}
     original = Variant("original", (), per_variant["original"])
     key = "test_accuracy" if dataset.task == "classification" else "test_loss"

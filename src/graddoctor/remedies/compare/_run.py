@@ -18,7 +18,9 @@ from ...data import Dataset
 from ...errors import ConfigError
 from ...train.spec import TrainSpec
 from ...train.trainer import evaluate as _evaluate, fit
+from ...store.sqlite import MEMORY
 from ...train.pool import parallel_map
+from ...train.shard import in_shard, merge_shard
 
 # Training-side remedies: options of the trainer below, never model surgery.
 TRAINING_SIDE = ("grad_clip", "lower_lr", "raise_lr", "warmup", "adam", "change_optimizer")
@@ -67,10 +69,26 @@ def _apply_model_side(model: nn.Module, ids: tuple[str, ...], data: Dataset, nam
             raise ConfigError(f"variant {name!r}: remedy {rid!r} cannot be applied to this model: {err}") from None
     return model
 
-def _run_all(tasks: list[Task], jobs: int, progress: bool) -> dict[tuple[str, int], dict[str, float]]:
-    """Train every task (in `jobs` worker processes: graddoctor.train.pool) and key the metrics by (variant, seed)."""
-    done = parallel_map(train_one, tasks, jobs=jobs, progress=progress, label=lambda t: f"{t.variant}/seed{t.seed}")
+def _run_all(tasks: list[Task], jobs: int, progress: bool, backend: str = "process",
+             ray_address: str | None = None) -> dict[tuple[str, int], dict[str, float]]:
+    """Train every task (in `jobs` worker processes, or Ray tasks: graddoctor.train.pool) and key the
+    metrics by (variant, seed). On Ray with a store file, each task trains into a shard of its own
+    that is copied into the store here (train/shard.py)."""
+    label = lambda t: f"{t.variant}/seed{t.seed}"  # noqa: E731
+    if backend == "ray" and tasks and tasks[0].store != MEMORY:
+        out = {}
+        for task, (metrics, shard) in parallel_map(_train_one_shard, tasks, jobs=jobs, progress=progress, label=label,
+                                                   backend=backend, ray_address=ray_address):
+            merge_shard(shard, task.store)
+            out[(task.variant, task.seed)] = metrics
+        return out
+    done = parallel_map(train_one, tasks, jobs=jobs, progress=progress, label=label, backend=backend,
+                        ray_address=ray_address)
     return {(task.variant, task.seed): metrics for task, metrics in done}
+
+
+def _train_one_shard(task: Task) -> tuple[dict[str, float], bytes]:
+    return in_shard(lambda path: train_one(dataclasses.replace(task, store=path)))
 
 
 def train_one(task: Task) -> dict[str, float]:
