@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 import graddoctor
+from graddoctor.store.sqlite import RunStore
+from graddoctor.store.writer import StoreWriter
 
 WORKER = Path(__file__).with_name("store_worker.py")
 FLUSH_SECONDS = 0.2
@@ -29,10 +31,6 @@ def _model_and_opt():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: in 2 of 3 full-suite runs after the merges of issues 13/14/17/18 onto the v3 store, one "
-    "step near the kill was missing from the stored steps (e.g. [..., 57, 59, 60]); it passes alone and under "
-    "parallel load, and on the issue-15 branch. The next session bisects it (see the stop's closing note)."))
 def test_sigkill_keeps_flushed_steps_and_run_reads_as_crashed(store_path):
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), "train", str(store_path), str(FLUSH_SECONDS)],
@@ -156,3 +154,33 @@ for _ in range(3):
     r = graddoctor.load(store, name="open")
     assert r.steps.tolist() == [0, 1, 2]  # nothing lost although flush_seconds was never reached
     assert r.status == "finished" and "interpreter exit" in r.error
+
+
+def test_a_flush_writes_the_next_step_of_the_records_it_took_not_a_later_one(store_path):
+    """The writer prepares a batch while the training thread closes more steps: the batch's
+    next_step must be the one read with its records. Written after preparing them, it ran ahead
+    of the stored steps, and a SIGKILL before the next flush made resume skip the lost step (the
+    crash test's [..., 57, 59, 60]: steps 0-57 stored with next_step 59)."""
+    store = RunStore(store_path)
+    run_id = store.create_run("race", {}, {})
+
+    def prepare(step):
+        if step == 0:  # the training thread, meanwhile: step 1 closes and the clock moves to 2
+            writer.put_record(1)
+            writer.next_step = 2
+        return {"steps": [(step, float(step))]}
+
+    writer = StoreWriter(store, run_id, flush_seconds=60, prepare=prepare)  # flushed here only
+    try:
+        writer.put_record(0)
+        writer.next_step = 1
+        writer.flush()  # takes step 0; step 1 is queued for the next flush
+        # what a SIGKILL now leaves: resume must continue right after the last stored step
+        assert [s for (s,) in store.con.execute("SELECT step FROM steps")] == [0]
+        assert store.con.execute("SELECT next_step FROM runs").fetchone()[0] == 1
+        assert store.resume_run("race") == (run_id, 1)
+        writer.flush()
+        assert store.resume_run("race") == (run_id, 2)
+    finally:
+        writer.close("finished")
+        store.close()

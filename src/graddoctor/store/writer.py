@@ -84,10 +84,13 @@ class StoreWriter:
             with self._lock:
                 batch, self._pending = self._pending, _empty()
                 records, self._records = self._records, []
+                # Read with the records, not after preparing them: meanwhile the training thread closes
+                # more steps and moves next_step past them, and a next_step written ahead of its records
+                # would make a resume after SIGKILL skip the steps lost with the next batch.
+                next_step = self.next_step
                 self._taken.notify_all()
             for record in records:  # the training thread keeps appending meanwhile
                 _merge(batch, self.prepare(record))  # type: ignore[misc]
-            next_step = self.next_step
             if any(batch.values()) or next_step != self._flushed_step:
                 layers = batch.pop("layers")
                 if layers:
