@@ -17,3 +17,7 @@ class ProbeError(GradDoctorError, RuntimeError):
 
 class StoreError(GradDoctorError, OSError):
     """The run store cannot be opened, read or written."""
+
+
+class StoreWarning(UserWarning):
+    """The run store could not be written for a while (disk full, a file-size limit, a lock): training went on."""

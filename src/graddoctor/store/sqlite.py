@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import StoreError
 from . import segments
 from . import integrity
+from .gaps import Gap, write_gaps
 from .guard_actions import write_actions
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 from .segments import StepStats
@@ -134,8 +135,9 @@ class RunStore:
         first_nonfinite: dict[str, Any] | None = None,
         next_step: int | None = None,
         guard_actions: Iterable[tuple] = (),
+        gaps: Iterable[Gap] = (),
     ) -> None:
-        """Write one batch in one transaction (all or nothing).
+        """Write one batch in one transaction (all or nothing); `gaps`: steps the writer had to drop (store/gaps.py).
 
         `stats` holds StepStats (one per step, numpy: the writer's form) or (step, position, stat,
         value) rows; a version 3 store keeps them as segments, versions 1 and 2 as one row per value.
@@ -164,6 +166,7 @@ class RunStore:
                 "INSERT OR REPLACE INTO time_stats VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *row) for row in time_stats]
             )
             write_actions(self.con, run_id, guard_actions)
+            write_gaps(self.con, run_id, gaps)
             if first_nonfinite is not None:
                 self.con.execute(
                     "UPDATE runs SET first_nonfinite_json=? WHERE run_id=? AND first_nonfinite_json IS NULL",

@@ -18,6 +18,7 @@ from .sqlite import MEMORY, RunStore, effective_status
 from .time_series import TimeRecord, read_time_stats
 from .integrity import damaged
 from .guard_actions import GuardAction, read_actions
+from .gaps import Gap, read_gaps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,12 @@ class RunView:
     _scalar_recorded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> [n_steps] bool
     guard_actions: tuple[GuardAction, ...] = ()  # what a guard did while training (store.guard_actions)
     _time: dict[tuple[int, str], list[TimeRecord]] = dataclasses.field(default_factory=dict)  # time_stats rows
+    gaps: tuple[Gap, ...] = ()  # recorded steps the writer dropped while the store could not be written (store.gaps)
+
+    @property
+    def dropped_steps(self) -> int:
+        """Recorded steps missing from the store because it could not be written (disk full, a lock...)."""
+        return sum(g.n_steps for g in self.gaps)
 
     def time_layers(self, stat: str = "in_grad_norm_t") -> list[str]:
         """Layers with a per-time-step series `stat` (recurrent layers), input side first."""
@@ -274,7 +281,7 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
         _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
         _time={k: v for k, v in read_time_stats(con, run_id).items() if k[0] < len(infos)},
-        guard_actions=read_actions(con, run_id),
+        guard_actions=read_actions(con, run_id), gaps=read_gaps(con, run_id),
     )
 
 
