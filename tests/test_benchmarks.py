@@ -36,3 +36,11 @@ def test_store_scale_benchmark_runs_at_a_tiny_size(capsys):
     out = capsys.readouterr().out
     assert "bytes/value" in out and "FAILED" not in out
     assert "show" in out and "series" in out
+
+
+def test_fault_buffer_benchmark_runs_at_a_tiny_size(capsys):
+    import fault_buffer
+
+    assert fault_buffer.main(["--layers", "4", "--steps", "3", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "KiB held per recorded step" in out and "step locked" in out

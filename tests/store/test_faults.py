@@ -153,6 +153,34 @@ def test_a_store_locked_until_the_end_never_makes_exit_raise(store_path, monkeyp
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_a_run_through_a_lock_trains_on_and_show_and_diagnose_name_the_gap(store_path, monkeypatch, capsys):
+    monkeypatch.setattr(writer_module, "BUSY_SECONDS", 0.01)
+    monkeypatch.setattr(writer_module, "MAX_UNWRITTEN", 3)
+    model, opt = _model_and_opt()
+    with pytest.warns(StoreWarning, match="database locked"):
+        with graddoctor.watch(model, opt, store=store_path, name="through", flush_seconds=0.01) as run:
+            _train(model, opt, run, 4)
+            run.view()  # steps 0-3 stored
+            lock = _locked(store_path)
+            _train(model, opt, run, 8)  # steps 4-11: the newest 3 are kept
+            _wait(lambda: run._writer.fault is not None and run._writer.dropped == 5)
+            lock.rollback()
+            lock.close()
+            _wait(lambda: run._writer.fault is None)
+            _train(model, opt, run, 4)
+    r = graddoctor.load(store_path)
+    assert r.steps.tolist() == [0, 1, 2, 3, 9, 10, 11, 12, 13, 14, 15]
+    assert [(g.first_step, g.last_step, g.n_steps) for g in r.gaps] == [(4, 8, 5)]
+    assert r.status == "finished" and r.error.startswith("steps 4-8 not stored (5 recorded steps): database locked")
+    assert np.isfinite(r.scalar("loss")).all()
+    from graddoctor.cli import main
+
+    assert main(["show", str(store_path)]) == 0
+    assert "steps 4-8 not stored (5 recorded steps): database locked" in capsys.readouterr().out
+    notes = graddoctor.diagnose(r).notes
+    assert any(n.startswith("steps 4-8 not stored") and n.endswith("findings cover the stored steps.") for n in notes)
+
+
 class _nothing:
     def __enter__(self):
         return self

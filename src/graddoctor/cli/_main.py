@@ -132,6 +132,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         nf = run.first_nonfinite
         where = f" ({nf['pass']} pass)" if nf.get("pass") else ""
         print(printable(f"\nfirst non-finite value: step {nf['step']}, layer {nf['layer']!r}, {nf['stat']}{where}"))
+    if run.gaps:  # the store could not be written for a while (docs/store.md, Storage faults)
+        print(printable("\n" + "\n".join(str(gap) for gap in run.gaps)))
     if run.guard_actions:
         from ..diagnosis.render import guard_lines
 

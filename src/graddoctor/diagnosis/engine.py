@@ -135,6 +135,7 @@ def _run_notes(run: RunView) -> list[str]:
     notes = []
     if run.status in ("failed", "crashed"):
         notes.append(f"the run {run.status}" + (f": {run.error}" if run.error else "") + "; findings cover its recorded steps.")
+    notes += [f"{gap}; findings cover the stored steps." for gap in run.gaps]  # the store could not be written
     if Stat.UPDATE_RATIO.value not in run.stats:
         notes.append("update_ratio was not recorded (watch(..., update_ratio=False)): stalled_updates and the "
                      "tiny-update check were skipped.")

@@ -84,12 +84,16 @@ class RunStore:
 
     def create_run(self, name: str, config: dict[str, Any], env: dict[str, Any]) -> int:
         now = time.time()
-        with self.con:
-            cur = self.con.execute(
-                "INSERT INTO runs (name, status, created, updated, pid, host, config_json, env_json)"
-                " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-                (name, now, now, os.getpid(), socket.gethostname(), _dumps(config), _dumps(env)),
-            )
+        try:
+            with self.con:
+                cur = self.con.execute(
+                    "INSERT INTO runs (name, status, created, updated, pid, host, config_json, env_json)"
+                    " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                    (name, now, now, os.getpid(), socket.gethostname(), _dumps(config), _dumps(env)),
+                )
+        except sqlite3.OperationalError as err:  # disk full, a file-size limit, a lock: before training starts
+            raise StoreError(f"cannot start a run in the store {self.path!r}: {err}. Free space, raise the limit "
+                             f"or wait for the other writer, then start again.") from None
         return int(cur.lastrowid)
 
     def resume_run(self, name: str) -> tuple[int, int] | None:
