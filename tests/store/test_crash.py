@@ -83,6 +83,10 @@ def test_sigkill_keeps_flushed_steps_and_run_reads_as_crashed(store_path):
     runs = graddoctor.store.RunStore(store_path, readonly=True)
     try:
         assert [run["status"] for run in runs.runs()] == ["crashed"]
+        # every=1: the flushed step clock is the last stored step's or one past it, never further
+        # (resume continues from it: one past it would leave a gap)
+        next_step = runs.con.execute("SELECT next_step FROM runs").fetchone()[0]
+        assert steps[-1] <= next_step <= steps[-1] + 1, (next_step, steps[-1])
     finally:
         runs.close()
 

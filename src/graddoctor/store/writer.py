@@ -188,7 +188,10 @@ class StoreWriter:
             failure = failure or err
         if self.fault is not None:  # what is still held is lost with the process: say so in the run, if possible
             self._unwritten.trim(self.fault, keep=0)
-            self._write(self.next_step)
+            try:
+                self._write(self.next_step)
+            except Exception as err:  # not a storage fault
+                failure = failure or err
         note = describe([*self.gaps, *self._unwritten.gaps])
         try:
             self.store.finish_run(self.run_id, status, "; ".join(x for x in (error, note) if x) or None)
