@@ -298,3 +298,24 @@ def test_a_full_disk_is_survived_and_the_gap_says_disk_full(faulted):
     if faulted["full"] is None:
         pytest.skip("no unprivileged mount namespace (unshare -rm) for a small tmpfs here")
     _check_gap(faulted["full"], 30, 5, 25, "disk full")
+
+
+def test_a_run_cannot_start_in_a_locked_store_and_says_so(store_path, monkeypatch):
+    RunStore(store_path).close()
+    lock = _locked(store_path)
+    monkeypatch.setattr(sqlite3, "connect", _with_timeout(sqlite3.connect, 0.01))
+    model, opt = _model_and_opt()
+    try:
+        with pytest.raises(graddoctor.errors.StoreError, match="cannot start a run in the store .*database is locked"):
+            graddoctor.watch(model, opt, store=store_path, name="late")
+    finally:
+        lock.rollback()
+        lock.close()
+
+
+def _with_timeout(connect, seconds):
+    def connect_quickly(*args, **kwargs):
+        kwargs["timeout"] = seconds
+        return connect(*args, **kwargs)
+
+    return connect_quickly

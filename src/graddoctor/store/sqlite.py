@@ -92,8 +92,7 @@ class RunStore:
                     (name, now, now, os.getpid(), socket.gethostname(), _dumps(config), _dumps(env)),
                 )
         except sqlite3.OperationalError as err:  # disk full, a file-size limit, a lock: before training starts
-            raise StoreError(f"cannot start a run in the store {self.path!r}: {err}. Free space, raise the limit "
-                             f"or wait for the other writer, then start again.") from None
+            raise _cannot_start(self.path, err) from None
         return int(cur.lastrowid)
 
     def resume_run(self, name: str) -> tuple[int, int] | None:
@@ -104,11 +103,14 @@ class RunStore:
         run_id = row[0]
         last = self.con.execute("SELECT MAX(step) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
         taken = self.con.execute("SELECT next_step FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
-        with self.con:
-            self.con.execute(
-                "UPDATE runs SET status='running', pid=?, host=?, updated=?, error=NULL WHERE run_id=?",
-                (os.getpid(), socket.gethostname(), time.time(), run_id),
-            )
+        try:
+            with self.con:
+                self.con.execute(
+                    "UPDATE runs SET status='running', pid=?, host=?, updated=?, error=NULL WHERE run_id=?",
+                    (os.getpid(), socket.gethostname(), time.time(), run_id),
+                )
+        except sqlite3.OperationalError as err:
+            raise _cannot_start(self.path, err) from None
         return run_id, max(taken or 0, last + 1 if last is not None else 0)
 
     def set_layers(self, run_id: int, layers: Sequence[tuple]) -> None:
@@ -242,6 +244,11 @@ def effective_status(status: str, pid: int | None, host: str | None) -> str:
     except PermissionError:
         pass
     return status
+
+
+def _cannot_start(path: str, err: sqlite3.Error) -> StoreError:
+    return StoreError(f"cannot start a run in the store {path!r}: {err}. Free space, raise the file-size limit or "
+                      f"wait for the other writer, then start again.")
 
 
 def _dumps(obj: Any) -> str:
