@@ -34,6 +34,31 @@ def test_swap_cell_keeps_sizes_and_forward():
     assert s.model.emb.weight.data_ptr() != model.emb.weight.data_ptr()  # a copy
 
 
+def test_swap_cell_lstm_gate_biases_chrono_for_the_data_length_else_forget_bias_1():
+    torch.manual_seed(0)
+    s = apply_remedy(Recall(), "swap_cell", data=torch.randint(0, 6, (3, 30)))
+    assert "chrono init for T = 30" in str(s.edits)
+    h = 8
+    for layer in (0, 1):  # every stacked layer: forget bias in [log 1, log 29], input bias its negative
+        b_ih, b_hh = getattr(s.model.rnn, f"bias_ih_l{layer}"), getattr(s.model.rnn, f"bias_hh_l{layer}")
+        b_f = b_ih[h:2 * h].detach()
+        assert float(b_f.min()) >= 0.0 and float(b_f.max()) <= float(np.log(29)) + 1e-6 and float(b_f.std()) > 0.1
+        assert torch.equal(b_ih[:h], -b_f) and not b_hh[:2 * h].any()
+
+    class TimeMajor(nn.Module):  # samples first in the data, (T, N, F) into the RNN: the length is its dim 0
+        def __init__(self):
+            super().__init__()
+            self.emb, self.rnn = nn.Embedding(6, 4), nn.RNN(4, 8)
+
+        def forward(self, tokens):
+            return self.rnn(self.emb(tokens).transpose(0, 1))[0][-1]
+
+    assert "chrono init for T = 12" in str(swap_cell(TimeMajor(), data=torch.randint(0, 6, (3, 12))).edits)
+    plain = apply_remedy(Recall(), "swap_cell")  # no data: no length to read
+    assert "forget bias 1" in str(plain.edits)
+    assert torch.all(plain.model.rnn.bias_ih_l0[h:2 * h] == 1.0) and not plain.model.rnn.bias_hh_l0[:2 * h].any()
+
+
 def test_swap_cell_falls_back_to_gru_when_the_forward_reads_h():
     model = Recall(reads_h=True)
     tokens = torch.randint(0, 6, (3, 7))
@@ -128,5 +153,5 @@ def test_compare_runs_an_embedding_model_on_integer_tokens(tmp_path):
     c = graddoctor.compare(f"{EXAMPLES / 'long_memory_rnn.py'}:rnn", str(path),
                            ["swap_cell", "orthogonal_init", "grad_clip"], steps=3, seeds=1, jobs=1, progress=False)
     assert [v.name for v in c.variants] == ["original", "swap_cell", "orthogonal_init", "grad_clip"]
-    assert "integer ids 0-3" in c.dataset
+    assert "integer ids 0-7" in c.dataset
     assert all(np.isfinite(v.metric("test_accuracy")["mean"]) for v in c.variants)

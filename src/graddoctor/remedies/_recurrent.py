@@ -23,10 +23,17 @@ def recurrent_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def swap_cell(model: nn.Module, to: str = "lstm", *, data: Any = None, inplace: bool = False) -> Surgery:
     """Replace every nn.RNN (nn.RNNCell) by an LSTM or GRU (cell) of the same sizes, layers, direction, layout.
 
-    The new module is freshly initialised (PyTorch's default). An nn.GRU returns what an nn.RNN
-    does, (output, h_n), so its forward always fits; an nn.LSTM returns (output, (h_n, c_n)) and
-    an LSTMCell takes and returns (h, c), which a forward written for the RNN may not accept: with
-    `data`, one forward pass checks it, and a failure is refused with what to do.
+    The new module is freshly initialised (PyTorch's default) except an LSTM's gate biases: PyTorch
+    draws them near 0, so each forget gate starts at sigmoid(0) = 1/2 and the cell state, with its
+    gradient, halves at every step. An nn.LSTM gets the chrono init (Tallec & Ollivier 2018) for the
+    sequence length T that `data`'s forward feeds it: forget bias log(u), u ~ U[1, T - 1], input
+    bias -log(u), so its units start with memory spans spread over 1..T steps; without `data` (or
+    for T < 3) the forget bias is 1 (Gers et al. 2000; Jozefowicz et al. 2015). A GRU keeps PyTorch's init.
+
+    An nn.GRU returns what an nn.RNN does, (output, h_n), so its forward always fits; an nn.LSTM
+    returns (output, (h_n, c_n)) and an LSTMCell takes and returns (h, c), which a forward written
+    for the RNN may not accept: with `data`, one forward pass checks it, and a failure is refused
+    with what to do.
 
     Raises:
         RemedyError: `to` not 'lstm'/'gru', no nn.RNN/nn.RNNCell in the model, an LSTMCell asked
@@ -45,22 +52,64 @@ def swap_cell(model: nn.Module, to: str = "lstm", *, data: Any = None, inplace: 
     if found[0][0] == "":
         raise RemedyError("swap_cell: the model itself is the nn.RNN; build an nn.LSTM/nn.GRU instead.")
     target = _target(model, inplace)
-    edits = []
+    edits, swapped = [], []
     for name, old in [(n, m) for n, m in recurrent_modules(target) if type(m) in (nn.RNN, nn.RNNCell)]:
         new = _like(old, to)
         _set_child(target, name, new)
+        swapped.append((name, new))
         edits.append(Edit(name, "swap cell", f"{type(old).__name__} -> {type(new).__name__} ({_sizes(old)})"))
+    lengths: dict[nn.Module, int] = {}
     if data is not None:
-        _check_forward(model, target, data[:2], f"{type(found[0][1]).__name__} -> {CELLS[to][0].__name__}")
+        _check_forward(model, target, data[:2], f"{type(found[0][1]).__name__} -> {CELLS[to][0].__name__}",
+                       lengths=lengths)
+    for name, new in swapped:
+        if isinstance(new, nn.LSTM):  # (an RNNCell is never swapped to an LSTMCell: refused above)
+            edits.append(Edit(name, "gate biases", _lstm_gate_biases(new, lengths.get(new))))
     return Surgery(target, tuple(edits))
 
 
-def _check_forward(model: nn.Module, swapped: nn.Module, x: Any, what: str) -> None:
-    """Refuse a swap after which the forward fails or returns another shape than before."""
+CHRONO_MIN_LENGTH = 3    # chrono init needs T - 1 > 1; shorter (or unknown) sequences get forget bias 1
+FORGET_BIAS = 1.0        # Gers et al. 2000; Jozefowicz et al. 2015
+
+
+def _lstm_gate_biases(m: nn.Module, length: int | None) -> str:
+    """Chrono init for a sequence of `length` steps, or forget bias 1; returns what was done, in words.
+
+    PyTorch's gate order is i, f, g, o; the values go into bias_ih, and the i and f blocks of bias_hh are 0.
+    """
+    chrono = length is not None and length >= CHRONO_MIN_LENGTH
+    with torch.no_grad():
+        for pname, p in m.named_parameters(recurse=False):
+            if not pname.startswith("bias_"):
+                continue
+            h = p.shape[0] // 4
+            if pname.startswith("bias_hh"):
+                p[:2 * h] = 0.0
+            elif chrono:
+                b_f = torch.log(torch.empty(h, dtype=p.dtype, device=p.device).uniform_(1.0, float(length - 1)))
+                p[h:2 * h], p[:h] = b_f, -b_f
+            else:
+                p[h:2 * h] = FORGET_BIAS
+    if not m.bias:
+        return "no biases: gates keep PyTorch's init"
+    if chrono:
+        return (f"chrono init for T = {length} (Tallec & Ollivier 2018): forget bias log(u), input bias -log(u), "
+                f"u ~ U[1, {length - 1}]")
+    why = "no data to read the sequence length from" if length is None else f"T = {length} is too short for chrono init"
+    return f"forget bias {FORGET_BIAS:g} ({why}; Gers et al. 2000)"
+
+
+def _check_forward(model: nn.Module, swapped: nn.Module, x: Any, what: str, lengths: dict[nn.Module, int]) -> None:
+    """Refuse a swap after which the forward fails or returns another shape than before; note in `lengths`
+    the sequence length each recurrent module of `swapped` was fed."""
+    def note_length(mod: nn.Module, inputs: tuple, _out: Any) -> None:  # returns None: the output is kept
+        lengths.setdefault(mod, _time_length(mod, inputs))
+
+    hooks = [(m, note_length) for _, m in recurrent_modules(swapped) if isinstance(m, nn.RNNBase)]
     with torch.no_grad():
         before = _dry_forward(model, x)
         try:
-            after = _dry_forward(swapped, x)
+            after = _dry_forward(swapped, x, hooks)
             problem = None if _shape(after) == _shape(before) else f"returns shape {_shape(after)} instead of {_shape(before)}"
         except Exception as err:
             problem = f"fails ({type(err).__name__}: {err})"
@@ -69,6 +118,16 @@ def _check_forward(model: nn.Module, swapped: nn.Module, x: Any, what: str) -> N
             f"swap_cell: after {what} the forward {problem}; it probably reads the RNN's hidden state h_n, which an "
             f"LSTM returns as (h_n, c_n). Use to='gru' (same outputs as nn.RNN) or adapt the forward."
         )
+
+
+def _time_length(m: nn.Module, inputs: tuple) -> int | None:
+    """Time steps of an nn.RNNBase's input: dim 1 if batch_first and batched, else dim 0; a PackedSequence's longest."""
+    x = inputs[0] if inputs else None
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        return int(len(x.batch_sizes))
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
+        return None
+    return int(x.shape[1] if (x.dim() == 3 and m.batch_first) else x.shape[0])
 
 
 def _shape(out: Any) -> Any:
