@@ -123,3 +123,16 @@ def test_loss_spike_judged_on_the_run_scale():
     f = next(f for f in graddoctor.diagnose(fake_run(layers, {}, steps=50, scalars={"loss": noisy})).findings
              if str(f.kind) == "loss_spike")
     assert f.severity.value == "error" and f.step_range == (45, 45)
+
+
+def test_loss_spike_above_the_start_in_a_run_that_recovered_is_a_warning():
+    """An LSTM learning a long-memory task (docs/through-time.md) spikes above its first loss, then reaches 0.002."""
+    layers = [("0", "Linear", "param")]
+    loss = np.r_[np.full(20, 1.38), np.geomspace(1.38, 0.8, 20), [3.7], np.geomspace(0.8, 0.002, 40), np.full(20, 0.002)]
+    f = next(f for f in graddoctor.diagnose(fake_run(layers, {}, steps=len(loss), scalars={"loss": loss})).findings
+             if str(f.kind) == "loss_spike")
+    assert f.severity.value == "warning" and f.evidence["recovered"] == 1 and "recovered" in f.cause
+    loss[-20:] = 1.5  # came back, then stayed above the start: an error
+    f = next(f for f in graddoctor.diagnose(fake_run(layers, {}, steps=len(loss), scalars={"loss": loss})).findings
+             if str(f.kind) == "loss_spike")
+    assert f.severity.value == "error" and f.evidence["recovered"] == 0 and "diverged" in f.cause

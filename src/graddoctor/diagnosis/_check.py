@@ -152,7 +152,7 @@ def _train(model: nn.Module, inputs: Any, targets: Any, loss_fn: LossFn | None, 
         for step in range(steps):
             output = _forward(model, inputs, step)
             if step == 0:
-                targets, default_loss, note = _targets_and_loss(output, targets)
+                targets, default_loss, note = _targets_and_loss(output, targets, inputs)
                 loss_fn = loss_fn or default_loss
                 notes += [note] if note else []
             loss = _loss(loss_fn, output, targets, step)
@@ -221,15 +221,28 @@ def _shape(inputs: Any) -> str:
     return type(inputs).__name__
 
 
-def _targets_and_loss(output: Any, targets: Any) -> tuple[Any, LossFn, str | None]:
-    """Targets (random ones when none are given) and the default loss for them."""
+def _targets_and_loss(output: Any, targets: Any, inputs: Any = None) -> tuple[Any, LossFn, str | None]:
+    """Targets (random ones when none are given) and the default loss for them.
+
+    Classes are on dim 1, except for a sequence model's per-position output: token ids (N, T) in and
+    (N, T, V) out (a language model) get a label in [0, V) per position and cross-entropy over V.
+    """
     y = first_float_tensor(output)
     if y is None:
         raise ConfigError(f"the model's output ({type(output).__name__}) holds no floating-point tensor to take a loss of.")
+    per_position = (isinstance(inputs, torch.Tensor) and not inputs.is_floating_point() and inputs.dim() == 2
+                    and y.dim() == 3 and tuple(y.shape[:2]) == tuple(inputs.shape) and y.shape[2] >= 2)
     if targets is not None:
         integer = isinstance(targets, torch.Tensor) and not targets.is_floating_point()
+        if integer and per_position and tuple(targets.shape) == tuple(inputs.shape):
+            return targets, _cross_entropy_per_position, None
         return targets, (_cross_entropy if integer else _mse), None
     gen = torch.Generator().manual_seed(0)
+    if per_position:
+        labels = torch.randint(0, y.shape[2], tuple(inputs.shape), generator=gen).to(y.device)
+        return labels, _cross_entropy_per_position, (
+            f"no targets given: the output {tuple(y.shape)} has one row of {y.shape[2]} logits per input token, so "
+            f"random labels in [0, {y.shape[2]}) per position and cross-entropy over the last dimension.")
     if y.dim() >= 2 and y.shape[1] >= 2:
         shape = (y.shape[0], *y.shape[2:])
         labels = torch.randint(0, y.shape[1], shape, generator=gen).to(y.device)
@@ -240,6 +253,11 @@ def _targets_and_loss(output: Any, targets: Any) -> tuple[Any, LossFn, str | Non
 
 def _cross_entropy(output: Any, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(first_float_tensor(output), targets)
+
+
+def _cross_entropy_per_position(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    y = first_float_tensor(output)
+    return F.cross_entropy(y.reshape(-1, y.shape[-1]), targets.reshape(-1))
 
 
 def _mse(output: Any, targets: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ against its running median, on the scale of the first loss. Pure functions of a 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +179,17 @@ def loss_spike(run: RunView, t: Thresholds) -> list[Finding]:
     ev = {"first_spike_step": spikes[0][0], "worst_spike_step": step, "loss": value, "running_median": med,
           "first_loss": first, "n_spikes": len(spikes)}
     above_start = any(v >= first for _, v, _ in spikes)
+    ev.update(_recovery(run, loss, spikes[-1][0], first, t))
     cause, remedies = advice.loss_spike(run, ev, above_start=above_start)
-    sev = Severity.ERROR if above_start else Severity.WARNING
+    sev = Severity.ERROR if above_start and not ev["recovered"] else Severity.WARNING
     return [Finding(Kind.LOSS_SPIKE, sev, (), (spikes[0][0], spikes[-1][0]), ev, cause, remedies)]
+
+
+def _recovery(run: RunView, loss: np.ndarray, last_spike: int, first: float, t: Thresholds) -> dict[str, Any]:
+    """Did the loss come back after its last spike? The median of the last `spike_history` finite losses, all
+    recorded after the last spike, at or below `loss_recovered_fraction` of the first loss."""
+    cols = np.flatnonzero(np.isfinite(loss))
+    tail = cols[-t.spike_history:]
+    after = tail.size == t.spike_history and int(run.steps[tail[0]]) > last_spike and bool(np.isfinite(loss[-1]))
+    end = float(np.median(loss[tail])) if tail.size else math.nan
+    return {"loss_end": end, "recovered": int(bool(after and end <= t.loss_recovered_fraction * first))}  # 1 or 0

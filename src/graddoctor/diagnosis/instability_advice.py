@@ -94,8 +94,12 @@ def loss_spike(run: RunView, ev: dict[str, Any], *, above_start: bool) -> Explai
     c = _common(run)
     cause = (f"The loss jumped to {_g(ev['loss'])} at step {ev['worst_spike_step']} from a running median of "
              f"{_g(ev['running_median'])} ({ev['n_spikes']} spike(s), the first at step {ev['first_spike_step']})")
-    cause += (f", above the loss at the start ({_g(ev['first_loss'])}): training diverged." if above_start else
-              f"; the first loss was {_g(ev['first_loss'])}.")
+    if above_start and ev.get("recovered"):
+        cause += (f", above the loss at the start ({_g(ev['first_loss'])}); the run recovered (the median loss of the "
+                  f"last steps is {_g(ev['loss_end'])}), but such a step can diverge a run that does not.")
+    else:
+        cause += (f", above the loss at the start ({_g(ev['first_loss'])}): training diverged." if above_start else
+                  f"; the first loss was {_g(ev['first_loss'])}.")
     z = ("z_loss", "Keeps the output logits from drifting to where the softmax saturates.") if "logit_lse_mean" in run.stats else None
     return cause, _ranked(("lower_lr", "Spikes of the loss are steps that overshoot: smaller steps do not."),
                           ("warmup", "Most spikes come early, before the optimizer's statistics settle."),

@@ -81,6 +81,9 @@ class Thresholds:
     loss_spike_scale: float = 0.2            # ...and above it by >=20% of the first loss: the run's own scale
     spike_start_fraction: float = 0.5        # a gradient spike must also reach half the norm at the start:
                                              # a converged run's noisy batch 10x below it is not one
+    loss_recovered_fraction: float = 0.5     # a loss spike above the start is an error unless the run recovered:
+                                             # the median of the last 10 steps (>=10 steps after the last spike)
+                                             # at or below half the first loss makes it a warning
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

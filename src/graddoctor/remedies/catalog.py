@@ -188,12 +188,15 @@ _REMEDIES += (
     Remedy(
         id="swap_cell", title="Use a gated recurrent cell (LSTM or GRU) instead of a plain RNN",
         changes="Replace each nn.RNN (nn.RNNCell) by an nn.LSTM (nn.LSTMCell) or nn.GRU with the same sizes, layers, "
-        "direction and batch_first; a forward that reads the RNN's hidden state must take the LSTM's (h, c).",
+        "direction and batch_first; a forward that reads the RNN's hidden state must take the LSTM's (h, c). The "
+        "LSTM's gate biases get the chrono init for the sequence length the data's forward feeds it (forget bias "
+        "log u, input bias -log u, u ~ U[1, T-1]); without data, forget bias 1.",
         helps="The cell state is updated additively, c_t = f_t * c_{t-1} + ...: the gradient through time is scaled by "
         "the forget gates, which learn to stay near 1, not by the product of W_hh and tanh' at every step.",
-        limits="Four (LSTM) or three (GRU) times the recurrent parameters and compute; gates at init still forget "
-        "(see forget_bias); not a fix for exploding gradients.",
+        limits="Four (LSTM) or three (GRU) times the recurrent parameters and compute; a GRU keeps PyTorch's init, "
+        "whose gates at init still forget; not a fix for exploding gradients.",
         references=("Hochreiter & Schmidhuber 1997, Long Short-Term Memory", "Cho et al. 2014 (GRU)",
+                    "Tallec & Ollivier 2018, Can recurrent neural networks warp time? (chrono init)",
                     "Bengio, Simard & Frasconi 1994, Learning long-term dependencies is difficult"),
         aliases=("lstm", "gru"),
     ),
