@@ -292,3 +292,14 @@ def test_import_graddoctor_does_not_import_sklearn():
     code = "import sys, graddoctor; graddoctor.compare; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _conv_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+
+
+def test_digits_are_served_as_1x8x8_images_to_a_model_that_needs_them():
+    c = graddoctor.compare(_conv_net, "digits", remedies=["grad_clip"], steps=2, seeds=1, jobs=1, progress=False)
+    assert "inputs (1, 8, 8)" in c.dataset and all(np.isfinite(v.metric("test_accuracy")["mean"]) for v in c.variants)
+    with pytest.raises(ConfigError, match=r"of shape \(64,\).*nor of shape \(1, 8, 8\)"):
+        graddoctor.compare(lambda: nn.Conv2d(3, 4, 3), "digits", remedies=["grad_clip"], steps=2, seeds=1, jobs=1)

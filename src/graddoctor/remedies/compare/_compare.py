@@ -147,7 +147,7 @@ def compare(
         check_bool("progress", progress)
     dataset = as_dataset(data)
     variants = [("original", ())] + [(r, _parse_remedy(r, optimizer)) for r in _as_list(remedies)]
-    _preflight(model_factory, dataset, variants)
+    dataset = _preflight(model_factory, dataset, variants)
     target = _loss_target(dataset)
     store_path = MEMORY if store is None else os.fspath(store)
     if store_path != MEMORY:
@@ -218,20 +218,42 @@ def _parse_remedy(variant: str, optimizer: str) -> tuple[str, ...]:
     return ids
 
 
-def _preflight(factory: Any, data: Dataset, variants: list[tuple[str, tuple[str, ...]]]) -> None:
-    """Build the model once and apply each model-side remedy once, so that a refusal stops us early."""
+def _preflight(factory: Any, data: Dataset, variants: list[tuple[str, tuple[str, ...]]]) -> Dataset:
+    """Build the model once and apply each model-side remedy once, so that a refusal stops us early.
+
+    Returns the data as the model takes it: flat inputs, or (when only those fit) the dataset's
+    images, e.g. digits as 1x8x8 for a conv net or a ViT.
+    """
     torch.manual_seed(0)
     model = _build(factory)
-    with torch.no_grad():
-        try:
-            model(data.x_train[:2])
-        except Exception as err:
-            raise ConfigError(f"the model cannot take the data's inputs of shape {tuple(data.x_train.shape[1:])}: "
-                              f"{type(err).__name__}: {err}") from None
+    data = _shaped_for(model, data)
     for name, ids in variants:
         if any(r not in TRAINING_SIDE for r in ids):
             torch.manual_seed(0)
             _apply_model_side(_build(factory), ids, data, name)
+    return data
+
+
+def _shaped_for(model: nn.Module, data: Dataset) -> Dataset:
+    """`data` if the model takes its inputs; else the inputs reshaped to `data.image_shape` if the model takes those."""
+    errors = []
+    for shaped in (data, _as_images(data)):
+        if shaped is None:
+            continue
+        with torch.no_grad():
+            try:
+                model(shaped.x_train[:2])
+                return shaped
+            except Exception as err:
+                errors.append(f"of shape {tuple(shaped.x_train.shape[1:])}: {type(err).__name__}: {err}")
+    raise ConfigError("the model cannot take the data's inputs " + "; nor ".join(errors))
+
+
+def _as_images(data: Dataset) -> Dataset | None:
+    shape = data.image_shape
+    if shape is None or data.x_train.dim() != 2 or math.prod(shape) != data.x_train.shape[1]:
+        return None
+    return dataclasses.replace(data, x_train=data.x_train.reshape(-1, *shape), x_test=data.x_test.reshape(-1, *shape))
 
 
 def _check_picklable(factory: Callable[[], nn.Module]) -> None:
