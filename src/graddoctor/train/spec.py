@@ -97,6 +97,8 @@ class TrainSpec:
     warmup: int = 0               # linear warmup from lr/warmup to lr over this many steps
     every: int = 1                # graddoctor.watch: record one step in `every`
     hist_every: int | None = 0    # graddoctor.watch: histograms every this many steps (0: none; None: watch's default)
+    attention_every: int | None = None  # graddoctor.watch: attention statistics every this many steps (None: its default)
+    z_loss: float = 0.0           # add z_loss * mean (log Z)^2 of the outputs to the loss (0: none)
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -109,6 +111,8 @@ class TrainSpec:
         if self.warmup < 0 or (self.hist_every or 0) < 0 or self.momentum < 0:
             raise ConfigError(f"warmup, hist_every and momentum must be >= 0, got {self.warmup!r}, {self.hist_every!r}, "
                               f"{self.momentum!r}.")
+        if self.z_loss < 0 or (self.attention_every is not None and self.attention_every < 0):
+            raise ConfigError(f"z_loss and attention_every must be >= 0, got {self.z_loss!r}, {self.attention_every!r}.")
         if self.hist_every and self.hist_every % self.every:
             raise ConfigError(f"hist_every={self.hist_every} must be a multiple of every={self.every}.")
 

@@ -27,8 +27,10 @@ def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, s
 
     Returns (losses per step, seconds, the finished `Run`: `graddoctor.load(run)` reads it back).
 
-    The loss is the minibatch's mean cross-entropy (integer targets) or mean squared error (float
-    targets); clipping (if any) happens after backward and before the step, so the recorded
+    The loss is the minibatch's mean cross-entropy (integer targets; over every position when the
+    targets are sequences) or mean squared error (float targets); `train.z_loss` adds that
+    coefficient times mean (log Z)^2 of the outputs to what is back-propagated (the logged loss
+    stays the cross-entropy); clipping (if any) happens after backward and before the step, so the recorded
     gradient norms are the ones *before* clipping.
     """
     from ..probes._watch import watch
@@ -41,14 +43,16 @@ def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, s
     model.train()
     t0 = time.perf_counter()
     options = {} if train.hist_every is None else {"hist_every": train.hist_every}
+    options |= {} if train.attention_every is None else {"attention_every": train.attention_every}
     with watch(model, opt, store=store, name=name, user_config=config, every=train.every, **options) as run:
         for step in range(train.steps):
             for group in opt.param_groups:
                 group["lr"] = train.lr * min(1.0, (step + 1) / train.warmup) if train.warmup else train.lr
             idx = torch.randint(0, len(x), (min(train.batch, len(x)),), generator=gen)
-            loss = loss_fn(model(x[idx]), y[idx])
+            out = model(x[idx])
+            loss = loss_fn(out, y[idx])
             opt.zero_grad()
-            loss.backward()
+            (loss + train.z_loss * z_loss(out) if train.z_loss else loss).backward()
             if train.clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.clip)
             opt.step()
@@ -65,7 +69,19 @@ def _optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
 
 
 def loss_function(data: Dataset) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    return nn.functional.cross_entropy if data.task == "classification" else _mse
+    return _cross_entropy if data.task == "classification" else _mse
+
+
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; targets [n, T] (a language model's next tokens) against logits [n, T, classes]."""
+    if y.dim() > 1:
+        return nn.functional.cross_entropy(out.flatten(0, -2), y.flatten())
+    return nn.functional.cross_entropy(out, y)
+
+
+def z_loss(out: torch.Tensor) -> torch.Tensor:
+    """mean over rows of (log Z)^2, log Z = logsumexp over the last dim (Chowdhery et al. 2022, Wortsman et al. 2023)."""
+    return torch.logsumexp(out.float(), dim=-1).pow(2).mean()
 
 
 def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,7 +96,7 @@ def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
         out_train, out_test = model(data.x_train), model(data.x_test)
         metrics = {"final_loss": float(loss_fn(out_train, data.y_train)),
                    "test_loss": float(loss_fn(out_test, data.y_test))}
-        if data.task == "classification":
+        if data.task == "classification":  # per position for sequence targets
             metrics["test_accuracy"] = float((out_test.argmax(-1) == data.y_test).float().mean())
     model.train()
     return metrics
@@ -90,8 +106,9 @@ def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
 def dataset(name: str) -> Dataset:
     """`graddoctor.data.load_dataset`, once per process (MNIST-1D takes seconds to generate)."""
     from ..data import load_dataset
+    from .tasks import is_task, load_task
 
-    return load_dataset(name)
+    return load_task(name) if is_task(name) else load_dataset(name)
 
 
 def train_run(spec: RunSpec, store: str) -> dict[str, Any]:
@@ -106,7 +123,8 @@ def train_run(spec: RunSpec, store: str) -> dict[str, Any]:
     n_out = data.n_classes if data.task == "classification" else 1
     with _one_thread(), torch.random.fork_rng(devices=[]):  # the caller's torch RNG stream is left as it was
         torch.manual_seed(spec.seed)
-        model = build(spec.net, tuple(data.x_train.shape[1:]), n_out, data.image_shape)
+        model = (spec.net.build(data) if hasattr(spec.net, "build")  # a SeqNetSpec (graddoctor.train.sequence)
+                 else build(spec.net, tuple(data.x_train.shape[1:]), n_out, data.image_shape))
         losses, seconds, _ = fit(model, data, spec.train, batch_seed=1000 + spec.seed, store=store, name=spec.name,
                               config={"lab": spec.to_dict()})
         metrics: dict[str, Any] = evaluate(model, data)
