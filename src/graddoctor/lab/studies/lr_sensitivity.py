@@ -1,0 +1,214 @@
+"""Study `lr-sensitivity`: qk-layernorm and z-loss widen a small transformer's stable learning-rate range (Wortsman et al. 2023).
+
+Paper: M. Wortsman, P. J. Liu, L. Xiao, K. Everett, A. Alemi, B. Adlam, J. D. Co-Reyes, I. Gur,
+A. Kumar, R. Novak, J. Pennington, J. Sohl-Dickstein, K. Xu, J. Lee, J. Gilmer, S. Kornblith,
+"Small-scale proxies for large-scale Transformer training instabilities", ICLR 2024
+(arXiv:2309.14322). Sec. 3.1: without qk-layernorm the attention logits grow at high learning
+rates and the loss diverges (attention logit growth, after Dehghani et al. 2023); qk-layernorm
+removes it. Sec. 3.2: the output logits drift to large negative log Z (output logit divergence);
+the z-loss 1e-4 (log Z)^2 (Chowdhery et al. 2022) keeps log Z near 0. Fig. 1 and Eq. 1: "LR
+sensitivity" = E over the swept learning rates of min(l(lr), l_0) - l*, smaller is better; with
+both remedies small models train over a wider range of learning rates.
+
+Here: the lab's pre-LN causal character transformer (2 blocks, width 64, 4 heads, context 32) on
+`chars-32` (Python stdlib sources), Adam with a linear warm-up over the first 10 % of the steps and
+then a constant learning rate, over learning rates 1e-3 to 3e-1; each lr with and without
+qk-layernorm and z-loss (1e-4). l(lr) is the final test loss (nats per character; a diverged run
+counts as l_0), l_0 the loss at init, l* the best over every run of the study. Attention
+statistics recorded every 10 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from ...train.sequence import SeqNetSpec
+from ...train.spec import RunSpec, TrainSpec, run_spec
+from ..results import Results, fmt_spread, mean_spread
+from ..study import Settings, Study
+from ..verdicts import claim
+from ._transformer_common import final, first_loss, peak, series
+
+NAME = "lr-sensitivity"
+PAPER = "Wortsman et al. 2023, Small-scale proxies for large-scale Transformer training instabilities (arXiv:2309.14322)"
+DATA = "chars-32"
+Z = 1e-4
+VARIANTS = {  # key: (label, qk_norm, z_loss)
+    "base": ("no remedy", False, 0.0),
+    "qk": ("qk-layernorm", True, 0.0),
+    "z": ("z-loss", False, Z),
+    "qk+z": ("qk-layernorm + z-loss", True, Z),
+}
+STABLE = 0.1  # nats/char above the study's best loss: the run is "within the stable range"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    depth: int = 2
+    width: int = 64
+    steps: int = 400
+
+
+FULL = Config()
+QUICK = Config(lrs=(3e-3, 3e-1), variants=("base", "qk+z"), width=32, steps=30)
+
+
+def config(settings: Settings) -> Config:
+    return QUICK if settings.quick else FULL
+
+
+def runs(settings: Settings) -> list[RunSpec]:
+    cfg = config(settings)
+    specs = []
+    for lr in cfg.lrs:
+        for key in cfg.variants:
+            _, qk, z = VARIANTS[key]
+            train = TrainSpec(optimizer="adam", lr=lr, batch=32, steps=cfg.steps, warmup=cfg.steps // 10, every=5,
+                              attention_every=10 if not settings.quick else 5, z_loss=z)
+            net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, qk_norm=qk)
+            specs += [run_spec(f"{key}/lr={lr:g}/s{seed}", net=net, train=train, seed=seed, data=DATA, variant=key, lr=lr)
+                      for seed in range(settings.seeds)]
+    return specs
+
+
+def _point(results: Results, key: str, lr: float) -> dict[str, Any]:
+    records = results.select(variant=key, lr=lr)
+    l0 = [first_loss(r) for r in records]
+    test = [r.metric("test_loss") for r in records]
+    loss = [t if math.isfinite(t) and not r.metrics.get("diverged") else l for t, l, r in zip(test, l0, records)]
+    lse = [series(r, "logit_lse_mean") for r in records]
+    return {"variant": key, "lr": lr, "test_loss": mean_spread(loss), "loss_at_init": mean_spread(l0),
+            "diverged": sum(bool(r.metrics.get("diverged")) for r in records),
+            "attn_logit_max_peak": mean_spread([peak(r, "attn_logit_max") for r in records]),
+            "attn_logit_max_final": mean_spread([final(r, "attn_logit_max") for r in records]),
+            "log_z_final": mean_spread([final(r, "logit_lse_mean") for r in records]),
+            "log_z_extreme": mean_spread([_extreme(values) for _, values in lse]),
+            "attn_curve": _curve(records[0], "attn_logit_max"), "lse_curve": _curve(records[0], "logit_lse_mean")}
+
+
+def _extreme(values: np.ndarray) -> float:
+    """The value of largest magnitude over sites and steps (NaN when none)."""
+    flat = values[np.isfinite(values)] if values.size else values
+    return float(flat[np.argmax(np.abs(flat))]) if flat.size else math.nan
+
+
+def _curve(record: Any, stat: str) -> list[list[float]]:
+    steps, values = series(record, stat)
+    return [steps.tolist(), (np.nanmax(values, axis=0) if values.size else values).tolist()]
+
+
+def sensitivity(points: list[dict[str, Any]], key: str, best: float) -> dict[str, float]:
+    """Wortsman et al.'s LR sensitivity E_lr[min(l(lr), l_0) - l*] and the stable range of `key`."""
+    mine = [p for p in points if p["variant"] == key]
+    gaps = [min(p["test_loss"]["mean"], p["loss_at_init"]["mean"]) - best for p in mine]
+    stable = [p["lr"] for p in mine if p["test_loss"]["mean"] <= best + STABLE]
+    return {"lr_sensitivity": float(np.mean(gaps)), "stable_lrs": len(stable),
+            "stable_decades": float(math.log10(max(stable) / min(stable))) if stable else 0.0,
+            "stable_min": min(stable) if stable else None, "stable_max": max(stable) if stable else None}
+
+
+def _claims(points: list[dict[str, Any]], sens: dict[str, dict[str, float]], cfg: Config) -> list[dict[str, Any]]:
+    base, both = sens["base"], sens["qk+z"]
+    wider = both["stable_lrs"] > base["stable_lrs"]
+    lower = both["lr_sensitivity"] < base["lr_sensitivity"] - 0.02
+    l1 = "supported" if wider and lower else "qualified" if wider or lower else "refuted"
+    top = max(cfg.lrs)
+    at = {k: next(p for p in points if p["variant"] == k and p["lr"] == top) for k in ("base", "qk+z")}
+    grow = {k: at[k]["attn_logit_max_peak"]["mean"] for k in at}
+    low = {k: next(p for p in points if p["variant"] == k and p["lr"] == min(cfg.lrs))["attn_logit_max_peak"]["mean"] for k in at}
+    base_grows = grow["base"] >= 5 * low["base"] and grow["base"] >= 3 * grow["qk+z"]
+    l2 = "supported" if base_grows else "qualified" if grow["base"] > grow["qk+z"] else "refuted"
+    claims = [
+        claim("W1", "qk-layernorm and z-loss together widen the range of learning rates a small transformer trains at "
+              "(lower LR sensitivity)", l1,
+              f"supported when, with both remedies, more swept learning rates end within {STABLE} nats/char of the study's "
+              "best test loss and the LR sensitivity (Eq. 1) is lower by > 0.02; qualified when one holds; else refuted",
+              {"base": base, "qk+z": both},
+              f"stable lrs {base['stable_lrs']} -> {both['stable_lrs']} of {len(cfg.lrs)}; LR sensitivity "
+              f"{base['lr_sensitivity']:.3f} -> {both['lr_sensitivity']:.3f}"),
+        claim("W2", "Without qk-layernorm the attention logits grow at high learning rates; with it they stay small", l2,
+              f"peak attn_logit_max at lr {top:g}: supported when without remedies it is >= 5x its value at lr "
+              f"{min(cfg.lrs):g} and >= 3x the peak with qk-layernorm + z-loss; qualified when it is just larger; else refuted",
+              {"peak_top_lr": grow, "peak_low_lr": low},
+              f"peak attention logit at lr {top:g}: {grow['base']:.3g} without, {grow['qk+z']:.3g} with "
+              f"(at lr {min(cfg.lrs):g}: {low['base']:.3g})"),
+    ]
+    if "z" in cfg.variants:
+        lz = {k: abs(next(p for p in points if p["variant"] == k and p["lr"] == top)["log_z_extreme"]["mean"])
+              for k in ("base", "z")}
+        l3 = "supported" if lz["z"] < 0.5 * lz["base"] else "qualified" if lz["z"] < lz["base"] else "refuted"
+        claims.append(claim("W3", "z-loss keeps the output log Z near 0", l3,
+                            f"the largest |logit_lse_mean| over training at lr {top:g}: supported when with z-loss it is < half "
+                            "the value without; qualified when smaller; else refuted", lz,
+                            f"max |log Z| at lr {top:g}: {lz['base']:.3g} without z-loss, {lz['z']:.3g} with"))
+    return claims
+
+
+def analyse(results: Results, settings: Settings) -> dict[str, Any]:
+    """Final test loss per (variant, lr), LR sensitivity and stable range per variant, attention logits and log Z."""
+    cfg = config(settings)
+    points = [_point(results, key, lr) for lr in cfg.lrs for key in cfg.variants]
+    best = min(p["test_loss"]["mean"] for p in points)
+    sens = {key: sensitivity(points, key, best) for key in cfg.variants}
+    header = ["lr"] + [f"{VARIANTS[k][0]}: test loss" for k in cfg.variants] + [
+        "peak attn logit (none / qk+z)", "max |log Z| (none / z)"]
+    rows = []
+    for lr in cfg.lrs:
+        p = {k: next(q for q in points if q["variant"] == k and q["lr"] == lr) for k in cfg.variants}
+        zkey = "z" if "z" in p else "qk+z"
+        rows.append([f"{lr:g}"] + [fmt_spread(p[k]["test_loss"]) + (f" ({p[k]['diverged']} diverged)" if p[k]["diverged"] else "")
+                                   for k in cfg.variants]
+                    + [f"{p['base']['attn_logit_max_peak']['mean']:.3g} / {p['qk+z']['attn_logit_max_peak']['mean']:.3g}",
+                       f"{abs(p['base']['log_z_extreme']['mean']):.3g} / {abs(p[zkey]['log_z_extreme']['mean']):.3g}"])
+    rows.append(["LR sensitivity"] + [f"{sens[k]['lr_sensitivity']:.3f}" for k in cfg.variants] + ["", ""])
+    rows.append(["stable lrs"] + [f"{sens[k]['stable_lrs']}" for k in cfg.variants] + ["", ""])
+    return {"paper": PAPER, "config": dataclasses.asdict(cfg), "points": points, "best_loss": best, "sensitivity": sens,
+            "claims": _claims(points, sens, cfg), "table": {"header": header, "rows": rows},
+            "notes": [f"best test loss over the study l* = {best:.3f} nats/char; stable: within {STABLE} of it",
+                      f"paper: {PAPER}"]}
+
+
+def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
+    """The table, final loss against lr per variant, and the attention-logit and log Z curves at the highest lr."""
+    from ._paper_common import axes, lines
+
+    cfg = analysis["config"]
+    t = analysis["table"]
+    with page.section("Learning-rate sensitivity with and without qk-layernorm and z-loss", anchor="lr-sensitivity"):
+        page.paragraph(__doc__.split("\n\n", 1)[1])
+        page.table(t["header"], t["rows"])
+        fig, ax = axes()
+        loss = {VARIANTS[k][0]: [next(p["test_loss"]["mean"] for p in analysis["points"] if p["variant"] == k and p["lr"] == lr)
+                                 for lr in cfg["lrs"]] for k in cfg["variants"]}
+        lines(ax, cfg["lrs"], loss, xlabel="learning rate", ylabel="final test loss (nats/char)")
+        ax.set_xscale("log")
+        page.figure(fig, "Final test loss against learning rate (Wortsman et al. Fig. 1).")
+        fig, ax = axes(ncols=2)
+        top = max(cfg["lrs"])
+        for k in cfg["variants"]:
+            p = next(p for p in analysis["points"] if p["variant"] == k and p["lr"] == top)
+            if p["attn_curve"][0]:
+                ax[0].semilogy(p["attn_curve"][0], np.abs(p["attn_curve"][1]), label=VARIANTS[k][0])
+            if p["lse_curve"][0]:
+                ax[1].plot(p["lse_curve"][0], p["lse_curve"][1], label=VARIANTS[k][0])
+        ax[0].set(xlabel="step", ylabel="max attention logit (max over layers)")
+        ax[1].set(xlabel="step", ylabel="mean output log Z")
+        for a in ax:
+            a.legend(fontsize=7)
+            a.grid(alpha=0.3)
+        page.figure(fig, f"lr {top:g}, seed 0: attention logit growth (left) and output log Z (right).")
+
+
+STUDY = Study(
+    name=NAME,
+    title="LR sensitivity of a small transformer with and without qk-layernorm and z-loss (Wortsman et al. 2023)",
+    summary="A 2-block character transformer on stdlib text over learning rates 1e-3 to 3e-1, with and without "
+            "qk-layernorm and z-loss: final loss against lr, the LR sensitivity and stable range, the max attention "
+            "logit and the output log Z over training.",
+    runs=runs, analyse=analyse, report=report)
