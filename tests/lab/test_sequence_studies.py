@@ -86,3 +86,13 @@ def test_lr_sensitivity_attention_logits_grow_without_qk_layernorm(tmp_path):
     sens = analysis["sensitivity"]
     assert sens["qk+z"]["lr_sensitivity"] < sens["base"]["lr_sensitivity"]
     assert html.count("<figure>") == 2
+
+
+def test_attention_entropy_collapses_at_four_times_the_lr_and_not_with_qk_layernorm(tmp_path):
+    analysis, html = quick_run("attention-entropy", tmp_path)
+    verdicts = {c["id"]: c for c in analysis["claims"]}
+    assert verdicts["E1"]["verdict"] == "supported"
+    point = {(p["variant"], p["mult"]): p for p in analysis["points"]}
+    assert point["qk", 4]["collapsed"] == 0 and point["base", 4]["collapsed"] == 1
+    assert point["qk", 4]["min_entropy_ratio"]["mean"] > 10 * point["base", 4]["min_entropy_ratio"]["mean"]
+    assert html.count("<figure>") == 2

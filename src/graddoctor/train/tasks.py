@@ -3,6 +3,7 @@
 | name         | what                                                                          | split             |
 |--------------|-------------------------------------------------------------------------------|-------------------|
 | `recall-T`   | first-token recall: T tokens uniform over 4 symbols, the label is the first   | 8,192 / 1,024     |
+| `NAME-nN`    | the first N training sequences of NAME (and N // 8 test ones): for measurements at init, where evaluating a large split would cost more than the step | |
 | `chars-T`    | character language model on Python's own stdlib sources: windows of T chars, targets the next char at every position | first 90 % / last 10 % of the text |
 
 `recall-T` is the long-memory task of Hochreiter (1991) and Bengio et al. (1994): only the
@@ -29,11 +30,11 @@ RECALL_VOCAB, RECALL_TRAIN, RECALL_TEST = 4, 8192, 1024
 STDLIB_FILES = ("textwrap.py", "glob.py", "fnmatch.py", "shlex.py", "string.py", "heapq.py", "bisect.py",
                 "argparse.py", "calendar.py", "difflib.py", "csv.py", "fractions.py", "statistics.py", "random.py")
 CORPUS_CHARS = 150_000
-_NAME = re.compile(r"^(recall|chars)-([1-9][0-9]*)$")
+_NAME = re.compile(r"^(recall|chars)-([1-9][0-9]*)(?:-n([1-9][0-9]*))?$")
 
 
 def is_task(name: str) -> bool:
-    """True for a name of this module's table (`recall-40`, `chars-64`)."""
+    """True for a name of this module's table (`recall-40`, `chars-64`, `chars-32-n256`)."""
     return bool(_NAME.match(name))
 
 
@@ -45,9 +46,14 @@ def load_task(name: str) -> Dataset:
     """
     match = _NAME.match(name)
     if match is None:
-        raise ConfigError(f"unknown sequence task {name!r}; the tasks are 'recall-T' and 'chars-T' (T a length, e.g. recall-40).")
+        raise ConfigError(f"unknown sequence task {name!r}; the tasks are 'recall-T' and 'chars-T' (T a length, e.g. "
+                          "recall-40), optionally with '-nN' (the first N training sequences).")
     kind, length = match.group(1), int(match.group(2))
-    return recall(length) if kind == "recall" else chars(length)
+    data = recall(length) if kind == "recall" else chars(length)
+    if match.group(3):  # "-nN": the first N training sequences (and N // 8 test ones), for measurements at init
+        n = int(match.group(3))
+        data = Dataset(name, data.x_train[:n], data.y_train[:n], data.x_test[: max(1, n // 8)], data.y_test[: max(1, n // 8)])
+    return data
 
 
 def recall(length: int, seed: int = 0) -> Dataset:

@@ -45,7 +45,7 @@ class Config:
     multipliers: tuple[int, ...] = (1, 2, 4)
     depth: int = 4
     width: int = 64
-    steps: int = 400
+    steps: int = 200
 
 
 FULL = Config()

@@ -52,7 +52,7 @@ class Config:
     variants: tuple[str, ...] = tuple(VARIANTS)
     depth: int = 2
     width: int = 64
-    steps: int = 400
+    steps: int = 200
 
 
 FULL = Config()

@@ -11,7 +11,7 @@ BLEU far below the warmed-up runs), and Pre-LN trains without warm-up.
 
 Here: the lab's causal character transformer (graddoctor.train.sequence: width 64, 4 heads, GELU
 MLP of 256, no dropout) on `chars-32` (Python stdlib sources). At init: depths 6 to 48, one step
-of batch 32; the recorded `grad_norm` (weight and bias together) of every block's `fc2` (the
+of batch 32 (from the first 256 training windows); the recorded `grad_norm` (weight and bias together) of every block's `fc2` (the
 FFN's output matrix). Training: 6 blocks, Adam at a fixed lr without warm-up (post-LN, pre-LN), and
 post-LN with a linear warm-up, the same budget.
 """
@@ -46,11 +46,11 @@ class Config:
     width: int = 64
     train_depth: int = 6
     lr: float = 1e-2
-    steps: int = 300
+    steps: int = 200
 
 
 FULL = Config()
-QUICK = Config(depths=(3, 12), width=32, train_depth=3, steps=40)
+QUICK = Config(depths=(4, 16), width=32, train_depth=3, steps=40)
 
 
 def config(settings: Settings) -> Config:
@@ -60,7 +60,7 @@ def config(settings: Settings) -> Config:
 def runs(settings: Settings) -> list[RunSpec]:
     cfg = config(settings)
     once = TrainSpec(optimizer="adam", lr=1e-3, batch=32, steps=1)
-    specs = [run_spec(f"init/{ln}/L={d}/s{seed}", seed=seed, train=once, data=DATA, part="init", ln=ln, depth=d,
+    specs = [run_spec(f"init/{ln}/L={d}/s{seed}", seed=seed, train=once, data=f"{DATA}-n256", part="init", ln=ln, depth=d,
                       net=SeqNetSpec(kind="transformer", depth=d, width=cfg.width, heads=4, norm_first=pre))
              for d in cfg.depths for ln, pre in LN.items() for seed in range(settings.seeds)]
     for key, (_, pre, warm) in TRAINED.items():
