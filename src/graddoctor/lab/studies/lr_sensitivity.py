@@ -48,7 +48,7 @@ STABLE = 0.1  # nats/char above the study's best loss: the run is "within the st
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 3e-1)
     variants: tuple[str, ...] = ("base", "qk+z")  # all of VARIANTS (qk and z apart) when the machine allows
     depth: int = 2
     width: int = 64

@@ -46,7 +46,8 @@ class Config:
     width: int = 64
     train_depth: int = 6
     lr: float = 1e-2
-    steps: int = 200
+    steps: int = 150
+    train_seeds: int = 1          # seeds of the trainings (the measurements at init take --seeds)
 
 
 FULL = Config()
@@ -68,7 +69,7 @@ def runs(settings: Settings) -> list[RunSpec]:
         specs += [run_spec(f"train/{key}/s{seed}", seed=seed, train=train, data=DATA, part="train", variant=key,
                            net=SeqNetSpec(kind="transformer", depth=cfg.train_depth, width=cfg.width, heads=4,
                                           norm_first=pre))
-                  for seed in range(settings.seeds)]
+                  for seed in range(min(settings.seeds, cfg.train_seeds))]
     return specs
 
 
