@@ -1,4 +1,4 @@
-"""Names shared by several layers: statistic names, run statuses, the watch options."""
+"""Names shared by several layers: statistic names, layer roles, run statuses, the watch options."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ class Stat(str, enum.Enum):
     ATTN_ENTROPY = "attn_entropy"               # mean attention entropy over heads and query rows (nats)
     ATTN_ENTROPY_MIN_HEAD = "attn_entropy_min_head"  # the lowest per-head mean entropy
     NORM_OVERFLOW = "norm_overflow"             # 1: a float32 sum of squares of finite values overflowed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, enum.Enum):
+    """What a layer is, decided once when `watch` plans the layers (probes.roles) and stored with it.
+
+    Every rule, figure, study and `compare` reads this one classification (docs/store.md, roles).
+    """
+
+    WEIGHT = "weight"          # owns weights that carry the back-propagated signal: Linear, Conv, HF Conv1D, ...
+    NORM = "norm"              # normalisation: BatchNorm, LayerNorm, GroupNorm, RMSNorm, ...
+    ACTIVATION = "activation"  # an activation module (ReLU, Tanh, GELU, transformers' and timm's)
+    EMBEDDING = "embedding"    # a lookup table: an optimizer step touches only the rows in the batch
+    RECURRENT = "recurrent"    # RNN, LSTM, GRU (and cells): depth in time
+    OTHER = "other"            # anything else the plan reads (an attention container without weights)
 
     def __str__(self) -> str:
         return self.value

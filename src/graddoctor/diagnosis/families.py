@@ -1,13 +1,18 @@
-"""What a layer is, from the class name the store keeps: weight layer, normalisation, activation family.
+"""What a layer is: its role (weight layer, normalisation, ...) as stored, and its activation family.
 
-The store holds class names (diagnosis never sees modules), so these tables are names. A custom
-class that subclasses, say, nn.ReLU under another name is classed by its own name: unknown
-activations get the family "other" and the rules fall back to statistics that need no family.
+The role was decided once from the module when the run was planned (probes.roles) and is read
+here from the store. The activation family is read from the class name the store keeps
+(diagnosis never sees modules): a custom class that subclasses, say, nn.ReLU under another name
+is classed by its own name; unknown activations get the family "other" and the rules fall back
+to statistics that need no family.
 """
 
 from __future__ import annotations
 
+from ..config import Role
 from ..store.view import RunView
+
+_WEIGHTED = (Role.WEIGHT, Role.EMBEDDING, Role.RECURRENT)
 
 NORMALIZATION = frozenset({
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LazyBatchNorm1d", "LazyBatchNorm2d",
@@ -16,13 +21,6 @@ NORMALIZATION = frozenset({
 })
 
 BATCH_NORM = frozenset(n for n in NORMALIZATION if "BatchNorm" in n)
-
-# Layers whose update_ratio is not comparable with dense layers': an optimizer step touches only
-# the rows of the tokens in the batch, so ||dw||/||w|| is small by construction.
-SPARSE_UPDATE = frozenset({"Embedding", "EmbeddingBag"})
-
-# Recurrent layers: depth in time (diagnose.through_time), not a point of the depth profile.
-RECURRENT = frozenset({"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"})
 
 # Activation families. "relu": a flat zero side, units can die. "leaky": never exactly flat.
 # "sigmoid"/"tanh": saturating on both sides. "smooth": GELU-like, no saturated region that matters.
@@ -56,16 +54,31 @@ def family(type_name: str) -> str:
 
 
 def weight_layers(run: RunView) -> list[int]:
-    """Indices (input side first) of layers that own weights and are not normalisation layers.
+    """Indices (input side first) of layers that own weights and are not normalisation layers:
+    the roles weight, embedding and recurrent (probes.roles decided them when the run was planned)."""
+    return [i for i, info in enumerate(run.layer_info) if info.role in _WEIGHTED]
+
+
+def dense_update_layers(run: RunView) -> list[int]:
+    """Layers with weights whose update_ratio compares with a dense layer's: every role that owns
+    weights but the embedding, where an optimizer step touches only the rows of the tokens in the
+    batch, so ||dw||/||w|| is small by construction."""
+    return [i for i, info in enumerate(run.layer_info) if info.role in (Role.WEIGHT, Role.NORM, Role.RECURRENT)]
+
+
+def depth_layers(run: RunView) -> list[int]:
+    """The points of the depth profile, input side first: weight and embedding layers.
 
     These carry the back-propagated signal that theory predicts: their out_grad_norm is the
-    gradient at the pre-activation.
+    gradient at the pre-activation. A recurrent layer is depth in time, not one more layer: its
+    out_grad_norm sums every time step (the through-time rules read it per step). Every input/output
+    gradient ratio (the rules, the report's figures, the lab's claims, `compare`) is read over these.
     """
-    return [i for i, info in enumerate(run.layer_info) if info.kind == "param" and info.type not in NORMALIZATION]
+    return [i for i, info in enumerate(run.layer_info) if info.role in (Role.WEIGHT, Role.EMBEDDING)]
 
 
 def activation_layers(run: RunView) -> list[int]:
-    return [i for i, info in enumerate(run.layer_info) if info.kind == "activation"]
+    return [i for i, info in enumerate(run.layer_info) if info.role is Role.ACTIVATION]
 
 
 def families_present(run: RunView) -> set[str]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Stat
+from ..config import Role, Stat
 from ..store.view import RunView
 from . import instability_advice as advice
-from .families import SPARSE_UPDATE, weight_layers
+from .families import weight_layers
 from .findings import Finding, Kind, Severity
 from .profile import layer_names, loss_series
 from .thresholds import Thresholds
@@ -50,7 +50,7 @@ def loss_diverged_step(run: RunView, t: Thresholds) -> int | None:
 
 
 def large_updates(run: RunView, t: Thresholds) -> list[Finding]:
-    idx = [i for i in weight_layers(run) if run.layer_info[i].type not in SPARSE_UPDATE and run.layer_info[i].n_params]
+    idx = [i for i in weight_layers(run) if run.layer_info[i].role is not Role.EMBEDDING and run.layer_info[i].n_params]
     u = run.stat_matrix(Stat.UPDATE_RATIO.value)[idx] if idx else np.zeros((0, len(run.steps)))
     if u.size == 0:
         return []
@@ -89,7 +89,7 @@ def activation_growth(run: RunView, t: Thresholds) -> list[Finding]:
         first = _first_values(m)
         scale = np.nanmedian(first[first > 0]) if np.any(first > 0) else np.nan
         for i, info in enumerate(run.layer_info):
-            if info.type in SPARSE_UPDATE or not first[i] > 1e-6 * scale:  # embeddings; zero-init outputs
+            if info.role is Role.EMBEDDING or not first[i] > 1e-6 * scale:  # embeddings; zero-init outputs
                 continue
             series.append((i, stat, m[i] / first[i]))
     if not series:

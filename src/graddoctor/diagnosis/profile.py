@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import Stat
 from ..store.view import RunView
-from .families import RECURRENT, weight_layers
+from .families import depth_layers
 
 TINY = 1e-30  # floor for logarithms: an exactly-zero gradient counts as 1e-30, not as -inf
 
@@ -103,9 +103,7 @@ class DepthProfile:
 
 def depth_profile(run: RunView, window: Window, min_layers: int) -> DepthProfile | None:
     """Geometric fit of out_grad_norm across weight layers (None with fewer than `min_layers`)."""
-    # A recurrent layer is depth in time, not one more layer: its out_grad_norm sums every time step
-    # (the through-time rules read it per step), so it is no point of the depth profile.
-    idx = [i for i in weight_layers(run) if run.layer_info[i].type not in RECURRENT]
+    idx = depth_layers(run)  # recurrent layers are depth in time: no point of the depth profile
     grads = window_values(run.stat_matrix(Stat.OUT_GRAD_NORM.value), window.cols)[idx] if idx else np.array([])
     keep = [k for k, g in enumerate(grads) if np.isfinite(g)]
     if len(keep) < min_layers:

@@ -15,7 +15,7 @@ import numpy as np
 from ..config import Stat
 from ..store.view import RunView
 from . import advice, evidence, through_time
-from .families import SPARSE_UPDATE, activation_layers, weight_layers
+from .families import activation_layers, dense_update_layers, weight_layers
 from . import instability
 from .findings import Finding, Kind, Severity
 from .profile import (
@@ -251,7 +251,7 @@ def _first_nonfinite(run: RunView) -> tuple[int, str, str] | None:
 def stalled_updates(run: RunView, t: Thresholds) -> list[Finding]:
     """Layers whose update_ratio stays orders of magnitude below the median layer's."""
     wins = windows(run, t.early_steps, t.late_steps)
-    idx = [i for i, info in enumerate(run.layer_info) if info.kind == "param" and info.type not in SPARSE_UPDATE]
+    idx = dense_update_layers(run)
     if wins is None or len(idx) < 2:
         return []
     late = wins[1]

@@ -107,7 +107,7 @@ class RowBuilder:
                 self._position_array[i] = pos
         return self._position_array
 
-    def _assign_positions(self, p: StepPayload, grouped: tuple | None = None) -> list[tuple[int, str, str, str, int]]:
+    def _assign_positions(self, p: StepPayload, grouped: tuple | None = None) -> list[tuple]:
         """Positions in forward order: layers as they first fired, then param layers that never did."""
         new = [i for i in p.fired if i not in self.position]
         if len(self.position) == len(self.plan):
@@ -123,7 +123,7 @@ class RowBuilder:
             layer = self.plan[i]
             self.name_at[pos] = layer.name
             shapes = json.dumps(layer.param_shapes)
-            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params, shapes))
+            rows.append((pos, layer.name, layer.type_name, layer.kind, layer.n_params, shapes, layer.role.value))
         return rows
 
 

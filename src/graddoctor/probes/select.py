@@ -14,8 +14,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..config import Role
 from ..errors import ConfigError
 from .libraries import is_affine, is_attention_site, is_library_activation
+from .roles import role_of
 
 # Activation modules: their outputs get the full set of activation statistics.
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -98,6 +100,7 @@ class LayerPlan:
     counts_zeros: bool   # act_zero_frac and dead_frac are computed for its output
     layout: bool | None  # see `layout`
     attention: bool = False  # an attention site: its attention logits are read (probes.intercept)
+    role: Role = Role.OTHER  # what the layer is (probes.roles), stored with it
 
     @property
     def kind(self) -> str:
@@ -137,6 +140,7 @@ def plan_layers(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[
             counts_zeros=is_act or not (isinstance(module, NO_ZERO_COUNTS) or is_affine(module)),
             layout=layout(module),
             attention=attention,
+            role=role_of(module, is_activation=is_act, owns_params=bool(own) or tied),
         ))
     return layers
 

@@ -63,17 +63,16 @@ def layer_label(name: str) -> str:
 
 
 def weight_layers(run: RunView) -> list[str] | None:
-    """Layers with parameters (Linear, Conv...), where theory predicts the flow; None when there is none.
+    """The depth profile's layers (diagnosis.families.depth_layers: weight and embedding roles), where
+    theory predicts the flow; else every layer with parameters; None when there is none.
 
-    By role: normalisation layers (LayerNorm outputs have a gradient of their own scale, which would
-    turn a transformer's profile into a zigzag) are left out when weight layers remain.
+    Normalisation layers (LayerNorm outputs have a gradient of their own scale, which would turn a
+    transformer's profile into a zigzag) are left out when weight layers remain.
     """
-    from ..diagnosis.architecture import LAYER_NORMS
-    from ..diagnosis.families import NORMALIZATION
+    from ..diagnosis.families import depth_layers
 
-    params = [i for i in run.layer_info if i.kind == "param"]
-    weights = [i.name for i in params if i.type not in NORMALIZATION and i.type not in LAYER_NORMS]
-    return weights or [i.name for i in params] or None
+    weights = [run.layer_info[i].name for i in depth_layers(run)]
+    return weights or [i.name for i in run.layer_info if i.kind == "param"] or None
 
 
 def check_run(run: Any, function: str) -> RunView:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .._outputs import check_output
+from ..diagnosis.families import depth_layers
 from ..errors import ConfigError
 from ..store.sqlite import RunStore
 from ..store.view import RunView, load, read_run
@@ -137,8 +138,10 @@ def _overlays(page: HtmlPage, runs: dict[str, RunView]) -> None:
 
 
 def _profile(run: RunView, stat: str) -> tuple[np.ndarray, np.ndarray]:
-    """`stat` at the last step over the layers with parameters that recorded it, input side first."""
-    weights = np.array([info.kind == "param" for info in run.layer_info], dtype=bool)
+    """`stat` at the last step over the depth profile's layers (weight and embedding roles) that
+    recorded it, input side first; over every layer when the run has none of those."""
+    weights = np.zeros(len(run.layer_info), dtype=bool)
+    weights[depth_layers(run)] = True
     rows = run.recorded(stat)[:, -1] & (weights if weights.any() else True)
     values = run.stat_matrix(stat)[rows, -1]
     return np.arange(len(values)), values

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import segments
+from .roles import stored_role
 from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 from .sqlite import _read_header, _validate, effective_status
 
@@ -91,10 +92,11 @@ def _copy(old: sqlite3.Connection, new: sqlite3.Connection, version: int) -> dic
     new.executescript(f"{DDL} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};")
     for table in ("runs", "steps", "scalars", "hists"):
         _copy_table(old, new, table)
-    role = "role" if version >= 2 else "'other'"
-    new.executemany(
+    role = "role" if version >= 2 else "NULL"
+    new.executemany(  # a layer stored without a role gets it by name (store.roles), as a reader would see it
         "INSERT INTO layers (run_id, position, layer, type, kind, n_params, param_shapes, role) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        old.execute(f"SELECT run_id, position, layer, type, kind, n_params, param_shapes, {role} FROM layers"),
+        ((*row[:7], stored_role(row[3], row[4], row[7]).value) for row in
+         old.execute(f"SELECT run_id, position, layer, type, kind, n_params, param_shapes, {role} FROM layers")),
     )
     _copy_unknown_tables(old, new)
     values = 0

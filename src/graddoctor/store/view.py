@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Role
 from ..errors import ConfigError, StoreError
 from .._validate import check_path, check_str
 from . import segments
@@ -17,6 +18,7 @@ from .lazy import LazyHists, LazyMatrices, SegmentSource
 from .sqlite import MEMORY, RunStore, effective_status
 from .time_series import TimeRecord, read_time_stats
 from .integrity import damaged
+from .roles import stored_role
 from .guard_actions import GuardAction, read_actions
 from .gaps import Gap, read_gaps
 
@@ -25,9 +27,14 @@ from .gaps import Gap, read_gaps
 class LayerInfo:
     name: str
     type: str
-    kind: str      # 'param' or 'activation'
+    kind: str      # 'param', 'activation' or 'attention' (what the probes read)
     n_params: int
     param_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # {'weight': [out, in], ...}
+    role: Role | str | None = None  # what the layer is (a config.Role after init); None: derived by name
+
+    def __post_init__(self) -> None:
+        # stored as watch decided it; for a row without one (v1, or the column's default) by name
+        object.__setattr__(self, "role", stored_role(self.type, self.kind, self.role))
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -242,10 +249,12 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
     if row is None:
         raise StoreError(f"no run with id {run_id} in {store.path!r}.")
     name, status, pid, host, config_json, env_json, error, nonfinite_json = row
+    role = "role" if store.version >= 2 else "NULL"  # version 1 has no role column: derived by name
     infos = tuple(
-        LayerInfo(name, type_, kind, n_params, json.loads(shapes))
-        for name, type_, kind, n_params, shapes in con.execute(
-            "SELECT layer, type, kind, n_params, param_shapes FROM layers WHERE run_id=? ORDER BY position", (run_id,)
+        LayerInfo(name, type_, kind, n_params, json.loads(shapes), role)
+        for name, type_, kind, n_params, shapes, role in con.execute(
+            f"SELECT layer, type, kind, n_params, param_shapes, {role} FROM layers WHERE run_id=? ORDER BY position",
+            (run_id,),
         )
     )
     step_rows = con.execute("SELECT step, wall_time FROM steps WHERE run_id=? ORDER BY step", (run_id,)).fetchall()

@@ -8,11 +8,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...diagnosis.families import depth_layers
 from ..results import Results, mean_spread
 from ...train.spec import TrainSpec
 from ..study import Settings
 
-WEIGHT_TYPES = ("Linear", "Conv1d", "Conv2d")
 WIDTH = 128
 
 
@@ -53,7 +53,8 @@ AT_INIT = TrainSpec(steps=1)  # one step: the gradients recorded at step 0 are t
 
 
 def weight_layers(view: Any) -> list[str]:
-    return [info.name for info in view.layer_info if info.type in WEIGHT_TYPES]
+    """The depth profile's layers (diagnosis.families.depth_layers), by the role stored with each."""
+    return [view.layer_info[i].name for i in depth_layers(view)]
 
 
 def act_layers(view: Any) -> list[str]:

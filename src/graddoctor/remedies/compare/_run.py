@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...data import Dataset
+from ...diagnosis.families import depth_layers
 from ...errors import ConfigError
 from ...train.spec import TrainSpec
 from ...train.trainer import evaluate as _evaluate, fit
@@ -28,7 +29,6 @@ CLIP_NORM = 1.0          # grad_clip: torch.nn.utils.clip_grad_norm_(..., max_no
 LR_FACTOR = 0.1          # lower_lr: lr / 10 (raise_lr: lr * 10)
 WARMUP_FRACTION = 0.1    # warmup: linear from lr/steps_warmup to lr over the first 10% of steps
 BATCH = 64               # minibatch size, sampled with replacement from the training split
-_CONVS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _train_spec(task: Task) -> TrainSpec:
 
 def _flow(run: Any) -> dict[str, float]:
     """First over last weight layer's ||dL/d output|| at the first and last recorded step; dead and saturated fractions."""
-    layers = [info.name for info in run.layer_info if info.type in _CONVS]
+    layers = [run.layer_info[i].name for i in depth_layers(run)]  # the layers diagnose's ratio reads
     out: dict[str, float] = {"grad_ratio_init": math.nan, "grad_ratio_end": math.nan}
     if len(layers) >= 2 and len(run.steps):
         first, last = run.stat("out_grad_norm", layers[0]), run.stat("out_grad_norm", layers[-1])
