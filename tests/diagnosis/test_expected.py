@@ -64,18 +64,29 @@ def test_a_model_theory_cannot_read_is_still_checked_with_a_note():
     assert any(note.startswith("theory:") for note in d.notes)
 
 
-def test_findings_end_with_the_compare_command_that_tries_their_remedies(tmp_path):
+def test_findings_carry_remedy_ids_and_the_cli_writes_the_compare_command(tmp_path, capsys):
+    from graddoctor.cli import main
     from graddoctor.cli._check import check_spec
-    from graddoctor.remedies.catalog import compare_command
+    from graddoctor.cli._commands import compare_command
+    from graddoctor.remedies.catalog import comparable
 
     d = check_spec("examples/deep_sigmoid.py:build", input_shape="64,64", classes=10, steps=3)
     (finding,) = d.of_kind("vanishing_gradient")
-    ids = [a.id for a in finding.remedies]
-    assert finding.compare == compare_command(ids, "examples/deep_sigmoid.py:build", "--data DATA.npz")
-    assert finding.compare.startswith("graddoctor compare examples/deep_sigmoid.py:build --data DATA.npz --remedies relu")
-    assert f"compare them on your model: {finding.compare}" in str(d)
+    ids = finding.comparable
+    assert ids == comparable([a.id for a in finding.remedies]) and ids[0] == "relu"
+    assert not hasattr(finding, "compare")  # library data: remedy ids, no command-line syntax
     data = json.loads(d.to_json())
-    assert data["compare"][d.findings.index(finding)] == finding.compare
+    assert data["compare"][d.findings.index(finding)] == list(ids)
     assert "compare" not in data["findings"][0]  # the finding objects keep the contract's keys
-    assert compare_command(["guard_numerics"]) is None
-    assert compare_command(["change_optimizer", "grad_clip"]).endswith("--remedies change_optimizer,grad_clip --optimizer sgd --seeds 3")
+    assert f"compare them on your model: graddoctor.compare(model_factory, data, remedies={list(ids)!r}" in str(d)
+    assert "--remedies" not in str(d)
+    # the CLI renders the command line, with the MODEL spec filled in
+    assert main(["check", "examples/deep_sigmoid.py:build", "--input-shape", "64,64", "--classes", "10",
+                 "--steps", "3"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert f"compare them on your model: {compare_command(ids, 'examples/deep_sigmoid.py:build')}" in out
+    assert compare_command(ids, "examples/deep_sigmoid.py:build").startswith(
+        "graddoctor compare examples/deep_sigmoid.py:build --data DATA.npz --remedies relu")
+    assert comparable(["guard_numerics"]) == ()
+    assert compare_command(["change_optimizer", "grad_clip"]).endswith(
+        "--remedies change_optimizer,grad_clip --optimizer sgd --seeds 3")

@@ -10,7 +10,7 @@ import torch
 
 import graddoctor
 
-MODULES = ["graddoctor.theory.meanfield", "graddoctor.theory.batchnorm", "graddoctor.theory.predict"]
+MODULES = ["graddoctor.theory.meanfield", "graddoctor.theory.batchnorm", "graddoctor.theory._predict"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -12,7 +12,7 @@ from torch import nn
 
 import graddoctor
 from graddoctor.errors import ConfigError
-from graddoctor.theory import Kind, read_model
+from graddoctor.theory import Op, read_model
 
 
 def kinds(spec) -> list[str]:
@@ -58,11 +58,11 @@ def test_residual_functional_and_method_ops_are_read():
     spec = read_model(Net())
     assert kinds(spec) == ["input", "dense", "activation", "dense", "add", "activation", "scale", "scale", "dense",
                            "pass", "output"]
-    add = next(s for s in spec.layers if s.kind == Kind.ADD)
+    add = next(s for s in spec.layers if s.kind == Op.ADD)
     assert add.inputs == (0, 3)
-    acts = [s.activation.name for s in spec.layers if s.kind == Kind.ACTIVATION]
+    acts = [s.activation.name for s in spec.layers if s.kind == Op.ACTIVATION]
     assert acts == ["leaky_relu:0.3", "tanh"]
-    scales = [s for s in spec.layers if s.kind == Kind.SCALE]
+    scales = [s for s in spec.layers if s.kind == Op.SCALE]
     assert scales[0].forward == 0.25 and scales[1].forward == pytest.approx(1 / 0.8) and not scales[1].keeps_gaussian
 
 
@@ -164,5 +164,5 @@ def test_custom_activation_module_declares_its_nonlinearity():
             return torch.erf(x)
 
     spec = read_model(nn.Sequential(nn.Linear(4, 4), Erf(), nn.Linear(4, 1)))
-    assert spec.layers[2].kind == Kind.ACTIVATION and spec.layers[2].activation.name == "erf"
+    assert spec.layers[2].kind == Op.ACTIVATION and spec.layers[2].activation.name == "erf"
     assert math.isfinite(graddoctor.predict(nn.Sequential(nn.Linear(4, 4), Erf(), nn.Linear(4, 1))).mean_factor)

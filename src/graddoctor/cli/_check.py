@@ -13,7 +13,6 @@ from ..diagnosis._check import check
 from ..diagnosis._inputs import sequence_inputs
 from ..errors import ConfigError
 from .._validate import MAX_BATCH, check_int, check_size
-from ..remedies.catalog import compare_command
 from ..train.factory import load_model
 
 
@@ -67,8 +66,4 @@ def check_spec(
         y = torch.randint(0, classes, (len(x),), generator=gen).to(x.device)
         notes.append(f"random class labels in [0, {classes}) and cross-entropy.")
     d = check(model, (x, y) if y is not None else x, steps=steps)
-    data_args = f"--data {data}" if data is not None else "--data DATA.npz"
-    findings = tuple(dataclasses.replace(f, compare=compare_command([r.id for r in f.remedies], spec, data_args))
-                     for f in d.findings)  # the compare command with this MODEL spec filled in
-    d = dataclasses.replace(d, findings=findings)
     return dataclasses.replace(d, notes=tuple(notes) + d.notes)

@@ -331,16 +331,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     d = check_spec(args.model, input_shape=args.input_shape, classes=args.classes, data=args.data, steps=args.steps,
                    vocab=args.vocab)
-    return _report(d, args)
+    return _report(d, args, model=args.model, data=args.data)
 
 
-def _report(d, args: argparse.Namespace) -> int:
+def _report(d, args: argparse.Namespace, model: str | None = None, data: str | None = None) -> int:
+    """Print a Diagnosis; each finding ends with the `graddoctor compare` command for MODEL and data."""
+    from ..diagnosis.render import render_text
     from ..reporting.terminal import print_diagnosis, wants_rich
+    from ._commands import compare_line
 
+    line = compare_line(model, data)
     if not args.json and wants_rich():  # colour on a terminal; piped output stays the plain text
-        print_diagnosis(d)
+        print_diagnosis(d, compare=line)
     else:
-        print(d.to_json() if args.json else printable(str(d)), end="\n" if args.json else "")
+        print(d.to_json() if args.json else printable(render_text(d, line)), end="\n" if args.json else "")
     return 1 if d.reaches(args.fail_on) else 0
 
 

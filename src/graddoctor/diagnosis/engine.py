@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -12,8 +11,7 @@ from ..config import Stat
 from ..errors import ConfigError, GradDoctorError
 from .._validate import check_instance, check_str, check_strings
 from ..store.view import RunView, load
-from ..remedies.catalog import compare_command
-from .expected import annotate, compare
+from .expected import annotate, expectation
 from .findings import Diagnosis, Finding, Kind
 from .profile import nonfinite_mask, window_values, windows
 from .rules import RULES, RuleSpec
@@ -30,7 +28,6 @@ def diagnose(
     rules: Sequence[RuleSpec] = RULES,
     notes: Sequence[str] = (),
     prediction: Any = None,
-    compare_args: tuple[str, str] = ("MODEL", "--data DATA.npz"),
 ) -> Diagnosis:
     """Name what is wrong with a run's gradient flow: findings with evidence, causes and ranked remedies.
 
@@ -49,8 +46,6 @@ def diagnose(
         prediction: a `graddoctor.predict(model)` result for the run's model at its initialization:
             its per-layer factors are shown next to the measured ones, and vanishing/exploding
             findings quote what theory expected.
-        compare_args: (MODEL spec, data arguments) for the `graddoctor compare` command each finding
-            ends with; placeholders by default, since a store does not know the model's code or data.
 
     Returns:
         A `Diagnosis`: findings worst first, a per-layer summary; `print` it or call `.to_json()`.
@@ -71,8 +66,7 @@ def diagnose(
         )
     t = thresholds or Thresholds()
     findings = [f for rule in rules for f in rule.check(run, t)]
-    findings = [_with_compare(f, *compare_args) for f in findings]
-    comparison = compare(prediction, run) if prediction is not None else None
+    comparison = expectation(prediction, run) if prediction is not None else None
     if comparison is not None:
         findings = [annotate(f, comparison) for f in findings]
     findings.sort(key=lambda f: (-f.severity.rank, _KIND_ORDER.get(f.kind, len(_KIND_ORDER))))
@@ -85,11 +79,6 @@ def diagnose(
         expected=comparison,
         guard_actions=tuple(a.to_dict() for a in run.guard_actions),
     )
-
-
-def _with_compare(f: Finding, model: str, data: str) -> Finding:
-    command = compare_command([a.id for a in f.remedies], model, data)
-    return dataclasses.replace(f, compare=command) if command else f
 
 
 def _resolve(source: Any, name: str | None) -> RunView:

@@ -18,7 +18,7 @@ from .findings import Finding, Kind
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerComparison:
+class LayerExpectation:
     name: str
     type: str
     predicted_factor: float | None   # predicted ||dL/dh_l||^2 / ||dL/dh_next||^2
@@ -26,11 +26,11 @@ class LayerComparison:
 
 
 @dataclasses.dataclass(frozen=True)
-class Comparison:
+class Expectation:
     """Predicted vs measured per-layer factors of the squared pre-activation gradient, at init."""
 
     step: int
-    layers: tuple[LayerComparison, ...]
+    layers: tuple[LayerExpectation, ...]
     predicted_mean: float | None      # geometric mean of the predicted factors
     measured_mean: float | None       # geometric mean of the measured factors over the same layers
     phase: str | None
@@ -39,7 +39,7 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
-def compare(prediction: Any, run: RunView) -> Comparison | None:
+def expectation(prediction: Any, run: RunView) -> Expectation | None:
     """Per predicted layer, the predicted and the measured factor; None when nothing can be compared."""
     names = set(run.layers)
     layers = [p for p in prediction.layers if p.name in names]
@@ -52,10 +52,10 @@ def compare(prediction: Any, run: RunView) -> Comparison | None:
         measured = None
         if nxt is not None and g[nxt.name] > 0 and math.isfinite(g[here.name]):
             measured = float((g[here.name] / g[nxt.name]) ** 2)
-        rows.append(LayerComparison(here.name, here.type, _num(here.factor), measured))
+        rows.append(LayerExpectation(here.name, here.type, _num(here.factor), measured))
     pairs = [(r.predicted_factor, r.measured_factor) for r in rows
              if r.predicted_factor and r.measured_factor and r.predicted_factor > 0 and r.measured_factor > 0]
-    return Comparison(
+    return Expectation(
         step=int(run.steps[col]),
         layers=tuple(rows),
         predicted_mean=_geomean([p for p, _ in pairs]),
@@ -64,7 +64,7 @@ def compare(prediction: Any, run: RunView) -> Comparison | None:
     )
 
 
-def annotate(finding: Finding, comparison: Comparison) -> Finding:
+def annotate(finding: Finding, comparison: Expectation) -> Finding:
     """Add what theory expected to a vanishing/exploding finding's evidence and cause."""
     if finding.kind not in (Kind.VANISHING_GRADIENT, Kind.EXPLODING_GRADIENT) or comparison.predicted_mean is None:
         return finding

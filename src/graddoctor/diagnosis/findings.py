@@ -13,7 +13,7 @@ import math
 from typing import Any, Mapping
 
 from .._version import __version__
-from ..remedies.catalog import get_remedy
+from ..remedies.catalog import comparable, get_remedy
 from .render import render_text
 
 
@@ -89,6 +89,8 @@ class Finding:
         evidence: flat mapping of the numbers that triggered the finding.
         cause: sentences written from the evidence.
         remedies: ranked, most promising first.
+        comparable: the remedy ids `compare` can try side by side (ids only; a renderer writes the
+            call or command line, e.g. `graddoctor compare` in the CLI).
     """
 
     kind: Kind
@@ -98,7 +100,10 @@ class Finding:
     evidence: Evidence
     cause: str
     remedies: tuple[Advice, ...] = ()
-    compare: str | None = None  # the `graddoctor compare` command that tries the remedies
+
+    @property
+    def comparable(self) -> tuple[str, ...]:
+        return comparable([a.id for a in self.remedies])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,7 +127,7 @@ class Diagnosis:
         layers: one summary dict per layer, input side first.
         notes: how the run was obtained or read (e.g. "random inputs"), shown with the findings.
         expected: mean-field theory's per-layer gradient factors next to the measured ones at the
-            first recorded step (`diagnose.expected.Comparison`), when a prediction was given.
+            first recorded step (`diagnosis.expected.Expectation`), when a prediction was given.
     """
 
     run: Mapping[str, Any]
@@ -156,8 +161,9 @@ class Diagnosis:
             "run": {k: json_number(v) for k, v in self.run.items()},
             "notes": list(self.notes),
             "findings": [f.to_dict() for f in self.findings],
-            # Kept beside the findings (whose keys are the contract's): one command per finding, or null.
-            "compare": [f.compare for f in self.findings],
+            # Kept beside the findings (whose keys are the contract's): per finding, the remedy ids
+            # `compare` can try (the CLI writes them as a command line).
+            "compare": [list(f.comparable) for f in self.findings],
             "layers": [{k: json_number(v) for k, v in layer.items()} for layer in self.layers],
             **({"theory": _json_tree(self.expected.to_dict())} if self.expected is not None else {}),
             "guard_actions": [_json_tree(a) for a in self.guard_actions],
@@ -168,7 +174,7 @@ class Diagnosis:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def __str__(self) -> str:
-        return render_text(self)
+        return render_text(self)  # remedies to compare as a graddoctor.compare(...) call; the CLI writes its own
 
 
 def _json_tree(value: Any) -> Any:

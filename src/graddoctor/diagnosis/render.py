@@ -8,7 +8,7 @@ never imports findings: findings imports this module for `Diagnosis.__str__`.
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .._text import fmt as num
 from .._text import format_table
@@ -30,7 +30,7 @@ def layer_list(layers: Sequence[str], limit: int = 8) -> str:
     return ", ".join(shown)
 
 
-def render_finding(k: int, f: Any) -> list[str]:
+def render_finding(k: int, f: Any, compare: CompareLine | None = None) -> list[str]:
     steps = "" if f.step_range is None else (
         f"  step {f.step_range[0]}" if f.step_range[0] == f.step_range[1] else f"  steps {f.step_range[0]}-{f.step_range[1]}")
     head = f"{k}. {str(f.severity).upper()}  {f.kind}{steps}"
@@ -44,12 +44,25 @@ def render_finding(k: int, f: Any) -> list[str]:
         lines.append("   try, in this order:")
         for rank, advice in enumerate(f.remedies, 1):
             lines += _wrap(f"{rank}. {advice.title} [{advice.id}]: {advice.why}", "     ", hanging="        ")
-    if f.compare:
-        lines.append(f"   compare them on your model: {f.compare}")
+    line = (compare or compare_call)(f.comparable) if f.comparable else None
+    if line:
+        lines.append(f"   compare them on your model: {line}")
     return lines
 
 
-def render_text(d: Any) -> str:
+# How a finding's comparable remedy ids read: a function of the ids (Finding.comparable).
+CompareLine = Callable[[Sequence[str]], str]
+
+
+def compare_call(ids: Sequence[str]) -> str:
+    """The `graddoctor.compare` call that tries these remedies on the user's model and data."""
+    optimizer = ', optimizer="sgd"' if "change_optimizer" in ids else ""
+    return f"graddoctor.compare(model_factory, data, remedies={list(ids)!r}{optimizer}, seeds=3)"
+
+
+def render_text(d: Any, compare: CompareLine | None = None) -> str:
+    """The diagnosis as plain text; `compare` writes each finding's comparable remedies (default
+    `compare_call`, the CLI passes its command line)."""
     run = d.run
     title = (f"graddoctor diagnosis of run {run.get('name')!r} ({run.get('status')}): {run.get('n_steps')} recorded "
              f"steps, {run.get('n_layers')} layers")
@@ -59,7 +72,7 @@ def render_text(d: Any) -> str:
     if not d.findings:
         lines += ["No finding: gradients, activations and updates look healthy by every rule.", ""]
     for k, finding in enumerate(d.findings, 1):
-        lines += render_finding(k, finding)
+        lines += render_finding(k, finding, compare)
         lines.append("")
     lines.append("per layer (input side first; out_grad = ||dL/d output||; medians over the first/last finite steps;"
                  " nonfinite = steps with NaN/Inf):")

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from .results import Results
 
 
-def write_report(run: Any, results: Results) -> None:
+def write_study_report(run: Any, results: Results) -> None:
     """Write `run.report_path` for a `StudyRun` (graddoctor.lab.runner)."""
     try:
         import matplotlib

@@ -88,9 +88,9 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
     with write_atomic(run.results_path, what="results.json") as f:
         f.write(json.dumps(run.analysis, indent=2) + "\n")
     if report:
-        from .report import write_report
+        from .report import write_study_report
 
-        write_report(run, results)
+        write_study_report(run, results)
     return run
 
 

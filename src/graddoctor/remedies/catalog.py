@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,13 +308,13 @@ COMPARABLE = (
 )
 
 
-def compare_command(remedy_ids: list[str], model: str = "MODEL", data: str = "--data DATA.npz") -> str | None:
-    """The `graddoctor compare` command that tries these remedies side by side (None if none can be)."""
-    ids = [r for r in dict.fromkeys(remedy_ids) if r in COMPARABLE]
-    if not ids:
-        return None
-    optimizer = " --optimizer sgd" if "change_optimizer" in ids else ""
-    return f"graddoctor compare {model} {data} --remedies {','.join(ids)}{optimizer} --seeds 3"
+def comparable(remedy_ids: Sequence[str]) -> tuple[str, ...]:
+    """The ids among `remedy_ids` that `compare` can try side by side, in order, once each.
+
+    Ids only: the CLI writes them as a `graddoctor compare` command line (cli/_commands.py), the
+    library's text as a `graddoctor.compare(...)` call (diagnosis.render.compare_call).
+    """
+    return tuple(r for r in dict.fromkeys(remedy_ids) if r in COMPARABLE)
 
 
 def get_remedy(remedy_id: str) -> Remedy:

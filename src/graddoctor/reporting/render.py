@@ -11,7 +11,7 @@ from typing import Any
 
 from .._text import fmt
 from ..diagnosis import Diagnosis, Finding
-from ..diagnosis.render import SUMMARY_COLUMNS
+from ..diagnosis.render import SUMMARY_COLUMNS, compare_call
 from .html import HtmlPage, escape
 from .model import RunReport
 
@@ -42,9 +42,9 @@ def finding_block(page: HtmlPage, k: int, f: Finding) -> None:
     if f.remedies:
         items = "".join(f"<li><b>{escape(a.title)}</b> [{escape(a.id)}]: {escape(a.why)}</li>" for a in f.remedies)
         page.raw(f"<p>try, in this order:</p><ol>{items}</ol>")
-    if f.compare:
+    if f.comparable:
         page.paragraph("compare them on your model:")
-        page.preformatted(f.compare)
+        page.preformatted(compare_call(f.comparable))
     page.raw("</div>")
 
 

@@ -11,7 +11,7 @@ import functools
 import sys
 from typing import IO, Any, Iterable, Iterator
 
-from ..diagnosis.render import SUMMARY_COLUMNS, expected_table, guard_lines, layer_list
+from ..diagnosis.render import SUMMARY_COLUMNS, CompareLine, compare_call, expected_table, guard_lines, layer_list
 from .._text import fmt, printable
 from ..store.view import RunView
 from .text import LAYER_COLUMNS, SHORT
@@ -120,8 +120,10 @@ def print_layer_table(run: RunView, step: int | None = None, *, console: Any = N
     _print_wide(console, table)
 
 
-def print_diagnosis(d: Any, *, console: Any = None) -> None:
-    """`graddoctor diagnose`/`check` on a terminal: findings with coloured severities, then the tables."""
+def print_diagnosis(d: Any, *, console: Any = None, compare: CompareLine | None = None) -> None:
+    """`graddoctor diagnose`/`check` on a terminal: findings with coloured severities, then the tables.
+
+    `compare` writes each finding's comparable remedy ids (default: a graddoctor.compare call)."""
     Text = _safe_text()
 
     console = _console(console)
@@ -135,7 +137,7 @@ def print_diagnosis(d: Any, *, console: Any = None) -> None:
         console.print(Text("No finding: gradients, activations and updates look healthy by every rule.", style="green"))
         console.print()
     for k, f in enumerate(d.findings, 1):
-        _print_finding(console, k, f)
+        _print_finding(console, k, f, compare or compare_call)
     _print_summary(console, d)
     if d.guard_actions:
         console.print()
@@ -143,7 +145,7 @@ def print_diagnosis(d: Any, *, console: Any = None) -> None:
             console.print(Text(line))
 
 
-def _print_finding(console: Any, k: int, f: Any) -> None:
+def _print_finding(console: Any, k: int, f: Any, compare: CompareLine) -> None:
     Text = _safe_text()
 
     head = Text(f"{k}. ")
@@ -164,8 +166,8 @@ def _print_finding(console: Any, k: int, f: Any) -> None:
             line.append(advice.title, style="green")
             line.append(f" [{advice.id}]: {advice.why}")
             _indented(console, line, 5)
-    if f.compare:
-        _indented(console, Text(f"compare them on your model: {f.compare}", style="cyan"), 3)
+    if f.comparable:
+        _indented(console, Text(f"compare them on your model: {compare(f.comparable)}", style="cyan"), 3)
     console.print()
 
 

@@ -26,13 +26,13 @@ from .meanfield import (
     length_map,
     phase,
 )
-from .predict import LayerPrediction, Prediction, Summary, predict, predict_mlp, predict_spec
+from ._predict import LayerPrediction, Prediction, Summary, predict, predict_mlp, predict_spec
 from ._fx import read_model
-from .spec import Kind, LayerSpec, ModelSpec, mlp_spec
+from .spec import Op, LayerSpec, ModelSpec, mlp_spec
 
 __all__ = [
     "chi1", "fixed_point", "critical_sigma_w2", "depth_scales", "length_map", "correlation_map",
     "fixed_correlation", "phase", "batchnorm_growth", "predict", "predict_mlp", "predict_spec", "Prediction",
-    "LayerPrediction", "Summary", "DepthScales", "FixedPoint", "Activation", "resolve", "NAMES", "Kind",
+    "LayerPrediction", "Summary", "DepthScales", "FixedPoint", "Activation", "resolve", "NAMES", "Op",
     "LayerSpec", "ModelSpec", "mlp_spec", "read_model",
 ]

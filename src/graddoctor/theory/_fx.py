@@ -16,7 +16,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ConfigError
 from .activations import from_module, from_name
-from .spec import Kind, LayerSpec, ModelSpec
+from .spec import Op, LayerSpec, ModelSpec
 
 _ADD = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub}
 _MUL = {operator.mul, operator.imul, torch.mul}
@@ -42,7 +42,7 @@ class _Tracer(fx.Tracer):
 
 
 def _uncovered(name: str, type_: str, reason: str) -> LayerSpec:
-    return LayerSpec(name, Kind.UNCOVERED, type_, reason=reason)
+    return LayerSpec(name, Op.UNCOVERED, type_, reason=reason)
 
 
 def read_model(model: Any, input_shape: tuple[int, ...] | None = None) -> ModelSpec:
@@ -93,9 +93,9 @@ def trace(model: Any, input_shape: tuple[int, ...] | None) -> ModelSpec:
 def _with_inputs(spec: LayerSpec, inputs: tuple[int, ...], node: fx.Node) -> LayerSpec:
     import dataclasses
 
-    if spec.kind == Kind.OUTPUT and len(inputs) != 1:
+    if spec.kind == Op.OUTPUT and len(inputs) != 1:
         spec = _uncovered("output", "output", "the model returns several tensors (or none); the theory follows one output")
-    if spec.kind not in (Kind.INPUT, Kind.ADD, Kind.UNCOVERED) and len(inputs) != 1:
+    if spec.kind not in (Op.INPUT, Op.ADD, Op.UNCOVERED) and len(inputs) != 1:
         spec = _uncovered(spec.name, spec.type, f"{node.name} reads {len(inputs)} tensors; expected one")
     return dataclasses.replace(spec, inputs=inputs)
 
@@ -143,10 +143,10 @@ def _shapes(model: nn.Module, gm: fx.GraphModule, input_shape: tuple[int, ...]) 
 def _convert(model: nn.Module, node: fx.Node, shapes: dict, calls: dict[str, int]) -> LayerSpec:
     name = node.target if node.op == "call_module" else node.name
     if node.op == "placeholder":
-        return LayerSpec("input", Kind.INPUT, "input") if _only_placeholder(node) else _uncovered(
+        return LayerSpec("input", Op.INPUT, "input") if _only_placeholder(node) else _uncovered(
             node.name, "input", "the model takes several inputs; the theory follows one")
     if node.op == "output":
-        return LayerSpec("output", Kind.OUTPUT, "output")
+        return LayerSpec("output", Op.OUTPUT, "output")
     if node.op == "call_module":
         module = model.get_submodule(node.target)
         if calls[node.target] > 1 and any(True for _ in module.parameters()):
@@ -179,7 +179,7 @@ def _weights(name: str, module: nn.Module, fan_in: int, border: float = 1.0) -> 
                           "assumes zero-mean i.i.d. weights, as at initialization")
     b = module.bias
     sigma_b2 = float(b.detach().double().pow(2).mean()) if b is not None else 0.0
-    return LayerSpec(name, Kind.DENSE, type(module).__name__, sigma_w2=fan_in * second, sigma_b2=sigma_b2,
+    return LayerSpec(name, Op.DENSE, type(module).__name__, sigma_w2=fan_in * second, sigma_b2=sigma_b2,
                      fan_in=fan_in, border=border)
 
 
@@ -187,18 +187,18 @@ def _from_module(name: str, module: nn.Module, in_shape: tuple[int, ...] | None)
     type_ = type(module).__name__
     act = from_module(module)
     if act is not None:
-        return LayerSpec(name, Kind.ACTIVATION, type_, activation=act)
+        return LayerSpec(name, Op.ACTIVATION, type_, activation=act)
     if type(module) is nn.Linear:
         return _weights(name, module, module.in_features)
     if type(module) in _CONV:
         return _conv(name, module, in_shape)
     if type(module) in (nn.Flatten, nn.Unflatten):
-        return LayerSpec(name, Kind.PASS, type_)
+        return LayerSpec(name, Op.PASS, type_)
     if type(module) in (nn.Dropout, nn.AlphaDropout) and module.p == 0:
-        return LayerSpec(name, Kind.PASS, type_)
+        return LayerSpec(name, Op.PASS, type_)
     if type(module) is nn.Dropout:
         p = module.p
-        return LayerSpec(name, Kind.SCALE, type_, forward=1 / (1 - p), backward=1 / (1 - p), keeps_gaussian=False)
+        return LayerSpec(name, Op.SCALE, type_, forward=1 / (1 - p), backward=1 / (1 - p), keeps_gaussian=False)
     if type(module) is nn.BatchNorm1d:
         return _batchnorm(name, module, in_shape)
     if type(module) is nn.LayerNorm:
@@ -265,7 +265,7 @@ def _batchnorm(name: str, bn: nn.BatchNorm1d, in_shape: tuple[int, ...] | None) 
     affine = _affine(name, bn)
     if isinstance(affine, LayerSpec):
         return affine
-    return LayerSpec(name, Kind.BATCHNORM, "BatchNorm1d", gain=affine[0], shift=affine[1], eps=bn.eps)
+    return LayerSpec(name, Op.BATCHNORM, "BatchNorm1d", gain=affine[0], shift=affine[1], eps=bn.eps)
 
 
 def _layernorm(name: str, ln: nn.LayerNorm) -> LayerSpec:
@@ -274,7 +274,7 @@ def _layernorm(name: str, ln: nn.LayerNorm) -> LayerSpec:
     affine = _affine(name, ln)
     if isinstance(affine, LayerSpec):
         return affine
-    return LayerSpec(name, Kind.LAYERNORM, "LayerNorm", gain=affine[0], shift=affine[1], eps=ln.eps,
+    return LayerSpec(name, Op.LAYERNORM, "LayerNorm", gain=affine[0], shift=affine[1], eps=ln.eps,
                      features=ln.normalized_shape[0])
 
 
@@ -288,25 +288,25 @@ def _from_function(node: fx.Node) -> LayerSpec:
     fn, name = node.target, node.name
     tensors = len(node.all_input_nodes)
     if fn in _SIMPLE_FUNCTIONS:
-        return LayerSpec(name, Kind.ACTIVATION, fn.__name__, activation=from_name(_SIMPLE_FUNCTIONS[fn]))
+        return LayerSpec(name, Op.ACTIVATION, fn.__name__, activation=from_name(_SIMPLE_FUNCTIONS[fn]))
     if fn is F.gelu:
         approx = "gelu:tanh" if node.kwargs.get("approximate", "none") == "tanh" else "gelu"
-        return LayerSpec(name, Kind.ACTIVATION, "gelu", activation=from_name(approx))
+        return LayerSpec(name, Op.ACTIVATION, "gelu", activation=from_name(approx))
     if fn in _PARAM_FUNCTIONS:
         key, params = _PARAM_FUNCTIONS[fn]
         values = ":".join(repr(float(_arg(node, p, k, d))) for p, k, d in params)
-        return LayerSpec(name, Kind.ACTIVATION, fn.__name__, activation=from_name(f"{key}:{values}"))
+        return LayerSpec(name, Op.ACTIVATION, fn.__name__, activation=from_name(f"{key}:{values}"))
     if fn in _ADD and tensors == 2:
-        return LayerSpec(name, Kind.ADD, getattr(fn, "__name__", "add"))
+        return LayerSpec(name, Op.ADD, getattr(fn, "__name__", "add"))
     if fn in _ADD | _MUL | _DIV and tensors == 1:
         return _constant(node)
     if fn in _PASS_FUNCTIONS:
-        return LayerSpec(name, Kind.PASS, fn.__name__)
+        return LayerSpec(name, Op.PASS, fn.__name__)
     if fn is F.dropout:
         p, training = float(_arg(node, 1, "p", 0.5)), bool(_arg(node, 2, "training", True))
         if not training or p == 0:
-            return LayerSpec(name, Kind.PASS, "dropout")
-        return LayerSpec(name, Kind.SCALE, "dropout", forward=1 / (1 - p), backward=1 / (1 - p), keeps_gaussian=False)
+            return LayerSpec(name, Op.PASS, "dropout")
+        return LayerSpec(name, Op.SCALE, "dropout", forward=1 / (1 - p), backward=1 / (1 - p), keeps_gaussian=False)
     return _uncovered(name, getattr(fn, "__name__", str(fn)), f"the function {getattr(fn, '__name__', fn)} is not covered")
 
 
@@ -318,24 +318,24 @@ def _constant(node: fx.Node) -> LayerSpec:
         return _uncovered(name, getattr(fn, "__name__", "op"), "an operation with a non-number constant")
     if fn in _ADD:
         if number == 0:
-            return LayerSpec(name, Kind.PASS, "add0")
+            return LayerSpec(name, Op.PASS, "add0")
         return _uncovered(name, "add", f"adds the constant {number}: a shifted signal is not covered")
     if fn in _DIV:
         if node.args[0] is not next(iter(node.all_input_nodes)) or number == 0:
             return _uncovered(name, "div", "divides a number by a tensor")
         number = 1.0 / number
     f = float(number) ** 2
-    return LayerSpec(name, Kind.SCALE, getattr(fn, "__name__", "mul"), forward=f, cross=f, backward=f)
+    return LayerSpec(name, Op.SCALE, getattr(fn, "__name__", "mul"), forward=f, cross=f, backward=f)
 
 
 def _from_method(node: fx.Node) -> LayerSpec:
     method, name = node.target, node.name
     if method in _METHOD_ACTIVATIONS:
-        return LayerSpec(name, Kind.ACTIVATION, method, activation=from_name(_METHOD_ACTIVATIONS[method]))
+        return LayerSpec(name, Op.ACTIVATION, method, activation=from_name(_METHOD_ACTIVATIONS[method]))
     if method in _PASS_METHODS:
-        return LayerSpec(name, Kind.PASS, method)
+        return LayerSpec(name, Op.PASS, method)
     if method in ("add", "sub", "add_", "sub_") and len(node.all_input_nodes) == 2:
-        return LayerSpec(name, Kind.ADD, method)
+        return LayerSpec(name, Op.ADD, method)
     return _uncovered(name, method, f"the tensor method .{method}() is not covered")
 
 
@@ -345,10 +345,10 @@ def _mark_shared_weights(model: nn.Module, layers: list[LayerSpec]) -> list[Laye
 
     owners: dict[int, list[int]] = {}
     for i, spec in enumerate(layers):
-        if spec.kind == Kind.DENSE:
+        if spec.kind == Op.DENSE:
             owners.setdefault(id(model.get_submodule(spec.name).weight), []).append(i)
     for group in owners.values():
         if len(group) > 1:
             for i in group:
-                layers[i] = dataclasses.replace(layers[i], kind=Kind.UNCOVERED, reason="its weight is tied to another layer's")
+                layers[i] = dataclasses.replace(layers[i], kind=Op.UNCOVERED, reason="its weight is tied to another layer's")
     return layers

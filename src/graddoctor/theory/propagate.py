@@ -22,7 +22,7 @@ import numpy as np
 
 from . import batchnorm
 from .activations import Activation, cross_moment, deriv_second_moment, from_name, second_moment
-from .spec import Kind, LayerSpec, ModelSpec
+from .spec import Op, LayerSpec, ModelSpec
 
 
 DOWNSTREAM = "downstream of an op the theory does not cover"
@@ -58,17 +58,17 @@ class Pass:
 
 def run(spec: ModelSpec, q0: float = 1.0, k0: float = 0.0, batch: int | None = None) -> Pass:
     """Forward from inputs with second moment q0 (cross-sample k0), then backward from the anchor."""
-    need_k = any(s.kind == Kind.BATCHNORM for s in spec.layers)
+    need_k = any(s.kind == Op.BATCHNORM for s in spec.layers)
     cache: dict = {}
     signals: list[Signal | None] = []
     reasons: list[str] = []
     for spec_i in spec.layers:
         ins = [signals[j] for j in spec_i.inputs]
-        if spec_i.kind == Kind.UNCOVERED:
+        if spec_i.kind == Op.UNCOVERED:
             signals.append(None)
             reasons.append(spec_i.reason)
             continue
-        if spec_i.kind != Kind.INPUT and (not ins or any(s is None for s in ins)):
+        if spec_i.kind != Op.INPUT and (not ins or any(s is None for s in ins)):
             signals.append(None)
             reasons.append(DOWNSTREAM)
             continue
@@ -81,29 +81,29 @@ def run(spec: ModelSpec, q0: float = 1.0, k0: float = 0.0, batch: int | None = N
 
 
 def _forward(s: LayerSpec, i: int, ins: list, q0: float, k0: float | None, batch, cache) -> tuple[Signal | None, str]:
-    if s.kind == Kind.INPUT:
+    if s.kind == Op.INPUT:
         return Signal(q0, k0, True, None, frozenset()), ""
     x = ins[0]
-    if s.kind == Kind.DENSE:
+    if s.kind == Op.DENSE:
         gain = s.sigma_w2 * s.border
         k = None if x.k is None else gain * x.k + s.sigma_b2
         return Signal(gain * x.q + s.sigma_b2, k, True, frozenset({i}), x.deps | {i}), ""
-    if s.kind == Kind.ACTIVATION:
+    if s.kind == Op.ACTIVATION:
         return _activation(s.activation, x, batch, cache)
-    if s.kind == Kind.BATCHNORM:
+    if s.kind == Op.BATCHNORM:
         if not x.gaussian or x.k is None or x.q - x.k <= 0:
             return None, "BatchNorm not directly after a Linear layer (its input must be a zero-mean Gaussian with variance across the batch)"
         k = s.gain**2 * (-1.0 / (batch - 1) if batch else 0.0) + s.shift**2
         return Signal(s.gain**2 + s.shift**2, k, False, None, x.deps, (s.gain, s.shift, x.q, x.k)), ""
-    if s.kind == Kind.LAYERNORM:
+    if s.kind == Op.LAYERNORM:
         if not x.gaussian:
             return None, "LayerNorm of a non-Gaussian signal (e.g. right after an activation) is not covered"
         c = None if x.k is None else x.k / x.q
         k = None if c is None else s.gain**2 * c + s.shift**2
         return Signal(s.gain**2 + s.shift**2, k, s.shift == 0, None, x.deps), ""
-    if s.kind == Kind.ADD:
+    if s.kind == Op.ADD:
         return _add(ins)
-    if s.kind == Kind.SCALE:
+    if s.kind == Op.SCALE:
         k = None if x.k is None else x.k * s.cross
         return Signal(x.q * s.forward, k, x.gaussian and s.keeps_gaussian, x.proj if s.keeps_gaussian else None, x.deps), ""
     return x, ""  # PASS, OUTPUT
@@ -147,7 +147,7 @@ def _anchor(spec: ModelSpec, signals: list[Signal | None]) -> int | None:
             known = [j for j in s.inputs if signals[j] is not None]
             if known:
                 return known[0] if len(known) == 1 else None
-        elif s.kind == Kind.OUTPUT:
+        elif s.kind == Op.OUTPUT:
             return s.inputs[0]
     return None
 
@@ -190,21 +190,21 @@ def _factors(spec: ModelSpec, i: int, signals, batch, cache, zero_sum: list[bool
     """(input position, ||dL/d input||^2 / ||dL/d output||^2, input gradient sums to zero) for op i."""
     s = spec.layers[i]
     keep = zero_sum[i]
-    if s.kind == Kind.DENSE:
+    if s.kind == Op.DENSE:
         return [(s.inputs[0], s.sigma_w2 * s.border, keep)]
-    if s.kind == Kind.ACTIVATION:
+    if s.kind == Op.ACTIVATION:
         x = signals[s.inputs[0]]
         if x.sphere is not None:
             return [(s.inputs[0], 1.0, False)]  # after BatchNorm, the BatchNorm op carries phi' (Yang et al.)
         if s.activation.name == "identity":
             return [(s.inputs[0], 1.0, keep)]
         return [(s.inputs[0], float(deriv_second_moment(s.activation, np.array([x.q]))[0]), False)]
-    if s.kind == Kind.BATCHNORM:
+    if s.kind == Op.BATCHNORM:
         return [(s.inputs[0], _batchnorm_factor(spec, i, signals, batch, cache, zero_sum), True)]
-    if s.kind == Kind.LAYERNORM:
+    if s.kind == Op.LAYERNORM:
         x = signals[s.inputs[0]]
         return [(s.inputs[0], s.gain**2 * (s.features - 2) / ((s.features - 3) * (x.q + s.eps)), False)]
-    if s.kind == Kind.SCALE:
+    if s.kind == Op.SCALE:
         return [(s.inputs[0], s.backward, keep and s.keeps_gaussian)]
     return [(j, 1.0, keep) for j in s.inputs]  # ADD, PASS, OUTPUT
 
@@ -215,7 +215,7 @@ def _reader(spec: ModelSpec, i: int) -> int | None:
         users = [u for u, s in enumerate(spec.layers) if i in s.inputs]
         if len(users) != 1:
             return None
-        if spec.layers[users[0]].kind != Kind.PASS:
+        if spec.layers[users[0]].kind != Op.PASS:
             return users[0]
         i = users[0]
 
@@ -225,7 +225,7 @@ def _batchnorm_factor(spec: ModelSpec, i: int, signals, batch, cache, zero_sum: 
     reader = _reader(spec, i)
     if reader is None:
         return None
-    act = spec.layers[reader].activation if spec.layers[reader].kind == Kind.ACTIVATION else from_name("identity")
+    act = spec.layers[reader].activation if spec.layers[reader].kind == Op.ACTIVATION else from_name("identity")
     gain, shift, q_h, k_h = signals[i].sphere
     m = _sphere(act, signals[i].sphere, batch, cache)
     return batchnorm.backward_factor(m, q_h - k_h, spec.layers[i].eps, zero_sum=zero_sum[reader])

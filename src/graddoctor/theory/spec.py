@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from .activations import Activation, resolve
 
 
-class Kind(str, enum.Enum):
+class Op(str, enum.Enum):
     """What one op does to the signal. UNCOVERED ops stop the prediction (see `LayerSpec.reason`)."""
 
     INPUT = "input"
@@ -41,7 +41,7 @@ class LayerSpec:
     """
 
     name: str
-    kind: Kind
+    kind: Op
     type: str
     inputs: tuple[int, ...] = ()
     sigma_w2: float = 0.0
@@ -71,12 +71,12 @@ class ModelSpec:
     @property
     def uncovered(self) -> list[LayerSpec]:
         """The ops the theory does not cover, with their `reason`."""
-        return [s for s in self.layers if s.kind == Kind.UNCOVERED]
+        return [s for s in self.layers if s.kind == Op.UNCOVERED]
 
     @property
     def dense(self) -> list[int]:
         """Positions of the Linear/Conv ops, input side first."""
-        return [i for i, s in enumerate(self.layers) if s.kind == Kind.DENSE]
+        return [i for i, s in enumerate(self.layers) if s.kind == Op.DENSE]
 
 
 def mlp_spec(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, batchnorm: bool = False) -> ModelSpec:
@@ -88,15 +88,15 @@ def mlp_spec(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, batc
     act = resolve(activation)
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise ConfigError(f"depth must be a positive integer (number of Linear layers), got {depth!r}.")
-    layers = [LayerSpec("input", Kind.INPUT, "input")]
+    layers = [LayerSpec("input", Op.INPUT, "input")]
     block = 3 if batchnorm else 2
     for i in range(depth):
-        layers.append(LayerSpec(str(block * i), Kind.DENSE, "Linear", (len(layers) - 1,), sigma_w2, sigma_b2))
+        layers.append(LayerSpec(str(block * i), Op.DENSE, "Linear", (len(layers) - 1,), sigma_w2, sigma_b2))
         if i == depth - 1:
             break
         if batchnorm:
-            layers.append(LayerSpec(str(block * i + 1), Kind.BATCHNORM, "BatchNorm1d", (len(layers) - 1,), eps=1e-5))
-        layers.append(LayerSpec(str(block * i + block - 1), Kind.ACTIVATION, act.name, (len(layers) - 1,),
+            layers.append(LayerSpec(str(block * i + 1), Op.BATCHNORM, "BatchNorm1d", (len(layers) - 1,), eps=1e-5))
+        layers.append(LayerSpec(str(block * i + block - 1), Op.ACTIVATION, act.name, (len(layers) - 1,),
                                 activation=act))
-    layers.append(LayerSpec("output", Kind.OUTPUT, "output", (len(layers) - 1,)))
+    layers.append(LayerSpec("output", Op.OUTPUT, "output", (len(layers) - 1,)))
     return ModelSpec(tuple(layers))

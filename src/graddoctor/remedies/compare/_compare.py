@@ -82,6 +82,7 @@ class Comparison:
 def compare(
     model_factory: str | Callable[[], nn.Module],
     data: Any,
+    *,
     remedies: Sequence[str] = (),
     steps: int = 300,
     seeds: int = 3,
@@ -89,7 +90,6 @@ def compare(
     store: str | os.PathLike[str] | None = None,
     lr: float = 1e-3,
     optimizer: str = "adam",
-    *,
     progress: bool | None = None,
     backend: str = "process",
     ray_address: str | None = None,

@@ -23,7 +23,7 @@ from . import batchnorm, meanfield
 from .activations import from_name
 from .propagate import DOWNSTREAM, Pass, run
 from ._fx import read_model
-from .spec import Kind, ModelSpec, mlp_spec
+from .spec import Op, ModelSpec, mlp_spec
 
 NOTE_QUANTITY = ("predictions are about out_grad_norm (||dL/dh|| at each Linear/Conv output, the pre-activation "
                  "gradient) at initialization in the wide limit; weight-gradient norms (grad_norm) do not follow them")
@@ -146,7 +146,7 @@ def predict(model: Any, input_shape: tuple[int, ...] | None = None, batch: int |
     else:
         notes.append("inputs not given: assumed i.i.d. with second moment 1 per element (pass inputs=a batch)")
     spec = read_model(model, input_shape)
-    if any(s.kind == Kind.BATCHNORM for s in spec.layers) and batch is None:
+    if any(s.kind == Op.BATCHNORM for s in spec.layers) and batch is None:
         notes.append("batch not given: BatchNorm predicted at the infinite-batch limit (pass batch=)")
     return predict_spec(spec, input_q=q0, input_k=k0, batch=batch, notes=tuple(notes))
 
@@ -185,7 +185,7 @@ def _input_stats(inputs: Any, batch: int | None) -> tuple[float, float, tuple[in
 def predict_spec(spec: ModelSpec, *, input_q: float = 1.0, input_k: float = 0.0, batch: int | None = None,
                  notes: tuple[str, ...] = ()) -> Prediction:
     """The prediction for a `ModelSpec` (see `spec.read_model`, `spec.mlp_spec`)."""
-    has_bn = any(s.kind == Kind.BATCHNORM for s in spec.layers)
+    has_bn = any(s.kind == Op.BATCHNORM for s in spec.layers)
     if has_bn:
         batchnorm._check_batch(batch)
     result = run(spec, input_q, input_k, batch if has_bn else None)
@@ -217,7 +217,7 @@ def _layers(spec: ModelSpec, result: Pass) -> list[LayerPrediction]:
 
 def _summary(spec: ModelSpec, batch: int | None) -> Summary | None:
     """Fixed-point quantities for the typical hidden block: most common activation, median sigmas."""
-    acts = [s.activation.name for s in spec.layers if s.kind == Kind.ACTIVATION]
+    acts = [s.activation.name for s in spec.layers if s.kind == Op.ACTIVATION]
     dense = [spec.layers[i] for i in spec.dense]
     if not dense:
         return None
@@ -228,7 +228,7 @@ def _summary(spec: ModelSpec, batch: int | None) -> Summary | None:
     if sw2 <= 0:
         return None
     scales = meanfield.depth_scales(act, sw2, sb2)
-    has_bn = any(s.kind == Kind.BATCHNORM for s in spec.layers)
+    has_bn = any(s.kind == Op.BATCHNORM for s in spec.layers)
     try:
         critical = None if has_bn else meanfield.critical_sigma_w2(act, sb2)
     except ConfigError:
