@@ -21,3 +21,15 @@ class StoreError(GradDoctorError, OSError):
 
 class StoreWarning(UserWarning):
     """The run store could not be written for a while (disk full, a file-size limit, a lock): training went on."""
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of the wrong type (a TypeError too, as Python's own would be)."""
+
+
+class NotFoundError(GradDoctorError, KeyError):
+    """A name that is not there (a layer, statistic, logged scalar, step, remedy): the message says
+    which names there are. A KeyError too, so `except KeyError` keeps working."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""

@@ -7,6 +7,7 @@ import textwrap
 from typing import Any
 
 from .._text import format_table
+from ..errors import ConfigError
 
 VERDICTS = ("supported", "refuted", "qualified")
 
@@ -14,7 +15,7 @@ VERDICTS = ("supported", "refuted", "qualified")
 def claim(id: str, text: str, verdict: str, rule: str, numbers: dict[str, Any], summary: str = "") -> dict[str, Any]:
     """One entry of results.json's "claims" list; `summary` is the one-line measurement the table shows."""
     if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        raise ConfigError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     return {"id": id, "claim": text, "verdict": verdict, "rule": rule, "summary": summary, "numbers": numbers}
 
 

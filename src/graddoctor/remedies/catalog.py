@@ -10,6 +10,8 @@ import dataclasses
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
+from ..errors import NotFoundError
+
 
 @dataclasses.dataclass(frozen=True)
 class Remedy:
@@ -321,9 +323,9 @@ def get_remedy(remedy_id: str) -> Remedy:
     """The catalog entry for `remedy_id` (or one of its aliases).
 
     Raises:
-        KeyError: an unknown id; the message lists the known ones.
+        NotFoundError (a KeyError): an unknown id; the message lists the known ones.
     """
     key = _ALIASES.get(remedy_id, remedy_id)
     if key not in CATALOG:
-        raise KeyError(f"no remedy {remedy_id!r} in the catalog; known remedies: {', '.join(sorted(CATALOG))}.")
+        raise NotFoundError(f"no remedy {remedy_id!r} in the catalog; known remedies: {', '.join(sorted(CATALOG))}.")
     return CATALOG[key]

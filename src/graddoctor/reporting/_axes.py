@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import GradDoctorError
+from ..errors import ArgumentTypeError, ConfigError, GradDoctorError, NotFoundError
 from ..store.view import RunView
 
 # Colours by depth: input side dark, output side light, as in Glorot & Bengio's figures.
@@ -78,10 +78,10 @@ def weight_layers(run: RunView) -> list[str] | None:
 def check_run(run: Any, function: str) -> RunView:
     """`run` itself when it is a RunView; otherwise a TypeError that says how to get one."""
     if not isinstance(run, RunView):
-        raise TypeError(f"{function}() takes a RunView, got {type(run).__name__}: read a run with "
+        raise ArgumentTypeError(f"{function}() takes a RunView, got {type(run).__name__}: read a run with "
                         f"graddoctor.load('runs.db', name=...) or graddoctor.load(run) for a live run.")
     if len(run.steps) == 0:
-        raise ValueError(f"{function}(): run {run.name!r} has no recorded step yet; record at least one step.")
+        raise ConfigError(f"{function}(): run {run.name!r} has no recorded step yet; record at least one step.")
     return run
 
 
@@ -93,14 +93,14 @@ def layers_with(run: RunView, stat: str, layers: Sequence[str] | None = None) ->
         return have
     missing = [name for name in layers if name not in run.layers]
     if missing:
-        raise KeyError(f"no layer {missing[0]!r} in run {run.name!r}; its layers are: {', '.join(run.layers)}.")
+        raise NotFoundError(f"no layer {missing[0]!r} in run {run.name!r}; its layers are: {', '.join(run.layers)}.")
     return [name for name in layers if name in have]
 
 
 def require(values: Sequence[Any], what: str, run: RunView, hint: str) -> None:
     """A ValueError when there is nothing to draw, saying what was missing and how to record it."""
     if len(values) == 0:
-        raise ValueError(f"run {run.name!r} has no {what} to plot ({hint}); it recorded: {', '.join(run.stats) or 'nothing'}.")
+        raise ConfigError(f"run {run.name!r} has no {what} to plot ({hint}); it recorded: {', '.join(run.stats) or 'nothing'}.")
 
 
 def step_columns(run: RunView, steps: Sequence[int] | None, default: str = "ends") -> list[int]:

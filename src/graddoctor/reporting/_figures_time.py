@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, NotFoundError
 from ..store.view import RunView
 from ._axes import (check_run, depth_colors, depth_legend, layer_label, layers_with, mark_at_bottom, new_axes, plain,
                     positive, require, subsample)
@@ -91,7 +92,7 @@ def loss_curve(data: RunView | Sequence[float] | np.ndarray, key: str = "loss", 
     if isinstance(data, RunView):
         run = check_run(data, "loss_curve")
         if key not in run.scalars:
-            raise KeyError(f"run {run.name!r} logged no {key!r}: call run.log({key}=...) after optimizer.step(); "
+            raise NotFoundError(f"run {run.name!r} logged no {key!r}: call run.log({key}=...) after optimizer.step(); "
                            f"it logged: {', '.join(run.scalars) or 'nothing'}.")
         xs, ys, title = run.steps, run.scalar(key), f"{plain(key)}: {plain(run.name)}"
     else:
@@ -99,7 +100,7 @@ def loss_curve(data: RunView | Sequence[float] | np.ndarray, key: str = "loss", 
         xs = np.asarray(steps if steps is not None else np.arange(len(ys)))
         title = plain(key)
         if ys.ndim != 1 or len(xs) != len(ys):
-            raise ValueError(f"loss_curve() takes a RunView or 1-D values with one step each; got values of shape "
+            raise ConfigError(f"loss_curve() takes a RunView or 1-D values with one step each; got values of shape "
                              f"{ys.shape} and {len(xs)} steps.")
     ax = new_axes(ax)
     ax.plot(xs, ys, color="#1f5fa8", label=plain(key))
@@ -134,14 +135,14 @@ def overlay(curves: Mapping[str, Any], *, xlabel: str = "step", ylabel: str = ""
         ax: Axes to draw into.
     """
     if not curves:
-        raise ValueError("overlay() needs at least one curve: {label: values} or {label: (x, values)}.")
+        raise ConfigError("overlay() needs at least one curve: {label: values} or {label: (x, values)}.")
     ax = new_axes(ax)
     for (label, curve), color in zip(curves.items(), _palette(len(curves))):
         x, y = curve if isinstance(curve, tuple) and len(curve) == 2 else (None, curve)
         y = np.asarray(y, dtype=float)
         x = np.arange(len(y)) if x is None else x
         if len(x) != len(y):
-            raise ValueError(f"overlay(): curve {label!r} has {len(x)} x values and {len(y)} y values.")
+            raise ConfigError(f"overlay(): curve {label!r} has {len(x)} x values and {len(y)} y values.")
         ax.plot(x, positive(y) if logy else y, marker="o" if len(y) <= 40 else None, markersize=3,
                 color=color, label=plain(label))
     if guide is not None:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, NotFoundError
 from ..store.view import RunView
 from ._axes import (check_run, depth_colors, depth_legend, layer_label, layer_ticks, layers_with, mark_at_bottom,
                     matplotlib, new_axes, plain, positive, require, step_columns, subsample, weight_layers)
@@ -161,11 +162,11 @@ def _heatmap_data(data: Any, stat: str, layers: Sequence[str] | None,
                 f"{stat} per layer and step: {plain(run.name)}")
     values = np.asarray(data, dtype=float)
     if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"heatmap() takes a RunView or a non-empty 2-D [layers, steps] array, got shape {values.shape}.")
+        raise ConfigError(f"heatmap() takes a RunView or a non-empty 2-D [layers, steps] array, got shape {values.shape}.")
     names = list(layers) if layers is not None else [str(k) for k in range(values.shape[0])]
     xs = np.asarray(steps if steps is not None else np.arange(values.shape[1]), dtype=float)
     if len(names) != values.shape[0] or len(xs) != values.shape[1]:
-        raise ValueError(f"heatmap(): array of shape {values.shape} but {len(names)} layer names and {len(xs)} steps: "
+        raise ConfigError(f"heatmap(): array of shape {values.shape} but {len(names)} layer names and {len(xs)} steps: "
                          "give one name per row and one step per column.")
     return values, ~np.isnan(values), names, xs, f"{stat} per layer and step"
 
@@ -213,16 +214,16 @@ def histograms(run: RunView, kind: str = "act", *, step: int | None = None, laye
     """
     run = check_run(run, "histograms")
     if kind not in ("act", "grad"):
-        raise ValueError(f"histograms(kind=...) is 'act' or 'grad', got {kind!r}.")
+        raise ConfigError(f"histograms(kind=...) is 'act' or 'grad', got {kind!r}.")
     names = layers if layers is not None else _hist_layers(run, kind)
     per_layer = {n: {h[0]: h for h in run.hist(n, kind)} for n in names}
     have = sorted({s for hs in per_layer.values() for s in hs})
     if not have:
-        raise ValueError(f"run {run.name!r} has no {kind!r} histograms: record them with "
+        raise ConfigError(f"run {run.name!r} has no {kind!r} histograms: record them with "
                          f"graddoctor.watch(..., hist_every=N) (0 turns them off).")
     chosen = have[-1] if step is None else int(step)
     if chosen not in have:
-        raise KeyError(f"no {kind!r} histogram at step {chosen} in run {run.name!r}; histogram steps: {have}.")
+        raise NotFoundError(f"no {kind!r} histogram at step {chosen} in run {run.name!r}; histogram steps: {have}.")
     drawn = [(n, hs[chosen]) for n, hs in per_layer.items() if chosen in hs]
     ax = new_axes(ax)
     for (name, (_, lo, hi, nonfinite, counts)), color in zip(drawn, depth_colors(len(drawn))):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .._text import fmt
+from ..errors import ArgumentTypeError, ConfigError
 
 # Blocks scripts (inline or not) and any fetch: images only from data: URIs, styles only inline.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -131,7 +132,7 @@ class HtmlPage:
         wide = set(text_columns)
         for k, row in enumerate(rows):
             if len(row) != len(headers):
-                raise ValueError(f"table row {k} has {len(row)} cells, but there are {len(headers)} headers: "
+                raise ConfigError(f"table row {k} has {len(row)} cells, but there are {len(headers)} headers: "
                                  f"give one cell per column ({list(headers)}).")
         head = "".join(f'<th class="text">{escape(h)}</th>' if j in wide else f"<th>{escape(h)}</th>"
                        for j, h in enumerate(headers))
@@ -157,11 +158,11 @@ class HtmlPage:
         if not hasattr(fig, "savefig"):
             fig = getattr(fig, "figure", fig)  # an Axes
         if not hasattr(fig, "savefig"):
-            raise TypeError(f"page.figure() takes a matplotlib Figure or Axes, got {type(fig).__name__}: "
+            raise ArgumentTypeError(f"page.figure() takes a matplotlib Figure or Axes, got {type(fig).__name__}: "
                             "pass the Figure that holds your plot (e.g. ax.figure).")
         chosen = fmt or choose_format(fig)
         if chosen not in ("svg", "png"):
-            raise ValueError(f"fmt must be 'svg' or 'png', got {fmt!r}.")
+            raise ConfigError(f"fmt must be 'svg' or 'png', got {fmt!r}.")
         buf = io.BytesIO()
         metadata = {"Date": None} if chosen == "svg" else {"Software": None}
         import matplotlib  # already imported: `fig` is a matplotlib Figure

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Role
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, NotFoundError, StoreError
 from .._validate import check_path, check_str
 from . import segments
 from .lazy import LazyHists, LazyMatrices, SegmentSource
@@ -152,7 +152,7 @@ class RunView:
     def scalar(self, key: str) -> np.ndarray:
         """Per-step scalar (a `run.log` key, `lr/group0`, `amp_scale`), aligned with `steps`."""
         if key not in self._scalars:
-            raise KeyError(f"no scalar {key!r} in run {self.name!r}; it has: {', '.join(self.scalars) or 'none'}.")
+            raise NotFoundError(f"no scalar {key!r} in run {self.name!r}; it has: {', '.join(self.scalars) or 'none'}.")
         return self._scalars[key].copy()
 
     def hist(self, layer: str, kind: str = "act") -> list[tuple[int, float, float, int, np.ndarray]]:
@@ -172,12 +172,12 @@ class RunView:
     def step_index(self, step: int | None = None) -> int:
         """Column of `step` in the arrays (default: the last one); KeyError if it was not recorded."""
         if len(self.steps) == 0:
-            raise KeyError(f"run {self.name!r} has no recorded step yet.")
+            raise NotFoundError(f"run {self.name!r} has no recorded step yet.")
         if step is None:
             return len(self.steps) - 1
         hits = np.flatnonzero(self.steps == step)
         if hits.size == 0:
-            raise KeyError(
+            raise NotFoundError(
                 f"step {step} was not recorded in run {self.name!r}; recorded steps run from "
                 f"{int(self.steps[0])} to {int(self.steps[-1])} ({len(self.steps)} of them)."
             )
@@ -203,7 +203,7 @@ class RunView:
         for i, info in enumerate(self.layer_info):
             if info.name == layer:
                 return i
-        raise KeyError(f"no layer {layer!r} in run {self.name!r}; its layers are: {', '.join(self.layers)}.")
+        raise NotFoundError(f"no layer {layer!r} in run {self.name!r}; its layers are: {', '.join(self.layers)}.")
 
     def __repr__(self) -> str:
         return (

@@ -23,6 +23,8 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
+from ..errors import ConfigError
+
 Fn = Callable[[np.ndarray], np.ndarray]
 
 _GL_NODES, _GL_WEIGHTS = leggauss(12)
@@ -54,7 +56,7 @@ def sphere_marginal(exponent: float) -> Density:
     (1 - t^2)^((n-3)/2); its variance is 1 / (2 * exponent + 3).
     """
     if exponent < 0:
-        raise ValueError(f"sphere_marginal needs exponent >= 0, got {exponent}")
+        raise ConfigError(f"sphere_marginal needs exponent >= 0, got {exponent}")
 
     def log_pdf(t: np.ndarray) -> np.ndarray:
         if exponent == 0:
