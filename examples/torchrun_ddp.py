@@ -4,7 +4,7 @@
 
 A 12-layer ReLU MLP trained on synthetic data, each rank on its share of every batch. The statistics in the store are those of the whole batch: gradient norms of
 the averaged gradient, activation moments over every rank's samples, a unit dead only if it is
-silent on every rank (README, "torch.distributed: DDP and FSDP2"). `--fsdp` shards the model
+silent on every rank (docs/distributed.md, "torch.distributed: DDP and FSDP2"). `--fsdp` shards the model
 with FSDP2 (`fully_shard`) instead. On CPU the processes talk over gloo; on GPUs over NCCL, one
 GPU per process, with graddoctor's own exchange on a gloo group.
 """

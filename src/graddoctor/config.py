@@ -84,7 +84,8 @@ class WatchConfig:
         flush_seconds: the store is at most about this far behind training.
     """
 
-    every: int = 1              # every step: the hot path is cheap enough (README, Overhead)
+    every: int = 1              # every step: x1.12-1.19 step time on the reference MLP/CNN, about x1.0 at
+                                # every=10, which tiny or launch-bound models want (docs/overhead.md)
     hist_every: int | None = None  # histograms cost ~10x a plain record: one record in 100
     update_ratio: bool = True   # the snapshot is the one cost proportional to model size
     include: tuple[str, ...] = ()

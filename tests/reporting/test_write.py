@@ -92,7 +92,7 @@ def long_run(steps: int, depth: int):
 
 
 def test_size_budget_of_a_long_run(tmp_path):
-    """README's budget: 1,000 steps x 20 layers (39 modules) stays under 1 MB; 4x the steps adds little."""
+    """docs/report.md's budget: 1,000 steps x 20 layers (39 modules) stays under 1 MB; 4x the steps adds little."""
     sizes = {}
     for steps in (1000, 4000):
         start = time.perf_counter()

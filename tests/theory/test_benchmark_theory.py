@@ -1,5 +1,5 @@
 """benchmarks/theory_vs_measured.py runs and prints its tables (its numbers are read by people,
-and in the README; the --quick smoke run only checks the plumbing and that theory and measurement
+and in docs/theory.md; the --quick smoke run only checks the plumbing and that theory and measurement
 are not wildly apart)."""
 
 from __future__ import annotations

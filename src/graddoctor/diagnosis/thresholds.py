@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
-    """Thresholds of the diagnosis rules (README, "Diagnose")."""
+    """Thresholds of the diagnosis rules (docs/diagnose.md, "Windows and thresholds")."""
 
     # -- windows of recorded steps -----------------------------------------------------------
     early_steps: int = 5            # "at init": median of the first 5 recorded steps; one step is noisy,

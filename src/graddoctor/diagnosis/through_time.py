@@ -24,7 +24,7 @@ from .profile import TINY, loss_change
 from .thresholds import Thresholds
 
 IN, OUT = "in_grad_norm_t", "out_grad_norm_t"
-PROBE = "in_grad_norm_t_last"  # diagnose.temporal: check's probe, d l_T / d x_t
+PROBE = "in_grad_norm_t_last"  # diagnosis.temporal: check's probe, d l_T / d x_t
 
 
 @dataclasses.dataclass(frozen=True)

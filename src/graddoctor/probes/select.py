@@ -57,7 +57,7 @@ def _hardtanh_bounds(m: nn.Hardtanh) -> Bounds:
 
 
 # Saturation: the output region where the derivative is (nearly) zero. Each entry gives the
-# output bounds (lo, hi) outside which a value counts as saturated; the README lists them.
+# output bounds (lo, hi) outside which a value counts as saturated; docs/statistics.md lists them (saturated_frac).
 SATURATION: dict[type[nn.Module], Callable[[nn.Module], Bounds]] = {
     nn.Sigmoid: lambda m: (0.01, 0.99),          # sigma' = y(1-y) < 0.0099: 4 % of its max 0.25
     nn.Tanh: lambda m: (-0.99, 0.99),            # tanh' = 1-y^2 < 0.0199: 2 % of its max 1

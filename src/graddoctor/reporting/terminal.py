@@ -1,7 +1,7 @@
 """Terminal output: rich tables with colour when stdout is a terminal, the plain text otherwise.
 
 rich is imported only when output goes to a terminal and rich is installed; piped output is the
-plain text of `report.text` and `diagnose.render`, byte for byte. User text (layer and run names)
+plain text of `reporting.text` and `diagnosis.render`, byte for byte. User text (layer and run names)
 goes into rich as `Text`, never as markup, so a name like "[red]x" prints as it is.
 """
 
@@ -101,7 +101,7 @@ def _number_style(key: str, value: Any) -> str:
 
 
 def print_layer_table(run: RunView, step: int | None = None, *, console: Any = None) -> None:
-    """`graddoctor show` on a terminal: the per-layer table of `report.text.layer_table`, in colour."""
+    """`graddoctor show` on a terminal: the per-layer table of `reporting.text.layer_table`, in colour."""
     Text = _safe_text()
 
     console = _console(console)

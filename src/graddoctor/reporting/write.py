@@ -1,6 +1,6 @@
 """`write_report`: one run's report, or a comparison page of several runs, as one self-contained HTML file.
 
-Size budget (held by tests/reporting/test_write.py, measured in the README): a figure with a raster or more than 20,000
+Size budget (held by tests/reporting/test_write.py, measured in docs/report.md): a figure with a raster or more than 20,000
 drawn points is a PNG, others SVG; the heatmap draws at most 500 step columns (a longer run is
 subsampled evenly). A one-run report therefore stays under 2 MB however long the run, and opens
 in well under a second.

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS stats (
     run_id   INTEGER NOT NULL,
     step     INTEGER NOT NULL,
     position INTEGER NOT NULL,            -- layers.position
-    stat     TEXT NOT NULL,               -- grad_norm, act_mean, ... (README: Statistics)
+    stat     TEXT NOT NULL,               -- grad_norm, act_mean, ... (docs/statistics.md)
     value    REAL,                        -- NULL stores NaN (SQLite has no NaN); +-Inf as is
     PRIMARY KEY (run_id, position, stat, step)
 ) WITHOUT ROWID;
@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS steps (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stats (
     stat_id INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL UNIQUE          -- grad_norm, act_mean, ... (README: Statistics)
+    name    TEXT NOT NULL UNIQUE          -- grad_norm, act_mean, ... (docs/statistics.md)
 );
 CREATE TABLE IF NOT EXISTS segments (
     seg_id     INTEGER PRIMARY KEY,       -- write order: a later segment wins where two hold a cell
