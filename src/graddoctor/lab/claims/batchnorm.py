@@ -11,7 +11,7 @@ from ...theory import activations, batchnorm
 from ..results import Results, mean_spread
 from ...train.spec import NetSpec, run_spec
 from ..study import Settings
-from ._common import AT_INIT, WIDTH, Claim, axes, decades, first_last, geo_profile, log10_spread, mean_curve, pm, sgd, verdict_of
+from ._common import AT_INIT, WIDTH, Claim, axes, decades, first_last, geo_profile, log10_spread, mean_curve, pm, sgd, verdict_of, weight_layers
 from .vanishing import DEEP, SIGMOID_LR
 
 BN_DEPTH, BATCH, SMALL_BATCH = 30, 64, 8
@@ -37,7 +37,8 @@ def growth(view: Any) -> float:
 
 
 def _linears(view: Any) -> list[str]:
-    return [info.name for info in view.layer_info if info.type == "Linear"]
+    """The weight layers (the depth profile's, by stored role): the Linear layers of these MLPs."""
+    return weight_layers(view)
 
 
 def judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
