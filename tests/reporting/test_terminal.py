@@ -8,6 +8,8 @@ import sys
 
 import graddoctor
 from graddoctor.cli import main
+from graddoctor.cli._commands import compare_line
+from graddoctor.diagnosis.render import render_text
 from graddoctor.reporting import terminal
 from graddoctor.reporting.text import layer_table
 
@@ -24,7 +26,8 @@ def test_piped_output_is_the_plain_text(store, run, capsys):
     # this SGD-0.5 sigmoid run spikes (loss 1.3 -> 21 at step 3, updates as large as the weights): an error finding
     expected = 1 if graddoctor.diagnose(run).reaches("error") else 0
     assert main(["diagnose", str(store), "--name", run.name]) == expected
-    assert capsys.readouterr().out == str(graddoctor.diagnose(run))
+    # the library's plain text, with each finding's remedies as the CLI's `graddoctor compare` command
+    assert capsys.readouterr().out == render_text(graddoctor.diagnose(run), compare_line())
 
 
 def test_terminal_output_goes_through_rich(store, run, capsys, monkeypatch):
