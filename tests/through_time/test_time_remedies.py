@@ -151,7 +151,7 @@ def test_compare_runs_an_embedding_model_on_integer_tokens(tmp_path):
     path = tmp_path / "tokens.npz"
     np.savez(path, x=x, y=y)
     c = graddoctor.compare(f"{EXAMPLES / 'long_memory_rnn.py'}:rnn", str(path),
-                           ["swap_cell", "orthogonal_init", "grad_clip"], steps=3, seeds=1, jobs=1, progress=False)
+                           remedies=["swap_cell", "orthogonal_init", "grad_clip"], steps=3, seeds=1, jobs=1, progress=False)
     assert [v.name for v in c.variants] == ["original", "swap_cell", "orthogonal_init", "grad_clip"]
     assert "integer ids 0-7" in c.dataset
     assert all(np.isfinite(v.metric("test_accuracy")["mean"]) for v in c.variants)
