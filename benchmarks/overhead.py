@@ -1,22 +1,34 @@
 """Step-time overhead of graddoctor.watch: watched / unwatched, measured interleaved in one process.
 
-    python benchmarks/overhead.py [--rounds 8] [--steps 15] [--quick] [--models mlp,cnn]
+    python benchmarks/overhead.py [--rounds 8] [--steps 20] [--quick] [--models mlp,cnn,gpt,lstm_lm]
+        [--modes floor,default,full,full/10,cheap]
     python benchmarks/overhead.py --ddp [--rounds 8] [--steps 15] [--models mlp]
     python benchmarks/overhead.py --models lstm_lm --modes every=1,every=1/notime,every=10,every=10/notime
     python benchmarks/overhead.py --guard [--rounds 8] [--steps 15] [--models mlp,cnn] [--modes every=1,every=10]
 
-For each model and schedule it alternates blocks of unwatched (A) and watched (B) training steps
-(A B A B ...), takes the median step time of each block, and prints the median over rounds of the
-ratio B/A with its min-max. "floor" is one fused read of every gradient and every activation
-output per step (the least any monitor reading them must pay). Everything except histograms is on.
-A mode ending in "/notime" watches without the per-time-step statistics of recurrent layers: its
-ratio beside the plain mode's is their cost.
+For each model and mode it alternates blocks of unwatched (A) and watched (B) training steps
+(A B, then B A, ...), takes the *mean* step time of each block (every step counted, recorded or
+not) and the process CPU time per step, and prints the median over rounds of the ratio B/A with
+its min-max, for wall and CPU time. "ops+max" / "ops+med" are the aten operators a watched step
+adds to an unwatched one (counted with a TorchDispatchMode: forward, backward, hooks, optimizer),
+for the costliest and the median of 10 consecutive watched steps. Modes:
+  floor     one fused read of every gradient and every activation output per step (the least any
+            monitor reading them must pay);
+  default   watch(model, optimizer) as it comes;
+  cheap     the cheap tier alone, every step;
+  full      the full tier at every step (histograms off);
+  full/10   everything at one step in 10 (every=10, full_every=10; histograms off);
+  every=N[/notime][+option=V...]  watch(every=N, hist_every=0, option=V...): "/notime" watches
+            without the per-time-step statistics of recurrent layers.
+A watched block starts with untimed steps: one, plus the run's first full-tier steps (`full_first`),
+so that the timed steps are the steady state; `--steps` should be a multiple of 10 (whole
+periods of the default's full tier).
 `--ddp` runs the same comparison on 2 DDP ranks (gloo on CPU, one thread each, half the batch
 each): both ranks alternate the same blocks and rank 0's step times are reported.
 `--guard` prices guard="default" (its skip gate runs on every step): it alternates watched blocks
 without (A) and with the guard (B) at the same `every`, and reports the ratio of block *means*
-(a median would hide the recorded steps when every > 1), and the gate's memory beside the
-parameters' (the optimizer is SGD with momentum, as above: its state is one buffer per parameter).
+and the gate's memory beside the parameters' (the optimizer is SGD with momentum, as above: its
+state is one buffer per parameter).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import inspect
 import statistics
 import sys
 import tempfile
@@ -32,6 +45,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import graddoctor
 
@@ -124,6 +138,7 @@ def gpt() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 MODELS = {"mlp": mlp, "cnn": cnn, "gpt": gpt, "lstm_lm": lstm_lm}
+OPS_STEPS = 10  # steps whose ops are counted: one full-tier period of the default
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -137,9 +152,13 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
 CPU_SECONDS: list[float] = []  # process CPU time of each block's timed steps (the DDP case reads it)
 
 
-def block(model, opt, x, y, steps: int, run=None, agg=statistics.median) -> float:
-    """Median (or `agg`) time of `steps` training steps, after one untimed step (the same for A and B)."""
-    train_step(model, opt, x, y)
+def block(model, opt, x, y, steps: int, run=None, agg=statistics.median, warmup: int = 1) -> float:
+    """`agg` (median, or fmean for block means) of the wall time of `steps` training steps, after
+    `warmup` untimed ones (one for A and B alike; a watched run's full-tier start is untimed too)."""
+    for _ in range(warmup):
+        loss = train_step(model, opt, x, y)
+        if run is not None:
+            run.log(loss=loss)
     times = []
     c0 = time.process_time()
     for _ in range(steps):
@@ -148,7 +167,7 @@ def block(model, opt, x, y, steps: int, run=None, agg=statistics.median) -> floa
         if run is not None:
             run.log(loss=loss)
         times.append(time.perf_counter() - t0)
-    CPU_SECONDS.append(time.process_time() - c0)
+    CPU_SECONDS.append((time.process_time() - c0) / steps)
     return agg(times)
 
 
@@ -158,9 +177,13 @@ class Floor:
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
         self.vals: list[torch.Tensor] = []
         mods = [m for m in model.modules() if not list(m.children())]
-        self.handles = [m.register_forward_hook(lambda m, i, o: self.vals.append(o.detach().sum())) for m in mods]
+        self.handles = [m.register_forward_hook(self.forward) for m in mods]
         self.handles.append(opt.register_step_pre_hook(self.pre))
         self.params = [p for p in model.parameters()]
+
+    def forward(self, module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            self.vals.append(output.detach().sum())
 
     def pre(self, *args) -> None:
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -173,33 +196,55 @@ class Floor:
             h.remove()
 
 
-def watched_block(model, opt, x, y, steps: int, mode: str, store: Path, run_name: str) -> float:
+_WATCH_KEYWORDS = set(inspect.signature(graddoctor.watch).parameters)
+NAMED_MODES = {  # name -> watch options; a key this version of watch lacks is dropped (the "before" run)
+    "default": {},
+    "cheap": {"full_every": 10**6, "full_first": 0, "hist_every": 0},
+    "full": {"every": 1, "full_every": 1, "hist_every": 0},
+    "full/10": {"every": 10, "full_every": 10, "full_first": 0, "hist_every": 0},
+}
+
+
+def watch_options(mode: str) -> dict:
+    """watch's keyword arguments for a mode: a named one, or "every=N[/notime]+option=V+..." (integers)."""
+    if mode.split("/notime")[0] in NAMED_MODES:
+        options = dict(NAMED_MODES[mode.split("/notime")[0]])
+    else:
+        first, *extra = mode.split("+")
+        options = {"every": int(first.split("=")[1].split("/")[0]), "hist_every": 0}
+        options.update({k: int(v) for k, v in (e.split("=") for e in extra)})
+    if "pre_clip" in options:
+        options["pre_clip"] = bool(options["pre_clip"])
+    if mode == "cheap" and "full_every" not in _WATCH_KEYWORDS:
+        return {"unsupported": True}
+    return {k: v for k, v in options.items() if k in _WATCH_KEYWORDS}
+
+
+def _start_steps(run) -> int:
+    """Untimed steps at a watched run's start: the full tier's first steps (full_first recorded steps)."""
+    cfg = run.config
+    return 1 + getattr(cfg, "full_first", 0) * cfg.every
+
+
+def watched_block(model, opt, x, y, steps: int, mode: str, store: Path, run_name: str, agg=statistics.median) -> float:
     if mode == "floor":
         floor = Floor(model, opt)
         try:
-            return block(model, opt, x, y, steps)
+            return block(model, opt, x, y, steps, agg=agg)
         finally:
             floor.close()
-    # "every=N", "every=N/notime" (without the per-time-step statistics, docs/through-time.md) or
-    # "every=N+option=V+...": watch options (integers) for the transformer statistics,
-    # e.g. every=1+attention_every=0+pre_clip=0 (attention and pre-clip norms off), every=1+attention_every=1
-    first, *extra = mode.split("+")
-    notime = first.endswith("/notime")
-    every = int(first.split("=")[1].split("/")[0])
-    options = {k: int(v) for k, v in (e.split("=") for e in extra)}
-    if "pre_clip" in options:
-        options["pre_clip"] = bool(options["pre_clip"])
-    if notime:
+    options = watch_options(mode)
+    if mode.endswith("/notime"):  # without the per-time-step statistics of recurrent layers (docs/through-time.md)
         from graddoctor.probes import monitor
 
         saved, monitor.TimeProbe = monitor.TimeProbe, _NoTimeProbe
         try:
-            with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0, **options) as run:
-                return block(model, opt, x, y, steps, run)
+            with graddoctor.watch(model, opt, store=store, name=run_name, **options) as run:
+                return block(model, opt, x, y, steps, run, agg=agg, warmup=_start_steps(run))
         finally:
             monitor.TimeProbe = saved
-    with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0, **options) as run:
-        return block(model, opt, x, y, steps, run)  # its untimed step allocates the update snapshot
+    with graddoctor.watch(model, opt, store=store, name=run_name, **options) as run:
+        return block(model, opt, x, y, steps, run, agg=agg, warmup=_start_steps(run))
 
 
 class _NoTimeProbe:
@@ -210,22 +255,70 @@ class _NoTimeProbe:
         return None
 
 
-def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> list[float]:
+def measure(name: str, mode: str, rounds: int, steps: int, store: Path) -> tuple[list[float], list[float], float]:
+    """Per round: watched/unwatched ratio of block means of wall time, and of CPU time per step;
+    and the unwatched step's median wall time (seconds)."""
     torch.manual_seed(0)
     model, x, y = MODELS[name]()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for _ in range(3):
         train_step(model, opt, x, y)  # warm-up
-    ratios = []
+    wall, cpu, bases = [], [], []
     for r in range(rounds):
-        if r % 2 == 0:  # A B, then B A: no order bias
-            base = block(model, opt, x, y, steps)
-            watched = watched_block(model, opt, x, y, steps, mode, store, f"{name}-{mode}-{r}")
-        else:
-            watched = watched_block(model, opt, x, y, steps, mode, store, f"{name}-{mode}-{r}")
-            base = block(model, opt, x, y, steps)
-        ratios.append(watched / base)
-    return ratios
+        times = {}
+        for which in ("A", "B") if r % 2 == 0 else ("B", "A"):  # A B, then B A: no order bias
+            if which == "A":
+                t = block(model, opt, x, y, steps, agg=statistics.fmean)
+            else:
+                t = watched_block(model, opt, x, y, steps, mode, store, f"{name}-{mode}-{r}", agg=statistics.fmean)
+            times[which] = (t, CPU_SECONDS[-1])
+        wall.append(times["B"][0] / times["A"][0])
+        cpu.append(times["B"][1] / times["A"][1])
+        bases.append(times["A"][0])
+    return wall, cpu, statistics.median(bases)
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators dispatched while it is active (forward, backward, hooks, optimizer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _counted_step(model, opt, x, y, run=None) -> int:
+    with OpCounter() as counter:
+        loss = train_step(model, opt, x, y)
+        if run is not None:
+            run.log(loss=loss)
+    return counter.n
+
+
+def count_ops(name: str, mode: str, steps: int = 10) -> tuple[int, int, int]:
+    """(aten ops of an unwatched step, of the costliest watched step, of the median watched step):
+    over `steps` steps after the run's start, so a full-tier step is among them."""
+    torch.manual_seed(0)
+    model, x, y = MODELS[name]()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    train_step(model, opt, x, y)
+    base = _counted_step(model, opt, x, y)
+    if mode == "floor":
+        floor = Floor(model, opt)
+        try:
+            n = _counted_step(model, opt, x, y)
+        finally:
+            floor.close()
+        return base, n, n
+    with tempfile.TemporaryDirectory() as tmp:
+        with graddoctor.watch(model, opt, store=Path(tmp) / "ops.db", **watch_options(mode)) as run:
+            for _ in range(_start_steps(run)):
+                train_step(model, opt, x, y)
+            counts = [_counted_step(model, opt, x, y, run) for _ in range(steps)]
+    return base, max(counts), int(statistics.median(counts))
 
 
 def guard_block(model, opt, x, y, steps: int, every: int, store: Path, run_name: str, guard) -> tuple[float, float]:
@@ -367,20 +460,23 @@ def breakdown(name: str, steps: int = 30) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=15, help="steps per block")
-    ap.add_argument("--models", default="mlp,cnn")
-    ap.add_argument("--modes", default="floor,every=1,every=10")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per block (a multiple of 10: whole full-tier periods)")
+    ap.add_argument("--models", default="mlp,cnn,gpt,lstm_lm")
+    ap.add_argument("--modes", default="floor,default,full,full/10")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
     ap.add_argument("--breakdown", action="store_true", help="time each hook of a watched step (ms), every=1")
     ap.add_argument("--ddp", action="store_true", help="2 DDP ranks on gloo (CPU), watched vs unwatched")
     ap.add_argument("--guard", action="store_true", help='watch(guard="default") vs watch alone, block means')
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.breakdown:
         for name in args.models.split(","):
             print(name + ": " + ", ".join(f"{k} {v:.2f} ms" for k, v in breakdown(name).items()))
         return 0
     if args.quick:
-        args.rounds, args.steps = 2, 4
+        args.rounds, args.steps = 2, 10
     if args.guard:
         return guard_main(args)
     if args.ddp:
@@ -389,13 +485,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'model':9} {'mode':9} {'median':>8} {'min':>7} {'max':>7}", flush=True)
         ddp(args.models.split(","), modes, args.rounds, args.steps)
         return 0
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; rounds={args.rounds}, steps/block={args.steps}")
-    print(f"{'model':6} {'mode':9} {'median':>8} {'min':>7} {'max':>7}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; rounds={args.rounds}, steps/block={args.steps}; "
+          f"ratios of block means (every step counted), median (min-max) over rounds; ops: aten ops added "
+          f"to a watched step (costliest / median step of {OPS_STEPS})")
+    print(f"{'model':7} {'mode':9} {'wall':>6} {'min':>6} {'max':>6}   {'cpu':>6} {'min':>6} {'max':>6}   "
+          f"{'ops+max':>7} {'ops+med':>7}  step")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             for mode in args.modes.split(","):
-                ratios = measure(name, mode, args.rounds, args.steps, Path(tmp) / "bench.db")
-                print(f"{name:6} {mode:9} {statistics.median(ratios):8.3f} {min(ratios):7.3f} {max(ratios):7.3f}", flush=True)
+                if mode != "floor" and watch_options(mode).get("unsupported"):
+                    print(f"{name:7} {mode:9} (not in this version of watch)", flush=True)
+                    continue
+                wall, cpu, base = measure(name, mode, args.rounds, args.steps, Path(tmp) / "bench.db")
+                plain, most, typical = count_ops(name, mode, OPS_STEPS)
+                print(f"{name:7} {mode:9} {statistics.median(wall):6.3f} {min(wall):6.3f} {max(wall):6.3f}   "
+                      f"{statistics.median(cpu):6.3f} {min(cpu):6.3f} {max(cpu):6.3f}   {most - plain:7d} "
+                      f"{typical - plain:7d}  {base * 1e3:.1f} ms, {plain} ops", flush=True)
     return 0
 
 

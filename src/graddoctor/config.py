@@ -68,24 +68,37 @@ class RunStatus(str, enum.Enum):
 class WatchConfig:
     """What `graddoctor.watch` records and when. Stored with the run as JSON.
 
+    Two tiers (docs/overhead.md): the *cheap* tier (per-layer gradient norms, dL/d output norms,
+    non-finite detection, logged scalars, learning rates) at every recorded step, and the *full*
+    tier (activation moments, zero/dead/saturated fractions, weight norms, update_ratio,
+    histograms, per-time-step, logit, attention and pre-clip statistics) on its own schedule.
+
     Attributes:
-        every: record one optimizer step in `every` (steps 0, every, 2*every, ...).
+        every: record one optimizer step in `every` (steps 0, every, 2*every, ...): the cheap tier.
+        full_every: record the full tier too at optimizer steps that are multiples of this (a
+            multiple of `every`); None (the default) means 10 * every.
+        full_first: the first `full_first` recorded steps of a run (steps 0 to
+            (full_first - 1) * every) record the full tier too: the state at initialisation, which
+            the diagnosis rules compare the end against; 0 turns it off.
+        budget: instead of a fixed `full_every`, the share of step time the full tier may add
+            (e.g. 0.03); watch times its own recorded steps on the host (no sync) and sets the
+            full tier's interval from them. None (the default): `full_every` as given.
         attention_every: read attention logits (max, entropy) at optimizer steps that are multiples
-            of this; 0 turns it off; None (the default) means 10 * every.
+            of this (full-tier steps); 0 turns it off; None (the default) means full_every.
         pre_clip: read each gradient's norm when it is complete (post-accumulate-grad hook), before
             the loop can clip it: grad_norm_pre_clip and the per-step clip_factor.
-        hist_every: record 64-bin histograms at optimizer steps that are multiples of this;
-            0 turns histograms off; None (the default) means 100 * every, one recorded step in
-            100. Must be a multiple of `every`.
-        update_ratio: keep a copy of the trainable parameters on recorded steps to measure
-            ||Δw||/||w|| across the optimizer step (memory: one copy of the parameters).
+        hist_every: record 64-bin histograms at optimizer steps that are multiples of this
+            (full-tier steps); 0 turns histograms off; None (the default) means 10 * full_every,
+            one recorded step in 100. Must be a multiple of `every`.
+        update_ratio: on full-tier steps, copy the trainable parameters before the optimizer step
+            to measure ||Δw||/||w|| across it; the copy is released after the step (memory: one
+            copy of the parameters during a full-tier step, none in between).
         include: fnmatch patterns over layer names; only matching layers are watched.
         exclude: fnmatch patterns over layer names; matching layers are not watched.
         flush_seconds: the store is at most about this far behind training.
     """
 
-    every: int = 1              # every step: x1.12-1.19 step time on the reference MLP/CNN, about x1.0 at
-                                # every=10, which tiny or launch-bound models want (docs/overhead.md)
+    every: int = 1              # every step: the cheap tier is cheap enough to leave on (docs/overhead.md)
     hist_every: int | None = None  # histograms cost ~10x a plain record: one record in 100
     update_ratio: bool = True   # the snapshot is the one cost proportional to model size
     include: tuple[str, ...] = ()
@@ -93,14 +106,27 @@ class WatchConfig:
     flush_seconds: float = 1.0  # a SIGKILL loses at most about this much
     attention_every: int | None = None  # attention logits cost O(T^2) per head: one recorded step in 10
     pre_clip: bool = True       # gradient norms also read when each gradient is complete (before clipping)
+    full_every: int | None = None  # the full tier costs ~1.2-1.5x a step: one recorded step in 10
+    full_first: int = 10        # ...and the run's first 10 recorded steps: the rules' "at the start"
+    budget: float | None = None  # or: the full tier's share of step time, its interval chosen from that
 
     def __post_init__(self) -> None:
         _check_int("every", self.every, minimum=1)
+        if self.full_every is None:
+            object.__setattr__(self, "full_every", 10 * self.every)
+        _check_int("full_every", self.full_every, minimum=1)
+        if self.full_every % self.every:
+            raise ConfigError(f"full_every={self.full_every} is not a multiple of every={self.every}: the full "
+                              f"tier is recorded on recorded steps only. Use full_every="
+                              f"{self.every * max(1, self.full_every // self.every)}.")
+        _check_int("full_first", self.full_first, minimum=0)
+        if self.budget is not None:
+            check_number("budget", self.budget, positive=True, maximum=10.0)
         if self.hist_every is None:
-            object.__setattr__(self, "hist_every", 100 * self.every)
+            object.__setattr__(self, "hist_every", 10 * self.full_every)
         _check_int("hist_every", self.hist_every, minimum=0)
         if self.attention_every is None:
-            object.__setattr__(self, "attention_every", 10 * self.every)
+            object.__setattr__(self, "attention_every", self.full_every)
         _check_int("attention_every", self.attention_every, minimum=0)
         if self.attention_every and self.attention_every % self.every:
             raise ConfigError(f"attention_every={self.attention_every} is not a multiple of every={self.every}: "
@@ -117,6 +143,13 @@ class WatchConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def full_at(self, step: int, full_every: int | None = None) -> bool:
+        """Whether recorded step `step` records the full tier (histogram and attention steps are
+        full-tier steps too). `full_every`: the interval in use, when `budget` has moved it."""
+        return (step < self.full_first * self.every or step % (full_every or self.full_every) == 0
+                or bool(self.hist_every) and step % self.hist_every == 0
+                or bool(self.attention_every) and step % self.attention_every == 0)
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

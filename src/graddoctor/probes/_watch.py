@@ -27,6 +27,9 @@ def watch(
     store: str | os.PathLike[str] | RunStore = MEMORY,
     name: str | None = None,
     every: int = _DEFAULTS.every,
+    full_every: int | None = None,
+    full_first: int = _DEFAULTS.full_first,
+    budget: float | None = None,
     hist_every: int | None = None,
     update_ratio: bool = _DEFAULTS.update_ratio,
     include: str | Sequence[str] = _DEFAULTS.include,
@@ -64,7 +67,14 @@ def watch(
         store: path of the SQLite run store (created if missing), an open `RunStore`, or
             ":memory:" (the default: readable through `graddoctor.load(run)` until exit).
         name: run name (default: a timestamp). Several runs may share a name; readers take the latest.
-        every: record one optimizer step in `every`; steps in between cost next to nothing.
+        every: record one optimizer step in `every` (the cheap tier: gradient and dL/d output norms,
+            non-finite detection, logged scalars, learning rates); steps in between cost next to nothing.
+        full_every: also record the full tier (activation statistics, weight norms, update_ratio,
+            histograms, per-time-step, logit, attention and pre-clip statistics) at steps that are
+            multiples of this; None (the default): 10 * every.
+        full_first: the first `full_first` recorded steps record the full tier too (default 10).
+        budget: e.g. 0.03: choose the full tier's interval so that it adds about this share of
+            the step time, from host timings of its own recorded steps (docs/overhead.md).
         hist_every, update_ratio, include, exclude, flush_seconds: what is recorded and when (see
             `WatchConfig`, which documents each and its default).
         config: a `WatchConfig` holding all of the above at once, instead of passing them one by one.
@@ -96,7 +106,8 @@ def watch(
         raise ConfigError(f"name must be a string, got {type(name).__name__}.")
     if resume and name is None:
         raise ConfigError("resume=True needs the name of the run to continue: watch(..., name='exp1', resume=True).")
-    options = {"every": every, "hist_every": hist_every, "update_ratio": update_ratio, "include": include,
+    options = {"every": every, "full_every": full_every, "full_first": full_first, "budget": budget,
+               "hist_every": hist_every, "update_ratio": update_ratio, "include": include,
                "exclude": exclude, "flush_seconds": flush_seconds, "attention_every": attention_every,
                "pre_clip": pre_clip}  # attention_every, pre_clip: docs/transformers.md
     cfg = _watch_config(config, options)
@@ -116,7 +127,7 @@ def _watch_config(config: WatchConfig | None, options: dict[str, Any]) -> WatchC
         raise ConfigError(f"config must be a graddoctor.config.WatchConfig, got {type(config).__name__}; "
                           "your own settings go in user_config=.")
     given = sorted(k for k, v in options.items()
-                   if v != getattr(_DEFAULTS, k) and not (k in ("hist_every", "attention_every") and v is None))
+                   if v != getattr(_DEFAULTS, k) and not (k in ("hist_every", "attention_every", "full_every", "budget") and v is None))
     if given:
         raise ConfigError(f"watch() got config= and also {', '.join(given)}; put them in the WatchConfig "
                           f"(dataclasses.replace(config, {given[0]}=...)) or drop config=.")

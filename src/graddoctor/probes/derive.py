@@ -31,7 +31,7 @@ def derive(
     """Statistics per (layer index, Stat) for one recorded step."""
     out: dict[tuple[int, Stat], float] = {}
     for i, layer in enumerate(plan):
-        if layer.params and (i, WN) in values:
+        if layer.params and ((i, WN) in values or (i, GN) in values):  # GN alone: a cheap-tier step
             out.update(_param_stats(i, layer, values, nonfinite, exact_grad_sq or {}, exact_weight_sq or {}))
             if (i, GPRE) in values:  # read before GradScaler's unscale_: divided by the scale here
                 pre = math.sqrt(values[(i, GPRE)])
@@ -70,21 +70,23 @@ def transformer_stats(i: int, values: dict[Key, Any]) -> dict[tuple[int, Stat], 
 def _param_stats(i: int, layer: LayerPlan, values: dict[Key, Any], nonfinite: dict[int, float],
                  exact_grad_sq: dict[int, float], exact_weight_sq: dict[int, float]) -> dict:
     grad_sq = float(values.get((i, GN), 0.0))  # no gradient at all (None): the gradient is zero
-    weight_sq = float(values[(i, WN)])
     overflow = {}
     if not math.isfinite(grad_sq) and not nonfinite.get(i) and math.isfinite(exact_grad_sq.get(i, math.nan)):
         grad_sq = exact_grad_sq[i]  # finite values whose float32 norm overflowed: the float64 recount
         overflow = {(i, Stat.NORM_OVERFLOW): 1.0}
+    out = {
+        (i, Stat.GRAD_NORM): math.sqrt(grad_sq),
+        (i, Stat.GRAD_RMS): math.sqrt(grad_sq / layer.n_params),
+        (i, Stat.NONFINITE_FRAC): nonfinite.get(i, 0.0) / layer.n_params,
+    }
+    if (i, WN) not in values:  # a cheap-tier step: no weight norm, no update
+        return {**out, **overflow}
+    weight_sq = float(values[(i, WN)])
     if not math.isfinite(weight_sq) and math.isfinite(exact_weight_sq.get(i, math.nan)):
         weight_sq = exact_weight_sq[i]
         overflow = {(i, Stat.NORM_OVERFLOW): 1.0}
     weight_norm = math.sqrt(weight_sq)
-    out = {
-        (i, Stat.GRAD_NORM): math.sqrt(grad_sq),
-        (i, Stat.GRAD_RMS): math.sqrt(grad_sq / layer.n_params),
-        (i, Stat.WEIGHT_NORM): weight_norm,
-        (i, Stat.NONFINITE_FRAC): nonfinite.get(i, 0.0) / layer.n_params,
-    }
+    out[(i, Stat.WEIGHT_NORM)] = weight_norm
     if (i, UN) in values and weight_norm:  # undefined for all-zero weights (a zero-initialised head)
         out[(i, Stat.UPDATE_RATIO)] = math.sqrt(values[(i, UN)]) / weight_norm
     return {**out, **overflow}

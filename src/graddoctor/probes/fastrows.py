@@ -91,10 +91,10 @@ def step_block(
 
     with np.errstate(divide="ignore", invalid="ignore"):
         # parameters: derive._param_stats
-        gsq, _ = total(GN, square=True)
+        gsq, has_g = total(GN, square=True)
         wsq, has_w = total(WN, square=True)
         usq, has_u = total(UN, square=True)
-        param = has_w & layers.has_params
+        param = (has_w | has_g) & layers.has_params  # GN without WN: a cheap-tier step (no weight norm)
         weight_norm = np.sqrt(wsq)
         bad = np.zeros(n)
         for i, count in nonfinite.items():
@@ -102,9 +102,9 @@ def step_block(
                 bad[i] = count
         put(Stat.GRAD_NORM, param, np.sqrt(gsq))
         put(Stat.GRAD_RMS, param, np.sqrt(gsq / layers.n_params))
-        put(Stat.WEIGHT_NORM, param, weight_norm)
+        put(Stat.WEIGHT_NORM, param & has_w, weight_norm)
         put(Stat.NONFINITE_FRAC, param, bad / layers.n_params)
-        put(Stat.UPDATE_RATIO, param & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
+        put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
         # outputs: derive._output_stats
         if not _output_stats(put, n, by_code, layer_of, values, numel, total, gather):
             return None

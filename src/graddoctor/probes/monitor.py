@@ -32,6 +32,7 @@ from .params import ParamReader
 from .intercept import AttentionMode, read_mha, stats_sink
 from .record import GN, GPRE, WN, WSQ, HIST_ACT, LMAX, LROWS, LSE, NZ, OG, OGS, S, SAT, SD, SS, UNIT, StepRecord, transfer
 from .rows import StepPayload
+from .schedule import FullSchedule
 from .attention import logit_stats
 from .select import first_float_tensor, layout_modules, plan_layers
 from .session import open_session
@@ -67,6 +68,9 @@ class Run:
         guard: Any = None,
         mirror: Any = None,
     ) -> None:
+        if config.budget is not None and reducer is not None:
+            raise ConfigError("watch(budget=...) times each rank's own steps, so ranks could choose different "
+                              "full-tier steps; under torch.distributed give full_every= instead.")
         self.model = unwrap(model)
         self.optimizer = optimizer
         self.config = config
@@ -105,6 +109,7 @@ class Run:
         self._modes: list[tuple[int, AttentionMode]] = []  # attention sites whose forward is running
         self._pre_norms: dict[int, torch.Tensor] = {}     # param index -> gradient norm when it was complete
         self._last_out: tuple[int, torch.Tensor] | None = None  # the latest layer output (the logits' layer)
+        self._schedule = FullSchedule(config)
         self._begin(self._start_step)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -263,8 +268,12 @@ class Run:
         self._fired_any = True
         if i not in rec.numel and i not in rec.fired:
             rec.fired.append(i)
-        rec.numel[i].append(y.numel())
         rec.calls.append(i)
+        if not rec.full:  # the cheap tier reads this output's gradient only
+            if y.requires_grad:
+                y.register_hook(functools.partial(self._on_out_grad, i, rec))
+            return
+        rec.numel[i].append(y.numel())
         self._last_out = (i, y)
         y_ = y.detach()
         total, shifted, squares = stats.moments(y_, self._scratch)
@@ -289,7 +298,7 @@ class Run:
             y.register_hook(functools.partial(self._on_out_grad, i, rec))
 
     def _on_layout(self, channels_first: bool, module: nn.Module, inputs: Any, output: Any) -> None:
-        if self._record is not None:  # an unwatched conv/linear still says where units are
+        if self._record is not None and self._record.full:  # an unwatched conv/linear still says where units are
             self._channels_first = channels_first
 
     def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
@@ -303,7 +312,7 @@ class Run:
     def _attention_step(self) -> StepRecord | None:
         rec = self._record
         every = self.config.attention_every
-        if rec is None or not every or rec.step % every or not (torch.is_grad_enabled() and self.model.training):
+        if rec is None or not every or rec.step % every or not rec.full or not (torch.is_grad_enabled() and self.model.training):
             return None
         return rec
 
@@ -345,7 +354,7 @@ class Run:
 
     def _on_grad_ready(self, j: int, p: torch.Tensor) -> None:
         """Post-accumulate-grad hook: the gradient is complete, before the loop can clip it."""
-        if self._record is not None and p.grad is not None and not p.grad.is_sparse:
+        if self._record is not None and self._record.full and p.grad is not None and not p.grad.is_sparse:
             g = p.grad.detach()
             self._pre_norms[j] = torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32))
 
@@ -396,6 +405,7 @@ class Run:
             if self.optimizer is not None:
                 self._param_side.after_update(rec)
             self._close(rec)
+        self._schedule.step_ended(self._step, rec is not None, rec is not None and rec.full)
         self._steps_taken += 1
         self._begin(self._step + 1)
         if self._guard is not None and self._guard.stop_event is not None:
@@ -428,9 +438,11 @@ class Run:
             self._record = None
         else:
             hist_every = self.config.hist_every
-            self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0)
-        if self._time is not None:  # W_hh's bound: first recorded step, then with the histograms
-            self._time.begin(self._record, bound=self._record is not None and self._record.hist)
+            self._record = StepRecord(step, hist=bool(hist_every) and step % hist_every == 0,
+                                      full=self._schedule.full_at(step))
+        full = self._record if self._record is not None and self._record.full else None
+        if self._time is not None:  # per-time-step statistics: full-tier steps; W_hh's bound: first, then with histograms
+            self._time.begin(full, bound=full is not None and full.hist)
 
     def _amp_scale(self) -> torch.Tensor | None:
         if self.scaler is None or not self.scaler.is_enabled():

@@ -2,7 +2,8 @@
 
 Read in the optimizer's step hooks (or when `run.read_gradients()` says): gradient norms after any
 clipping and unscaling the loop does before `step`, the weights before the update (copied once
-into a reused snapshot when `update_ratio` is on), and ‖w_after − w_before‖² after it. Under FSDP2
+into a snapshot when `update_ratio` is on) and ‖w_after − w_before‖² after it on full-tier steps
+only; the snapshot is released after each such step. Under FSDP2
 `local` maps parameters and gradients to this rank's shards.
 """
 
@@ -32,16 +33,23 @@ class ParamReader:
         self._use_snapshot = snapshot
         self._scratch = scratch
         self._local = local
-        self._snapshot: list[torch.Tensor] | None = None
+        self._snapshot: list[torch.Tensor] | None = None  # w before the update, on full-tier steps only
+        self._zeros: torch.Tensor | None = None
 
     def before_update(self, rec: StepRecord) -> None:
-        """Gradient norms, weight norms (and the snapshot), gradient histograms on histogram steps."""
+        """Gradient norms; on full-tier steps also weight norms (and the snapshot), and gradient
+        histograms on histogram steps."""
         params, grads = self.params, [p.grad for p in self.params]
         if self._local is not None:  # FSDP2: this rank's shards; rank 0 sums their squares over ranks
             params, grads = self._local(params), self._local(grads)
         present = [(i, g) for i, g in enumerate(grads) if g is not None]
         for (i, _), norm in zip(present, stats.norms([g for _, g in present])):
             rec.add(self.owner[i], GN, norm)
+        if not rec.full:  # the cheap tier: a layer with no gradient at all has a zero one, as on full steps
+            for layer in sorted({self.owner[i] for i, g in enumerate(grads) if g is None}
+                                - {self.owner[i] for i, _ in present}):
+                rec.add(layer, GN, self._zero(params[0]))
+            return
         if self._use_snapshot:
             for i, squares in enumerate(stats.snapshot_sumsq(self._snapshot_buffers(params), params)):
                 rec.add(self.owner[i], WSQ, squares)
@@ -59,11 +67,17 @@ class ParamReader:
         params = self.params if self._local is None else self._local(self.params)
         for i, squares in enumerate(stats.update_sumsq(self._snapshot, params, self._scratch)):
             rec.add(self.owner[i], USQ, squares)
+        self._snapshot = None  # released: update_ratio costs no memory between full-tier steps
 
     def discard(self, rec: StepRecord) -> None:
         """Forget what `before_update` put in `rec` (read too early: the caller reads it again)."""
         kept = [(key, v) for key, v in zip(rec.keys, rec.values) if key[1] not in (GN, WN, WSQ, HIST_GRAD)]
         rec.keys, rec.values = [key for key, _ in kept], [v for _, v in kept]
+
+    def _zero(self, like: torch.Tensor) -> torch.Tensor:
+        if self._zeros is None or self._zeros.device != like.device:
+            self._zeros = torch.zeros((), device=like.device)
+        return self._zeros
 
     def release(self) -> None:
         """Free the snapshot (the memory cost of update_ratio) and the work buffers when the run closes."""
@@ -71,7 +85,7 @@ class ParamReader:
         self._scratch = stats.Scratch()
 
     def _snapshot_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        if self._snapshot is None:  # allocated once, reused
+        if self._snapshot is None:  # allocated at each full-tier step, released after its update
             self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
         return self._snapshot
 

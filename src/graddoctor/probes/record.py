@@ -35,8 +35,9 @@ Key = tuple[int, str]
 class StepRecord:
     """Partial statistics of one optimizer step, as device tensors keyed by (layer, code)."""
 
-    def __init__(self, step: int, *, hist: bool = False) -> None:
+    def __init__(self, step: int, *, hist: bool = False, full: bool = True) -> None:
         self.step = step
+        self.full = full or hist  # the full tier at this step (else the cheap tier alone)
         self.hist = hist  # take histograms at this step
         self.keys: list[Key] = []
         self.values: list[torch.Tensor] = []

@@ -18,7 +18,7 @@ from ..store.segments import StepStats
 from .derive import derive, histograms
 from .fastrows import KNOWN_CODES, Layers, group, step_block
 from .origin import origin
-from .record import HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
+from .record import GN, HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
 from .select import LayerPlan
 from .through_time import time_rows
 
@@ -113,7 +113,7 @@ class RowBuilder:
         if len(self.position) == len(self.plan):
             return []  # every layer has its position (every step after the first, usually)
         by_code, layer_of = grouped or group(p.keys)
-        param_layers = {int(layer_of[j]) for code in (WN, WSQ) for j in by_code.get(code, ())}
+        param_layers = {int(layer_of[j]) for code in (WN, WSQ, GN) for j in by_code.get(code, ())}
         new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
         for i in new:
