@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per block (a multiple of 10: whole full-tier periods)")
     ap.add_argument("--models", default="mlp,cnn,gpt,lstm_lm")
     ap.add_argument("--modes", default="floor,default,full,full/10")
+    ap.add_argument("--ops-only", action="store_true", help="only count the aten ops per watched step (no timing)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
     ap.add_argument("--breakdown", action="store_true", help="time each hook of a watched step (ms), every=1")
@@ -496,8 +497,12 @@ def main(argv: list[str] | None = None) -> int:
                 if mode != "floor" and watch_options(mode).get("unsupported"):
                     print(f"{name:7} {mode:9} (not in this version of watch)", flush=True)
                     continue
-                wall, cpu, base = measure(name, mode, args.rounds, args.steps, Path(tmp) / "bench.db")
                 plain, most, typical = count_ops(name, mode, OPS_STEPS)
+                if args.ops_only:
+                    print(f"{name:7} {mode:9} {'':>6} {'':>6} {'':>6}   {'':>6} {'':>6} {'':>6}   {most - plain:7d} "
+                          f"{typical - plain:7d}  {plain} ops", flush=True)
+                    continue
+                wall, cpu, base = measure(name, mode, args.rounds, args.steps, Path(tmp) / "bench.db")
                 print(f"{name:7} {mode:9} {statistics.median(wall):6.3f} {min(wall):6.3f} {max(wall):6.3f}   "
                       f"{statistics.median(cpu):6.3f} {min(cpu):6.3f} {max(cpu):6.3f}   {most - plain:7d} "
                       f"{typical - plain:7d}  {base * 1e3:.1f} ms, {plain} ops", flush=True)

@@ -13,7 +13,7 @@ from .._validate import check_instance, check_str, check_strings
 from ..store.view import RunView, load
 from .expected import annotate, expectation
 from .findings import Diagnosis, Finding, Kind
-from .profile import nonfinite_mask, window_values, windows
+from .profile import FULL_TIER, nonfinite_mask, window_values, windows
 from .rules import RULES, RuleSpec
 from .thresholds import Thresholds
 
@@ -104,6 +104,11 @@ def layer_summary(run: RunView, findings: list[Finding], t: Thresholds) -> list[
         "grad_norm_end": (Stat.GRAD_NORM, cols_end), "update_ratio_end": (Stat.UPDATE_RATIO, cols_end),
         "dead_frac_end": (Stat.DEAD_FRAC, cols_end), "saturated_frac_end": (Stat.SATURATED_FRAC, cols_end),
     }
+    for key, (stat, _) in list(reading.items()):  # a full-tier statistic: the window of its own steps
+        if stat.value in FULL_TIER and key.endswith("_end"):
+            own = windows(run, t.early_steps, t.late_steps, stat=stat.value)
+            if own is not None:
+                reading[key] = (stat, own[1].cols)
     values = {key: window_values(run.stat_matrix(stat.value), cols) for key, (stat, cols) in reading.items()}
     recorded = {key: run.recorded(stat.value).any(axis=1) for key, (stat, _) in reading.items()}
     bad = np.zeros((len(run.layer_info), len(run.steps)), dtype=bool)

@@ -70,9 +70,23 @@ def nonfinite_columns(run: RunView) -> np.ndarray:
     return np.flatnonzero(bad)
 
 
-def windows(run: RunView, early: int, late: int) -> tuple[Window, Window] | None:
-    """The first `early` and the last `late` finite columns (None when no step is finite)."""
+# Statistics of the full tier (config.WatchConfig): recorded on full-tier steps only, which may be
+# one recorded step in 10. A rule reading one takes its windows over the steps that hold it
+# (`windows(..., stat=)`), never over steps where it is missing.
+FULL_TIER = frozenset({
+    Stat.WEIGHT_NORM.value, Stat.UPDATE_RATIO.value, Stat.ACT_MEAN.value, Stat.ACT_STD.value,
+    Stat.ACT_ZERO_FRAC.value, Stat.DEAD_FRAC.value, Stat.SATURATED_FRAC.value, Stat.GRAD_NORM_PRE_CLIP.value,
+    Stat.LOGIT_LSE.value, Stat.LOGIT_MAX.value, Stat.ATTN_LOGIT_MAX.value, Stat.ATTN_ENTROPY.value,
+    Stat.ATTN_ENTROPY_MIN_HEAD.value,
+})
+
+
+def windows(run: RunView, early: int, late: int, stat: str | None = None) -> tuple[Window, Window] | None:
+    """The first `early` and the last `late` finite columns (None when no step is finite); with
+    `stat`, only columns where it was recorded (a full-tier statistic: its own steps)."""
     cols = finite_columns(run)
+    if stat is not None:
+        cols = cols[run.recorded(stat).any(axis=0)[cols]]
     if cols.size == 0:
         return None
     return Window("start", cols[:early]), Window("end", cols[-late:])

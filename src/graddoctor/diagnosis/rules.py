@@ -97,7 +97,7 @@ def _depth_finding(run: RunView, t: Thresholds, p: DepthProfile, *, vanishing: b
 
 def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
     """Every weight layer's update_ratio far below ~1e-3 while the loss stays flat."""
-    wins = windows(run, t.early_steps, t.late_steps)
+    wins = windows(run, t.early_steps, t.late_steps, stat=Stat.UPDATE_RATIO.value)  # full tier: its own steps
     idx = weight_layers(run)
     if wins is None or not idx:
         return None
@@ -120,7 +120,7 @@ def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
 
 def _spikes(run: RunView, t: Thresholds) -> Finding | None:
     """Total gradient norm far above the running median of the steps before, or growing for good."""
-    total = total_grad_norm(run, pre_clip=True)  # clipping hides spikes: read them before it
+    total = total_grad_norm(run, pre_clip=_pre_clip_everywhere(run))  # clipping hides spikes: read them before it
     cols = finite_columns(run)
     cols = cols[np.isfinite(total[cols]) & (total[cols] > 0)]
     ratios = []
@@ -143,6 +143,15 @@ def _spikes(run: RunView, t: Thresholds) -> Finding | None:
     cause, remedies = advice.spikes(run, ev, nonfinite_followed=after_nonfinite)
     return Finding(Kind.EXPLODING_GRADIENT, Severity.ERROR if severe else Severity.WARNING, layers,
                    (int(run.steps[cols[first_k]]), int(run.steps[cols[-1]])), ev, cause, remedies)
+
+
+def _pre_clip_everywhere(run: RunView) -> bool:
+    """Whether grad_norm_pre_clip (full tier) was recorded at every step grad_norm (cheap tier) was:
+    spikes are judged on one series, never on pre-clip norms at some steps and clipped ones at others."""
+    pre = Stat.GRAD_NORM_PRE_CLIP.value
+    if pre not in run.stats:
+        return False
+    return bool(np.all(run.recorded(pre).any(axis=0) >= run.recorded(Stat.GRAD_NORM.value).any(axis=0)))
 
 
 def _growth(total: np.ndarray, cols: np.ndarray, t: Thresholds) -> float:
@@ -250,7 +259,7 @@ def _first_nonfinite(run: RunView) -> tuple[int, str, str] | None:
 
 def stalled_updates(run: RunView, t: Thresholds) -> list[Finding]:
     """Layers whose update_ratio stays orders of magnitude below the median layer's."""
-    wins = windows(run, t.early_steps, t.late_steps)
+    wins = windows(run, t.early_steps, t.late_steps, stat=Stat.UPDATE_RATIO.value)  # full tier: its own steps
     idx = dense_update_layers(run)
     if wins is None or len(idx) < 2:
         return []
@@ -272,23 +281,27 @@ def stalled_updates(run: RunView, t: Thresholds) -> list[Finding]:
 
 @dataclasses.dataclass(frozen=True)
 class RuleSpec:
-    """A registered rule: the kind it reports and the function that decides it."""
+    """A registered rule: the kind it reports, the function that decides it, and the watch tier it
+    reads: "cheap" (gradient and dL/d output norms, scalars: every recorded step) or "full"
+    (activation, weight, update, through-time, logit or attention statistics: full-tier steps
+    only, its windows taken over those steps; profile.FULL_TIER)."""
 
     kind: Kind
     check: Rule
+    tier: str = "cheap"
 
 
 RULES: tuple[RuleSpec, ...] = (
-    RuleSpec(Kind.NONFINITE, nonfinite),
-    RuleSpec(Kind.VANISHING_GRADIENT, vanishing_gradient),
+    RuleSpec(Kind.NONFINITE, nonfinite),  # any non-finite statistic; first found among the cheap ones
+    RuleSpec(Kind.VANISHING_GRADIENT, vanishing_gradient),  # depth profile: cheap; its tiny-update check: full
     RuleSpec(Kind.EXPLODING_GRADIENT, exploding_gradient),
-    RuleSpec(Kind.DEAD_UNITS, dead_units),
-    RuleSpec(Kind.SATURATED_UNITS, saturated_units),
-    RuleSpec(Kind.STALLED_UPDATES, stalled_updates),
-    RuleSpec(Kind.VANISHING_THROUGH_TIME, through_time.vanishing_through_time),
-    RuleSpec(Kind.EXPLODING_THROUGH_TIME, through_time.exploding_through_time),
-    RuleSpec(Kind.LARGE_UPDATES, instability.large_updates),
-    RuleSpec(Kind.ACTIVATION_GROWTH, instability.activation_growth),
-    RuleSpec(Kind.ATTENTION_LOGIT_GROWTH, instability.attention),
+    RuleSpec(Kind.DEAD_UNITS, dead_units, tier="full"),
+    RuleSpec(Kind.SATURATED_UNITS, saturated_units, tier="full"),
+    RuleSpec(Kind.STALLED_UPDATES, stalled_updates, tier="full"),
+    RuleSpec(Kind.VANISHING_THROUGH_TIME, through_time.vanishing_through_time, tier="full"),
+    RuleSpec(Kind.EXPLODING_THROUGH_TIME, through_time.exploding_through_time, tier="full"),
+    RuleSpec(Kind.LARGE_UPDATES, instability.large_updates, tier="full"),
+    RuleSpec(Kind.ACTIVATION_GROWTH, instability.activation_growth, tier="full"),
+    RuleSpec(Kind.ATTENTION_LOGIT_GROWTH, instability.attention, tier="full"),
     RuleSpec(Kind.LOSS_SPIKE, instability.loss_spike),
 )

@@ -26,7 +26,7 @@ from .stats import HIST_BINS
 # Header: the step, 1 when this rank's hooks saw gradients but never a forward pass (Run refuses
 # that on every rank), then per layer the length of the per-unit vector this rank measured (0: none).
 UNITS_AT = 2
-PARAM = 5                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count
+PARAM = 6                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count, has w (full tier)
 OUTPUT = 7                 # n, mean, M2, nonzero count, saturated count, has dL/dy, sum (dL/dy)^2
 HIST = 1 + 3 + HIST_BINS   # present flag, then [lo, hi, nonfinite, counts...]
 
@@ -117,7 +117,8 @@ def pack(
         part = vec[off:off + length]
         if name == "p" and not replicated_here[i]:
             un = values.get((i, UN))
-            part[:] = (values.get((i, GN), 0.0), values.get((i, WN), 0.0), un is not None, un or 0.0, nonfinite.get(i, 0.0))
+            wn = values.get((i, WN))
+            part[:] = (values.get((i, GN), 0.0), wn or 0.0, un is not None, un or 0.0, nonfinite.get(i, 0.0), wn is not None)
         elif name == "a":
             _pack_output(part, i, values, numel.get(i, []))
         elif name == "u" and units.get(i) == layout.units[i]:  # a misfit is re-laid out (agreed_units)
@@ -164,7 +165,8 @@ def combine(layout: Layout, gathered: np.ndarray, fired0: list[int]) -> Combined
         if name == "p":
             total = block.sum(axis=0)
             add(i, GSQ, total[0])
-            add(i, WSQ, total[1])
+            if total[5] > 0:  # weights are read on full-tier steps only
+                add(i, WSQ, total[1])
             if total[2] > 0:
                 add(i, USQ, total[3])
             if total[4] > 0:

@@ -269,8 +269,8 @@ class Run:
         if i not in rec.numel and i not in rec.fired:
             rec.fired.append(i)
         rec.calls.append(i)
-        if not rec.full:  # the cheap tier reads this output's gradient only
-            if y.requires_grad:
+        if not rec.full:  # the cheap tier: dL/d output of weight layers only (the depth profile's input)
+            if y.requires_grad and layer.kind == "param":
                 y.register_hook(functools.partial(self._on_out_grad, i, rec))
             return
         rec.numel[i].append(y.numel())
@@ -303,7 +303,7 @@ class Run:
 
     def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
         if rec is self._record:  # a backward run after its step closed is not this step's
-            g = grad.detach()
+            g = grad.detach() if grad.requires_grad else grad  # (create_graph=True): no graph through our sums
             rec.add(i, OG, stats.sumsq(g))
             rec.add(i, OGS, g.sum(dtype=torch.float32) if g.dtype != torch.float64 else g.sum())  # tells overflow from Inf
 
