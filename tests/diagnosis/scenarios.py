@@ -40,12 +40,16 @@ def synthetic(n: int = 512, d: int = 32, classes: int = 4, seed: int = 0) -> tup
 
 
 def train(model: nn.Module, *, data: Callable[[], tuple[torch.Tensor, torch.Tensor]] = digits, steps: int = 20,
-          opt: str = "adam", lr: float = 1e-3, batch: int = 64, seed: int = 0) -> graddoctor.store.RunView:
-    """Train `model` with cross-entropy under graddoctor.watch (in memory) and return the recorded run."""
+          opt: str = "adam", lr: float = 1e-3, batch: int = 64, seed: int = 0,
+          tiers: dict | None = None) -> graddoctor.store.RunView:
+    """Train `model` with cross-entropy under graddoctor.watch (in memory) and return the recorded run.
+
+    The rules are calibrated on these runs with the full tier at every step (`tiers`: other watch
+    schedules, e.g. {} for watch's defaults; tests/diagnosis/test_tier_rules.py)."""
     x, y = data()
     gen = torch.Generator().manual_seed(seed)
     optimizer = (torch.optim.Adam if opt == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
-    with graddoctor.watch(model, optimizer, hist_every=0) as run:
+    with graddoctor.watch(model, optimizer, hist_every=0, **({"full_every": 1} if tiers is None else tiers)) as run:
         for _ in range(steps):
             idx = torch.randint(0, len(x), (batch,), generator=gen)
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])

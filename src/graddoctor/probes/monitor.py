@@ -39,6 +39,8 @@ from .session import open_session
 from .setup import check_inputs, unwrap
 from .through_time import TimeProbe
 
+_ACCUMULATE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}  # half precision sums in float32
+
 NO_FORWARD = (
     "saw gradients but no forward pass of the watched model: it probably ran through a torch.compile'd "
     "wrapper that was called before watch() attached its hooks, and PyTorch ignores hooks added after "
@@ -355,8 +357,8 @@ class Run:
     def _on_grad_ready(self, j: int, p: torch.Tensor) -> None:
         """Post-accumulate-grad hook: the gradient is complete, before the loop can clip it."""
         if self._record is not None and self._record.full and p.grad is not None and not p.grad.is_sparse:
-            g = p.grad.detach()
-            self._pre_norms[j] = torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32))
+            g = p.grad.detach() if p.grad.requires_grad else p.grad
+            self._pre_norms[j] = torch.linalg.vector_norm(g, dtype=_ACCUMULATE.get(g.dtype, g.dtype))
 
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
         rec = self._record

@@ -86,7 +86,7 @@ class ParamReader:
 
     def _snapshot_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         if self._snapshot is None:  # allocated at each full-tier step, released after its update
-            self._snapshot = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
+            self._snapshot = stats.flat_snapshot(params)
         return self._snapshot
 
     def _grads_by_layer(self, grads: list[torch.Tensor | None]) -> list[tuple[int, list[torch.Tensor]]]:
