@@ -321,6 +321,42 @@ def count_ops(name: str, mode: str, steps: int = 10) -> tuple[int, int, int]:
     return base, max(counts), int(statistics.median(counts))
 
 
+def memory(width: int = 2900, depth: int = 12, steps: int = 12) -> dict[str, float]:
+    """Bytes watch(model, optimizer) holds beyond training, on a ~100M-parameter MLP (MiB): the
+    update_ratio snapshot during a full-tier step (seen from an optimizer post-hook that runs before
+    watch's), and everything it holds between steps (snapshot, work buffers), at their maximum."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(8, width)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    seen = {"during": 0, "between": 0}
+
+    def held(run) -> int:
+        snap = run._param_side._snapshot or []  # the benchmark's peek at watch's buffers
+        scratch = run._scratch._buffers.values()
+        return sum(t.numel() * t.element_size() for t in (*snap, *scratch))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        box = {}
+        hook = opt.register_step_post_hook(lambda *a: seen.__setitem__("during", max(seen["during"], held(box["run"]))))
+        with graddoctor.watch(model, opt, store=Path(tmp) / "m.db") as run:
+            box["run"] = run
+            for _ in range(steps):
+                loss = model(x).square().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                seen["between"] = max(seen["between"], held(run))
+        hook.remove()
+    mib = 2**20
+    return {"parameters": params / mib, "during a full-tier step": seen["during"] / mib,
+            "between steps": seen["between"] / mib, "n_params": sum(p.numel() for p in model.parameters())}
+
+
 def guard_block(model, opt, x, y, steps: int, every: int, store: Path, run_name: str, guard) -> tuple[float, float]:
     """Mean step time of a watched block with or without `guard`, and the skip gate's memory (MiB)."""
     with graddoctor.watch(model, opt, store=store, name=run_name, every=every, hist_every=0, guard=guard) as run:
@@ -463,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per block (a multiple of 10: whole full-tier periods)")
     ap.add_argument("--models", default="mlp,cnn,gpt,lstm_lm")
     ap.add_argument("--modes", default="floor,default,full,full/10")
+    ap.add_argument("--memory", action="store_true", help="bytes watch holds on a ~100M-parameter MLP")
     ap.add_argument("--ops-only", action="store_true", help="only count the aten ops per watched step (no timing)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps: checks that it runs")
@@ -472,6 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory:
+        out = memory()
+        print(f"{out['n_params'] / 1e6:.0f} M parameters ({out['parameters']:.0f} MiB); watch(model, optimizer) holds "
+              f"{out['during a full-tier step']:.1f} MiB during a full-tier step "
+              f"({out['during a full-tier step'] / out['parameters']:.1%}), at most {out['between steps']:.2f} MiB "
+              f"between steps ({out['between steps'] / out['parameters']:.2%})")
+        return 0
     if args.breakdown:
         for name in args.models.split(","):
             print(name + ": " + ", ".join(f"{k} {v:.2f} ms" for k, v in breakdown(name).items()))

@@ -112,7 +112,18 @@ def test_snapshot_and_update_sums_of_squares():
     got = [v.item() for v in stats.update_sumsq(snap, params, scratch)]
     want = [((b.double() - p.double()) ** 2).sum().item() for b, p in zip(before, params)]
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    assert all(torch.equal(s, b) for s, b in zip(snap, before))  # the snapshot is not overwritten on CPU
+    # the snapshot now holds w_before - w_after (it is released after the step: no buffer outlives it)
+    assert all(torch.equal(s, b - p) for s, b, p in zip(snap[:2], before[:2], params[:2]))  # contiguous ones
+
+
+def test_flat_snapshot_is_one_allocation_of_the_parameters_shape():
+    params = [torch.randn(5, 3), torch.randn(7), torch.randn(2, dtype=torch.float64)]
+    snap = stats.flat_snapshot(params)
+    assert [s.numel() for s in snap] == [15, 7, 2] and [s.dtype for s in snap] == [p.dtype for p in params]
+    assert snap[0].untyped_storage().data_ptr() == snap[1].untyped_storage().data_ptr()  # one buffer per dtype
+    got = [v.item() for v in stats.snapshot_sumsq(snap, params)]
+    np.testing.assert_allclose(got, [(p.double() ** 2).sum().item() for p in params], rtol=1e-6)
+    assert all(torch.equal(s.view(p.shape), p) for s, p in zip(snap, params))
 
 
 def test_scratch_reuses_and_grows_buffers():

@@ -199,23 +199,20 @@ def snapshot_sumsq(snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tens
 
 def update_sumsq(
     snapshot: Sequence[torch.Tensor], params: Sequence[torch.Tensor], scratch: Scratch | None = None
-) -> list[torch.Tensor]:
-    """Return sum((w_before - w_after)**2) of each parameter; `snapshot` holds w_before.
-
-    On CPU each difference goes to a small reused buffer that stays in cache, instead of being
-    written back over the snapshot: two reads of the parameters' size, no write to memory. With
-    fused foreach kernels (CUDA), the snapshot is overwritten in place by one launch.
+) -> list[torch.Tensor]:  # scratch: unused since the differences go into the snapshot (kept for callers)
+    """Return sum((w_before - w_after)**2) of each parameter; `snapshot` holds w_before and is
+    overwritten by the differences (it is released after this step: no buffer of a parameter's
+    size outlives the step). With fused foreach kernels (CUDA), in one launch.
     """
     with torch.no_grad():
         if _fused_foreach(params):
             torch._foreach_sub_(list(snapshot), list(params))
             return _squared_norms(snapshot)
-        scratch = scratch if scratch is not None else Scratch()
         out = []
         for snap, p in zip(snapshot, params):
             if snap.is_contiguous() and p.is_contiguous():
                 flat = snap if snap.ndim == 1 else snap.view(-1)
-                diff = torch.sub(flat, p.view(-1), out=scratch.get(flat, 2))
+                diff = flat.sub_(p.view(-1))
                 out.append(torch.dot(diff, diff) if diff.dtype in _FAST_DTYPES else sumsq(diff))
             else:
                 out.append(sumsq(snap.view(p.shape) - p if snap.shape != p.shape else snap - p))
