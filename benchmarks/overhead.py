@@ -455,8 +455,8 @@ def ddp(models: list[str], modes: list[str], rounds: int, steps: int) -> None:
         torch.multiprocessing.spawn(ddp_worker, args=args, nprocs=2)
 
 
-def breakdown(name: str, steps: int = 30) -> dict[str, float]:
-    """Milliseconds per step spent in each hook of a watched run (every=1), timed from outside."""
+def breakdown(name: str, steps: int = 30, mode: str = "full") -> dict[str, float]:
+    """Milliseconds per step spent in each hook of a watched run (`mode`), timed from outside."""
     from graddoctor.probes.monitor import Run
 
     spent: dict[str, float] = {}
@@ -478,8 +478,9 @@ def breakdown(name: str, steps: int = 30) -> dict[str, float]:
     try:
         for n, fn in originals.items():
             setattr(Run, n, timed(n, fn))
-        with tempfile.TemporaryDirectory() as tmp, graddoctor.watch(model, opt, store=Path(tmp) / "b.db", hist_every=0) as run:
-            block(model, opt, x, y, 2, run)
+        options = {"hist_every": 0, **watch_options(mode)}
+        with tempfile.TemporaryDirectory() as tmp, graddoctor.watch(model, opt, store=Path(tmp) / "b.db", **options) as run:
+            block(model, opt, x, y, 2, run, warmup=_start_steps(run))
             spent.clear()
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -518,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.breakdown:
         for name in args.models.split(","):
-            print(name + ": " + ", ".join(f"{k} {v:.2f} ms" for k, v in breakdown(name).items()))
+            for mode in [m for m in args.modes.split(",") if m != "floor"]:
+                print(f"{name} {mode}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in breakdown(name, mode=mode).items()))
         return 0
     if args.quick:
         args.rounds, args.steps = 2, 10
