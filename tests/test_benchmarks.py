@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 def test_overhead_benchmark_runs_and_prints_every_mode(capsys):
     import overhead
 
-    assert overhead.main(["--rounds", "1", "--steps", "1", "--models", "cnn"]) == 0
+    assert overhead.main(["--rounds", "1", "--steps", "1", "--models", "cnn"]) == 0  # all four default modes
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines[2:]] == ["floor", "every=1", "every=10"]
+    assert [line.split()[1] for line in lines[2:]] == ["floor", "default", "full", "full/10"]
     assert all(float(line.split()[2]) > 0 for line in lines[2:])
 
 
