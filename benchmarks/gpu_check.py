@@ -4,9 +4,10 @@
 
 1. The same seeded run on CPU and on CUDA records the same statistics (float32 tolerance).
 2. With torch.cuda.set_sync_debug_mode("warn"), a watched step causes exactly one synchronising
-   call per recorded step (the transfer), and none on unrecorded steps.
-3. Step-time ratio watched/unwatched (interleaved blocks, medians) for the overhead MLP at
-   every=1 and every=10, with AMP (bf16 autocast) and without.
+   call per recorded step (the transfer), full-tier or cheap, and none on unrecorded steps.
+3. Step-time ratio watched/unwatched (interleaved blocks A B / B A, block means, median [min, max])
+   for the overhead MLP in overhead.py's modes (default, cheap, full, full/10), with AMP (bf16
+   autocast) and without. Targets (issue 16): default <= 1.05x, full (a full-tier step) <= 1.5x.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import graddoctor  # noqa: E402
-from overhead import mlp  # noqa: E402
+from overhead import mlp, watch_options  # noqa: E402
 
 
 def small(device: str) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -71,8 +72,9 @@ def check_syncs() -> bool:
     x = torch.randn(16, 3, 8, 8, device="cuda")
     y = torch.randint(0, 4, (16,), device="cuda")
     counts = []
-    with graddoctor.watch(model, opt, every=2, hist_every=0) as run:
-        for step in range(6):
+    # steps 0, 2, 4, 6, 8 recorded; 0 and 6 with the full tier, 2, 4, 8 with the cheap one
+    with graddoctor.watch(model, opt, every=2, full_every=6, full_first=1, hist_every=0) as run:
+        for step in range(9):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
@@ -90,7 +92,7 @@ def check_syncs() -> bool:
     return ok
 
 
-def overhead(every: int, amp: bool, rounds: int = 6, steps: int = 20) -> list[float]:
+def overhead(mode: str, amp: bool, rounds: int = 6, steps: int = 20) -> list[float]:
     torch.manual_seed(0)
     model, x, y = mlp()
     model, x, y = model.cuda(), x.cuda(), y.cuda()
@@ -112,12 +114,17 @@ def overhead(every: int, amp: bool, rounds: int = 6, steps: int = 20) -> list[fl
 
     block(5)
     ratios = []
-    for _ in range(rounds):
-        base = block(steps)
-        with graddoctor.watch(model, opt, every=every, hist_every=0) as run:
-            block(1, run)
-            watched = block(steps, run)
-        ratios.append(watched / base)
+    options = {"hist_every": 0, **watch_options(mode)}
+    for r in range(rounds):
+        times = {}
+        for which in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            if which == "A":
+                times[which] = block(steps)
+                continue
+            with graddoctor.watch(model, opt, **options) as run:
+                block(1 + run.config.full_first * run.config.every, run)  # the run's full-tier start, untimed
+                times[which] = block(steps, run)
+        ratios.append(times["B"] / times["A"])
     return ratios
 
 
@@ -128,11 +135,11 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     ok = check_same_numbers()
     ok &= check_syncs()
-    print("3. overhead, MLP 20x512 batch 256 (ratio watched/unwatched: median [min, max])")
+    print("3. overhead, MLP 20x512 batch 256 (ratio of block means watched/unwatched: median [min, max])")
     for amp in (False, True):
-        for every in (1, 10):
-            r = overhead(every, amp)
-            print(f"  amp={amp!s:5} every={every:2}: {statistics.median(r):.3f} [{min(r):.3f}, {max(r):.3f}]")
+        for mode in ("default", "cheap", "full", "full/10"):
+            r = overhead(mode, amp)
+            print(f"  amp={amp!s:5} {mode:8}: {statistics.median(r):.3f} [{min(r):.3f}, {max(r):.3f}]")
     return 0 if ok else 1
 
 
