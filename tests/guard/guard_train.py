@@ -28,4 +28,5 @@ def step(model, opt, x, y, *, poison: bool = False) -> torch.Tensor:
 
 
 def watched(model, opt, store, guard, *, every: int = 1, name: str = "t") -> Run:
-    return Run(model, opt, store=str(store), name=name, config=WatchConfig(every=every), guard=guard).attach()
+    # the full tier at every recorded step: the triggers on update_ratio and activations read it
+    return Run(model, opt, store=str(store), name=name, config=WatchConfig(every=every, full_every=every), guard=guard).attach()

@@ -148,7 +148,8 @@ def _train(model: nn.Module, inputs: Any, targets: Any, loss_fn: LossFn | None, 
     opt = optimizer or torch.optim.Adam(params, lr=1e-3)
     notes = [f"{steps} steps of {type(opt).__name__} on one batch, repeated (graddoctor check)."]
     model.train()
-    with watch(model, opt, hist_every=0, name="check", user_config={"check": {"steps": steps}}) as run:
+    with watch(model, opt, hist_every=0, full_every=1, name="check",  # a short probe: every statistic every step
+               user_config={"check": {"steps": steps}}) as run:
         for step in range(steps):
             output = _forward(model, inputs, step)
             if step == 0:
