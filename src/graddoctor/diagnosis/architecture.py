@@ -48,7 +48,7 @@ def describe(run: RunView) -> Architecture:
     attention = any(i.kind == "attention" or i.type == "MultiheadAttention" or _ATTN_NAME.search(i.name)
                     for i in infos) or any(s.startswith("attn_") for s in run.stats)
     blocks: dict[str, list[str]] = {}
-    fired = run.recorded("act_std").any(axis=1) if "act_std" in run.stats else [True] * len(infos)
+    fired = run.recorded("act_std", copy=False).any(axis=1) if "act_std" in run.stats else [True] * len(infos)
     for info, ran in zip(infos, fired):
         block = block_of(info.name)  # layers that never ran (MHA's out_proj, used functionally) say nothing
         if block is not None and info.kind == "param" and info.n_params > 0 and ran:

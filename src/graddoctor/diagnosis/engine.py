@@ -109,8 +109,8 @@ def layer_summary(run: RunView, findings: list[Finding], t: Thresholds) -> list[
             own = windows(run, t.early_steps, t.late_steps, stat=stat.value)
             if own is not None:
                 reading[key] = (stat, own[1].cols)
-    values = {key: window_values(run.stat_matrix(stat.value), cols) for key, (stat, cols) in reading.items()}
-    recorded = {key: run.recorded(stat.value).any(axis=1) for key, (stat, _) in reading.items()}
+    values = {key: window_values(run.stat_matrix(stat.value, copy=False), cols) for key, (stat, cols) in reading.items()}
+    recorded = {key: run.recorded(stat.value, copy=False).any(axis=1) for key, (stat, _) in reading.items()}
     bad = np.zeros((len(run.layer_info), len(run.steps)), dtype=bool)
     for stat in run.stats:
         bad |= nonfinite_mask(run, stat)

@@ -41,7 +41,7 @@ def depth_evidence(run: RunView, p: DepthProfile, other_ratio: float) -> dict[st
         "largest_step_between": f"{names[k]} <- {names[k + 1]}",
         "forward_factor_per_layer": forward_factor(run, p),
     }
-    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value), p.window.cols)[[p.layers[0], p.layers[-1]]]
+    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False), p.window.cols)[[p.layers[0], p.layers[-1]]]
     if np.all(np.isfinite(updates)) and updates[1] > 0:
         ev["update_ratio_input_over_output"] = float(updates[0] / updates[1])
     sat = saturating_median(run, p.window)
@@ -58,7 +58,7 @@ def depth_evidence(run: RunView, p: DepthProfile, other_ratio: float) -> dict[st
 
 def zero_init_layer(run: RunView, p: DepthProfile) -> str | None:
     """The output-most weight layer of the profile whose weights were all zero at the first recorded step."""
-    weights = run.stat_matrix(Stat.WEIGHT_NORM.value)[:, 0]
+    weights = run.stat_matrix(Stat.WEIGHT_NORM.value, copy=False)[:, 0]
     zero = [i for i in p.layers[1:] if weights[i] == 0]
     return run.layer_info[zero[-1]].name if zero else None
 
@@ -68,14 +68,14 @@ def saturating_median(run: RunView, window: Window) -> float:
     idx = [i for i in activation_layers(run) if family(run.layer_info[i].type) in SATURATING]
     if not idx:
         return math.nan
-    values = window_values(run.stat_matrix(Stat.SATURATED_FRAC.value), window.cols)[idx]
+    values = window_values(run.stat_matrix(Stat.SATURATED_FRAC.value, copy=False), window.cols)[idx]
     values = values[np.isfinite(values)]
     return float(np.median(values)) if values.size else math.nan
 
 
 def all_dead_layer(run: RunView, p: DepthProfile) -> str | None:
     """The input-most activation layer, above the first weight layer, whose units are all dead."""
-    dead = window_values(run.stat_matrix(Stat.DEAD_FRAC.value), p.window.cols, how="min")
+    dead = window_values(run.stat_matrix(Stat.DEAD_FRAC.value, copy=False), p.window.cols, how="min")
     for i in activation_layers(run):
         if i > p.layers[0] and dead[i] >= 1.0:
             return run.layer_info[i].name
@@ -137,7 +137,7 @@ def saturation_evidence(
         ev[f"saturated_frac@{run.layer_info[i].name}"] = float(np.fmax(start[i], now[i]))
     if loss_change is not None:
         ev["loss_relative_change"] = loss_change
-    cols = np.flatnonzero(run.recorded(Stat.SATURATED_FRAC.value).any(axis=0))
+    cols = np.flatnonzero(run.recorded(Stat.SATURATED_FRAC.value, copy=False).any(axis=0))
     ev.update(preactivation(run, worst, Window("start", cols[:5])))
     return ev
 
@@ -147,8 +147,8 @@ def preactivation(run: RunView, act: int, window: Window) -> dict[str, Any]:
     prev = next((i for i in range(act - 1, -1, -1) if run.layer_info[i].kind == "param"), None)
     if prev is None:
         return {}
-    mean = window_values(run.stat_matrix(Stat.ACT_MEAN.value), window.cols)[prev]
-    std = window_values(run.stat_matrix(Stat.ACT_STD.value), window.cols)[prev]
+    mean = window_values(run.stat_matrix(Stat.ACT_MEAN.value, copy=False), window.cols)[prev]
+    std = window_values(run.stat_matrix(Stat.ACT_STD.value, copy=False), window.cols)[prev]
     if not (np.isfinite(mean) and np.isfinite(std)):
         return {}
     return {"preact_layer": run.layer_info[prev].name, "preact_mean": float(mean), "preact_std": float(std)}
@@ -158,7 +158,7 @@ def stalled_evidence(
     run: RunView, stalled: list[int], known: list[int], updates: np.ndarray, reference: float, late: Window
 ) -> dict[str, Any]:
     """Numbers behind a stalled-updates finding: update ratios and gradient norms, relative to the median layer."""
-    grads = window_values(run.stat_matrix(Stat.GRAD_NORM.value), late.cols)
+    grads = window_values(run.stat_matrix(Stat.GRAD_NORM.value, copy=False), late.cols)
     ref_grad = float(np.nanmedian(grads[known]))
     stalled_grads = grads[stalled]
     ev: dict[str, Any] = {

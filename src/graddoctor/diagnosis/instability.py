@@ -19,7 +19,7 @@ from ..store.view import RunView
 from . import instability_advice as advice
 from .families import weight_layers
 from .findings import Finding, Kind, Severity
-from .profile import layer_names, loss_series
+from .profile import finite_median, layer_names, loss_series, running_medians
 from .thresholds import Thresholds
 
 
@@ -51,11 +51,11 @@ def loss_diverged_step(run: RunView, t: Thresholds) -> int | None:
 
 def large_updates(run: RunView, t: Thresholds) -> list[Finding]:
     idx = [i for i in weight_layers(run) if run.layer_info[i].role is not Role.EMBEDDING and run.layer_info[i].n_params]
-    u = run.stat_matrix(Stat.UPDATE_RATIO.value)[idx] if idx else np.zeros((0, len(run.steps)))
+    u = run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False)[idx] if idx else np.zeros((0, len(run.steps)))
     if u.size == 0:
         return []
     with np.errstate(all="ignore"):
-        median = np.array([np.median(c[np.isfinite(c)]) if np.isfinite(c).any() else np.nan for c in u.T])
+        median = finite_median(u)  # per step, over the layers
     finite = np.flatnonzero(np.isfinite(median))
     if finite.size == 0:
         return []
@@ -85,7 +85,7 @@ def activation_growth(run: RunView, t: Thresholds) -> list[Finding]:
     for stat in (Stat.ACT_STD.value, Stat.LOGIT_MAX.value):
         if stat not in run.stats:
             continue
-        m = run.stat_matrix(stat)
+        m = run.stat_matrix(stat, copy=False)
         first = _first_values(m)
         scale = np.nanmedian(first[first > 0]) if np.any(first > 0) else np.nan
         for i, info in enumerate(run.layer_info):
@@ -119,7 +119,7 @@ def attention(run: RunView, t: Thresholds) -> list[Finding]:
     """attention_logit_growth and attention_entropy_collapse, per attention site."""
     found = []
     if Stat.ATTN_LOGIT_MAX.value in run.stats:
-        z = run.stat_matrix(Stat.ATTN_LOGIT_MAX.value)
+        z = run.stat_matrix(Stat.ATTN_LOGIT_MAX.value, copy=False)
         first = _first_values(z)
         with np.errstate(invalid="ignore"):
             hit = (z >= t.attention_logit_warning) & (z >= t.attention_logit_growth * np.abs(first)[:, None])
@@ -134,7 +134,7 @@ def attention(run: RunView, t: Thresholds) -> list[Finding]:
                                  _severity(int(cols.size), worst, t.attention_logit_error, t),
                                  layer_names(run, list(layers)), _steps(run, cols), ev, cause, remedies))
     if Stat.ATTN_ENTROPY.value in run.stats:
-        h = run.stat_matrix(Stat.ATTN_ENTROPY.value)
+        h = run.stat_matrix(Stat.ATTN_ENTROPY.value, copy=False)
         first = _first_values(h)
         with np.errstate(invalid="ignore"):
             hit = (h < t.entropy_collapse * first[:, None]) & (first[:, None] > 0.1)
@@ -160,13 +160,11 @@ def _loss_spikes(run: RunView, t: Thresholds) -> list[tuple[int, float, float]]:
     if cols.size < t.spike_min_history + 1:
         return []
     scale = abs(float(loss[cols[0]]))
-    out = []
-    for k in range(t.spike_min_history, cols.size):
-        med = float(np.median(loss[cols[max(0, k - t.spike_history):k]]))
-        value = float(loss[cols[k]])
-        if value >= t.loss_spike_factor * med and value - med >= t.loss_spike_scale * scale:
-            out.append((int(run.steps[cols[k]]), value, med))
-    return out
+    values = loss[cols]
+    medians = running_medians(values, t.spike_history, t.spike_min_history)  # k = spike_min_history ...
+    now = values[t.spike_min_history:]
+    hits = np.flatnonzero((now >= t.loss_spike_factor * medians) & (now - medians >= t.loss_spike_scale * scale))
+    return [(int(run.steps[cols[h + t.spike_min_history]]), float(now[h]), float(medians[h])) for h in hits]
 
 
 def loss_spike(run: RunView, t: Thresholds) -> list[Finding]:

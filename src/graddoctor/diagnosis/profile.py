@@ -31,28 +31,27 @@ class Window:
 
 def finite_columns(run: RunView) -> np.ndarray:
     """Columns of steps whose recorded gradient statistics are all finite."""
-    stats = (Stat.GRAD_NORM.value, Stat.OUT_GRAD_NORM.value)
-    values = np.concatenate([run.stat_matrix(s) for s in stats])
-    recorded = np.concatenate([run.recorded(s) for s in stats])
-    nonfinite = recorded & ~np.isfinite(values)
-    return np.flatnonzero(~nonfinite.any(axis=0))
+    bad = np.zeros(len(run.steps), dtype=bool)
+    for stat in (Stat.GRAD_NORM.value, Stat.OUT_GRAD_NORM.value):
+        bad |= (run.recorded(stat, copy=False) & ~np.isfinite(run.stat_matrix(stat, copy=False))).any(axis=0)
+    return np.flatnonzero(~bad)
 
 
-def nonfinite_mask(run: RunView, stat: str) -> np.ndarray:
-    """[n_layers, n_steps] bool: a recorded value of `stat` is NaN or infinite.
+def nonfinite_mask(run: RunView, stat: str, cols: slice | np.ndarray = slice(None)) -> np.ndarray:
+    """[n_layers, n_steps] bool: a recorded value of `stat` is NaN or infinite (`cols`: those columns only).
 
     An infinite update_ratio of a layer whose weights are exactly zero (a zero-initialised head) is
     ||dw|| / 0 by definition, not a numerical failure: it is left out.
     """
-    mask = run.recorded(stat) & ~np.isfinite(run.stat_matrix(stat))
-    if stat == Stat.UPDATE_RATIO.value:
-        mask &= run.stat_matrix(Stat.WEIGHT_NORM.value) != 0
+    mask = run.recorded(stat, copy=False)[:, cols] & ~np.isfinite(run.stat_matrix(stat, copy=False)[:, cols])
+    if stat == Stat.UPDATE_RATIO.value and mask.any():
+        mask &= run.stat_matrix(Stat.WEIGHT_NORM.value, copy=False)[:, cols] != 0
     return mask
 
 
 def nonfinite_cells(run: RunView, col: int) -> list[tuple[int, str]]:
     """(layer index, stat) of every non-finite statistic recorded at column `col`."""
-    return [(int(i), stat) for stat in run.stats for i in np.flatnonzero(nonfinite_mask(run, stat)[:, col])]
+    return [(int(i), stat) for stat in run.stats for i in np.flatnonzero(nonfinite_mask(run, stat, [col])[:, 0])]
 
 
 def nonfinite_columns(run: RunView) -> np.ndarray:
@@ -118,7 +117,7 @@ class DepthProfile:
 def depth_profile(run: RunView, window: Window, min_layers: int) -> DepthProfile | None:
     """Geometric fit of out_grad_norm across weight layers (None with fewer than `min_layers`)."""
     idx = depth_layers(run)  # recurrent layers are depth in time: no point of the depth profile
-    grads = window_values(run.stat_matrix(Stat.OUT_GRAD_NORM.value), window.cols)[idx] if idx else np.array([])
+    grads = window_values(run.stat_matrix(Stat.OUT_GRAD_NORM.value, copy=False), window.cols)[idx] if idx else np.array([])
     keep = [k for k, g in enumerate(grads) if np.isfinite(g)]
     if len(keep) < min_layers:
         return None
@@ -147,7 +146,7 @@ def largest_step(profile: DepthProfile, vanishing: bool) -> tuple[int, float]:
 
 def forward_factor(run: RunView, profile: DepthProfile) -> float:
     """Per-layer factor of the forward signal (act_std of the weight layers), from a geometric fit."""
-    stds = window_values(run.stat_matrix(Stat.ACT_STD.value), profile.window.cols)[list(profile.layers)]
+    stds = window_values(run.stat_matrix(Stat.ACT_STD.value, copy=False), profile.window.cols)[list(profile.layers)]
     stds = stds[np.isfinite(stds)]
     if stds.size < 3:
         return math.nan
@@ -162,13 +161,58 @@ def total_grad_norm(run: RunView, pre_clip: bool = False) -> np.ndarray:
     `pre_clip`: of grad_norm_pre_clip where it was recorded (before any clipping).
     """
     stat = Stat.GRAD_NORM_PRE_CLIP if pre_clip and Stat.GRAD_NORM_PRE_CLIP.value in run.stats else Stat.GRAD_NORM
-    g = run.stat_matrix(stat.value)
-    rec = run.recorded(stat.value)
+    g = run.stat_matrix(stat.value, copy=False)
+    rec = run.recorded(stat.value, copy=False)
     out = np.full(len(run.steps), np.nan)
-    for j in range(len(run.steps)):
-        col = g[rec[:, j], j]
-        if col.size:
-            out[j] = math.sqrt(float(np.sum(col.astype(np.float64) ** 2))) if np.all(np.isfinite(col)) else math.inf
+    for rows, cols in column_patterns(rec):  # columns recording the same layers: one contiguous sum per column
+        if rows.size:
+            col = np.ascontiguousarray(g[rows][:, cols].T, dtype=np.float64)  # [columns, layers]
+            sums = np.sum(col ** 2, axis=1)
+            out[cols] = np.where(np.isfinite(col).all(axis=1), np.sqrt(sums), math.inf)
+    return out
+
+
+def column_patterns(recorded: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, columns) per distinct column of a bool matrix: the rows set in those columns."""
+    if recorded.shape[1] == 0:
+        return []
+    packed = np.packbits(recorded, axis=0).T  # [columns, bytes]: one key per column
+    keys, inverse = np.unique(np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel(),
+                              return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+    out = []
+    for k in range(len(keys)):
+        cols = order[bounds[k]:bounds[k + 1]]
+        out.append((np.flatnonzero(recorded[:, cols[0]]), cols))
+    return out
+
+
+def running_medians(x: np.ndarray, history: int, start: int) -> np.ndarray:
+    """median(x[max(0, k - history):k]) for k = start .. len(x) - 1 (x finite), as np.median of each window."""
+    n = len(x)
+    out = np.empty(max(0, n - start))
+    for k in range(start, min(n, max(start, history))):  # the first windows are shorter than `history`
+        out[k - start] = np.median(x[:k])
+    first = max(start, history)
+    if first < n:
+        windows = np.lib.stride_tricks.sliding_window_view(x, history)[first - history:n - history]
+        for a in range(0, len(windows), 1 << 14):  # bounded memory: median copies its input
+            part = windows[a:a + (1 << 14)]
+            out[first - start + a:first - start + a + len(part)] = np.median(part, axis=1)
+    return out
+
+
+def finite_median(m: np.ndarray) -> np.ndarray:
+    """Per column: the median of its finite values (NaN where none), as np.median of those values."""
+    finite = np.isfinite(m)
+    count = finite.sum(axis=0)
+    x = np.sort(np.where(finite, m, np.inf), axis=0)
+    out = np.full(m.shape[1], np.nan)
+    j = np.arange(m.shape[1])
+    odd, even = (count % 2 == 1), (count > 0) & (count % 2 == 0)
+    out[odd] = x[count[odd] // 2, j[odd]]
+    out[even] = (x[count[even] // 2 - 1, j[even]] + x[count[even] // 2, j[even]]) / 2
     return out
 
 

@@ -20,7 +20,7 @@ from . import instability
 from .findings import Finding, Kind, Severity
 from .profile import (
     DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, nonfinite_cells, nonfinite_columns,
-    total_grad_norm, window_values, windows,
+    running_medians, total_grad_norm, window_values, windows,
 )
 from .thresholds import Thresholds
 
@@ -102,7 +102,7 @@ def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
     if wins is None or not idx:
         return None
     late = wins[1]
-    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value), late.cols)[idx]
+    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False), late.cols)[idx]
     updates = updates[np.isfinite(updates)]
     if updates.size == 0 or updates.max() > t.tiny_update:
         return None
@@ -123,13 +123,11 @@ def _spikes(run: RunView, t: Thresholds) -> Finding | None:
     total = total_grad_norm(run, pre_clip=_pre_clip_everywhere(run))  # clipping hides spikes: read them before it
     cols = finite_columns(run)
     cols = cols[np.isfinite(total[cols]) & (total[cols] > 0)]
-    ratios = []
-    for k in range(t.spike_min_history, len(cols)):
-        history = total[cols[max(0, k - t.spike_history):k]]
-        ratios.append((total[cols[k]] / float(np.median(history)), k))
+    ratios = total[cols[t.spike_min_history:]] / running_medians(total[cols], t.spike_history, t.spike_min_history)
     # judged against the run's own scale too: a converged run's noisy batch far below the start is no spike
     start = float(np.median(total[cols[:t.early_steps]])) if cols.size else math.nan
-    spikes = [(r, k) for r, k in ratios if r >= t.spike_factor and total[cols[k]] >= t.spike_start_fraction * start]
+    hits = np.flatnonzero((ratios >= t.spike_factor) & (total[cols[t.spike_min_history:]] >= t.spike_start_fraction * start))
+    spikes = [(float(ratios[h]), int(h) + t.spike_min_history) for h in hits]
     growth = _growth(total, cols, t)
     if not spikes and not growth >= t.growth_warning:  # NaN growth (short run) counts as none
         return None
@@ -163,10 +161,10 @@ def _growth(total: np.ndarray, cols: np.ndarray, t: Thresholds) -> float:
 
 def _spiking_layers(run: RunView, cols: np.ndarray, k: int, t: Thresholds) -> tuple[str, ...]:
     """Layers whose own grad_norm at column cols[k] is >= spike_factor x their running median."""
-    g = run.stat_matrix(Stat.GRAD_NORM.value)
+    g = run.stat_matrix(Stat.GRAD_NORM.value, copy=False)
     history = cols[max(0, k - t.spike_history):k]
     out = []
-    for i in np.flatnonzero(run.recorded(Stat.GRAD_NORM.value)[:, cols[k]]):
+    for i in np.flatnonzero(run.recorded(Stat.GRAD_NORM.value, copy=False)[:, cols[k]]):
         base = np.median(g[i, history]) if history.size else math.nan
         if base > 0 and g[i, cols[k]] >= t.spike_factor * base:
             out.append(int(i))
@@ -179,7 +177,7 @@ def dead_units(run: RunView, t: Thresholds) -> list[Finding]:
     if wins is None:
         return []
     early, late = wins
-    dead_frac = run.stat_matrix(Stat.DEAD_FRAC.value)
+    dead_frac = run.stat_matrix(Stat.DEAD_FRAC.value, copy=False)
     now = window_values(dead_frac, late.cols, how="min")     # dead on every step of the window
     before = window_values(dead_frac, early.cols, how="min")
     flagged = [i for i in activation_layers(run) if np.isfinite(now[i]) and now[i] >= t.dead_warning]
@@ -202,7 +200,7 @@ def saturated_units(run: RunView, t: Thresholds) -> list[Finding]:
     if wins is None:
         return []
     early, late = wins
-    sat = run.stat_matrix(Stat.SATURATED_FRAC.value)
+    sat = run.stat_matrix(Stat.SATURATED_FRAC.value, copy=False)
     start, now = window_values(sat, early.cols), window_values(sat, late.cols)
     worst = np.fmax(start, now)
     flagged = [i for i in activation_layers(run) if np.isfinite(worst[i]) and worst[i] >= t.saturated_warning]
@@ -224,7 +222,7 @@ def saturated_units(run: RunView, t: Thresholds) -> list[Finding]:
 
 
 def _stat_windows(run: RunView, stat: str, t: Thresholds) -> tuple[Window, Window] | None:
-    cols = np.flatnonzero(run.recorded(stat).any(axis=0))
+    cols = np.flatnonzero(run.recorded(stat, copy=False).any(axis=0))
     if cols.size == 0:
         return None
     return Window("start", cols[:t.early_steps]), Window("end", cols[-t.late_steps:])
@@ -264,7 +262,7 @@ def stalled_updates(run: RunView, t: Thresholds) -> list[Finding]:
     if wins is None or len(idx) < 2:
         return []
     late = wins[1]
-    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value), late.cols)
+    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False), late.cols)
     known = [i for i in idx if np.isfinite(updates[i])]
     if len(known) < 2:
         return []

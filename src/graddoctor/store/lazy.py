@@ -38,6 +38,8 @@ class SegmentSource:
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._matrices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._scalars: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._scalar_keys: list[str] | None = None
         self._recent: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # the last few reads
 
     def _cached(self, key: tuple, read) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +96,36 @@ class SegmentSource:
         return segments.read(self.con, self.run_id, self.stat_ids[stat], wanted, self.n_layers,
                              steps=(int(wanted[0]), int(wanted[-1])))
 
+    def scalar_keys(self) -> list[str]:
+        """The run's scalar keys, found by walking the (run, key, step) primary key: a few lookups, no scan."""
+        with self._lock:
+            if self._scalar_keys is None:
+                keys, last = [], None
+                with segments.reading():
+                    while True:
+                        sql = "SELECT MIN(key) FROM scalars WHERE run_id=?" + ("" if last is None else " AND key>?")
+                        last = self.con.execute(sql, (self.run_id,) if last is None else (self.run_id, last)).fetchone()[0]
+                        if last is None:
+                            break
+                        keys.append(last)
+                    # rows exist at recorded steps only; a key first logged after the view's last step is not shown
+                    top = int(self.steps[-1]) if len(self.steps) else None
+                    keys = [k for k in keys if top is not None and self.con.execute(
+                        "SELECT 1 FROM scalars WHERE run_id=? AND key=? AND step<=? LIMIT 1", (self.run_id, k, top)
+                    ).fetchone() is not None]
+                self._scalar_keys = keys
+            return self._scalar_keys
+
+    def scalar(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values, recorded) [n_steps] of one scalar key, read once and kept (a few bytes per step)."""
+        with self._lock:
+            if key not in self._scalars:
+                with segments.reading():
+                    rows = self.con.execute("SELECT step, value FROM scalars WHERE run_id=? AND key=? ORDER BY step",
+                                            (self.run_id, key)).fetchall()
+                    self._scalars[key] = scalar_columns(rows, self.steps)
+            return self._scalars[key]
+
     def hists(self, position: int, kind: str) -> list[tuple[int, float, float, int, np.ndarray]]:
         with self._lock, segments.reading():
             rows = self.con.execute(
@@ -125,6 +157,42 @@ class LazyMatrices(Mapping):
 
     def __contains__(self, stat: object) -> bool:
         return stat in self.source.stat_ids
+
+
+class LazyScalars(Mapping):
+    """key -> [n_steps] scalar values (or recorded masks, `part=1`), read on first access."""
+
+    def __init__(self, source: SegmentSource, part: int) -> None:
+        self.source = source
+        self.part = part
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.source.scalar_keys():
+            raise KeyError(key)
+        return self.source.scalar(key)[self.part]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.source.scalar_keys())
+
+    def __len__(self) -> int:
+        return len(self.source.scalar_keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.source.scalar_keys()
+
+
+def scalar_columns(rows: list[tuple[int, float | None]], steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values NaN where absent, recorded) [len(steps)] of (step, value) rows; NULL reads NaN, other steps are left out."""
+    values, recorded = np.full(len(steps), np.nan), np.zeros(len(steps), dtype=bool)
+    if not rows or len(steps) == 0:
+        return values, recorded
+    at = np.array([r[0] for r in rows], dtype=np.int64)
+    got = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
+    cols = np.minimum(np.searchsorted(steps, at), len(steps) - 1)
+    keep = steps[cols] == at
+    values[cols[keep]] = got[keep]
+    recorded[cols[keep]] = True
+    return values, recorded
 
 
 class LazyHists(Mapping):

@@ -97,21 +97,36 @@ def decode(shape: tuple[int, int], width: int, mask: bytes | None, data: bytes) 
 
     Raises StoreError ("damaged store") where the row's fields do not fit together.
     """
+    values, recorded = np.full(shape, np.nan), np.zeros(shape, dtype=bool)
+    decode_into(values, recorded, shape, width, mask, data)
+    return values, recorded
+
+
+def decode_into(values: np.ndarray, recorded: np.ndarray, shape: tuple[int, int], width: int, mask: bytes | None,
+                data: bytes) -> None:
+    """`decode`, written into views of the result (NaN and False already there): the first values[:shape[0]] rows."""
     n = shape[0] * shape[1]
     if width not in (4, 8) or not isinstance(data, bytes) or not (mask is None or isinstance(mask, bytes)):
         raise _damaged(f"a statistics segment has width {width!r} or blobs of the wrong type")
+    kept = np.frombuffer(data, dtype="<f4" if width == 4 else "<f8")
+    rows = values.shape[0]
     if mask is None:
-        recorded = np.ones(shape, dtype=bool)
-    else:
-        if len(mask) != (n + 7) // 8:
-            raise _damaged(f"a statistics segment's mask is {len(mask)} bytes where {(n + 7) // 8} are needed")
-        recorded = np.unpackbits(np.frombuffer(mask, dtype=np.uint8), count=n).astype(bool).reshape(shape)
-    if len(data) != width * int(recorded.sum()):
-        raise _damaged(f"a statistics segment holds {len(data)} bytes of values where {width * int(recorded.sum())} "
+        if len(kept) != n:
+            raise _damaged(f"a statistics segment holds {len(data)} bytes of values where {width * n} are needed")
+        values[:] = kept.reshape(shape)[:rows]
+        recorded[:] = True
+        return
+    if len(mask) != (n + 7) // 8:
+        raise _damaged(f"a statistics segment's mask is {len(mask)} bytes where {(n + 7) // 8} are needed")
+    r = np.unpackbits(np.frombuffer(mask, dtype=np.uint8), count=n).view(bool).reshape(shape)
+    if len(kept) != int(np.count_nonzero(r)):
+        raise _damaged(f"a statistics segment holds {len(data)} bytes of values where {width * int(np.count_nonzero(r))} "
                        f"are needed")
-    values = np.full(shape, np.nan)
-    values[recorded] = np.frombuffer(data, dtype="<f4" if width == 4 else "<f8")
-    return values, recorded
+    if rows < shape[0]:  # rows past the run's layers (a damaged or cut segment): keep the ones that fit
+        kept = kept[:int(np.count_nonzero(r[:rows]))]
+        r = r[:rows]
+    values[r] = kept
+    recorded[:] = r
 
 
 @contextlib.contextmanager
@@ -252,14 +267,20 @@ def _read_into(values: np.ndarray, recorded: np.ndarray, rows: Iterable[tuple], 
         hi = min(lo + n_rows, n_out)
         if hi <= lo or not keep.any():
             continue
+        target = cols[keep]
+        if keep.all() and np.all(np.diff(target) == 1):  # the usual case: decoded straight into its slice
+            where = (slice(lo, hi), slice(int(target[0]), int(target[-1]) + 1))
+            if not recorded[where].any():
+                decode_into(values[where], recorded[where], (n_rows, k), width, mask, data)
+                continue
         v, r = decode((n_rows, k), width, mask, data)
         v, r = v[: hi - lo], r[: hi - lo]
         if not keep.all():
             v, r = v[:, keep], r[:, keep]
-        target = cols[keep]
-        if recorded[lo:hi][:, target].any():  # a step written twice: the later segment wins, cell by cell
-            values[lo:hi, target] = np.where(r, v, values[lo:hi, target])
-            recorded[lo:hi, target] |= r
+        old_values, old_recorded = values[lo:hi, target], recorded[lo:hi, target]
+        if old_recorded.any():  # a step written twice: the later segment wins, cell by cell
+            values[lo:hi, target] = np.where(r, v, old_values)
+            recorded[lo:hi, target] = old_recorded | r
         else:
             values[lo:hi, target] = v
             recorded[lo:hi, target] = r

@@ -14,7 +14,7 @@ from ..config import Role
 from ..errors import ConfigError, NotFoundError, StoreError
 from .._validate import check_path, check_str
 from . import segments
-from .lazy import LazyHists, LazyMatrices, SegmentSource
+from .lazy import LazyHists, LazyMatrices, LazyScalars, SegmentSource, scalar_columns
 from .sqlite import MEMORY, RunStore, effective_status
 from .time_series import TimeRecord, read_time_stats
 from .integrity import damaged
@@ -119,11 +119,14 @@ class RunView:
             return self._stats.source.series(stat, i)[0]
         return self._stats[stat][i].copy()
 
-    def stat_matrix(self, stat: str) -> np.ndarray:
-        """[n_layers, n_steps] array of `stat` (NaN where not recorded)."""
+    def stat_matrix(self, stat: str, *, copy: bool = True) -> np.ndarray:
+        """[n_layers, n_steps] array of `stat` (NaN where not recorded).
+
+        `copy=False` returns the view's own array, read-only (no copy: readers that only look).
+        """
         if stat not in self._stats:
-            return np.full((len(self.layer_info), len(self.steps)), np.nan)
-        return self._stats[stat].copy()
+            return _shared(np.full((len(self.layer_info), len(self.steps)), np.nan), copy)
+        return _shared(self._stats[stat], copy)
 
     def stat_window(self, stat: str, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """([n_layers, len(cols)] values, recorded mask) of `stat` at the columns `cols` (ascending),
@@ -135,11 +138,14 @@ class RunView:
             return self._stats.source.window(stat, cols)
         return self._stats[stat][:, cols].copy(), self._recorded[stat][:, cols].copy()
 
-    def recorded(self, stat: str) -> np.ndarray:
-        """[n_layers, n_steps] bool: True where a value of `stat` was recorded (it may be NaN)."""
+    def recorded(self, stat: str, *, copy: bool = True) -> np.ndarray:
+        """[n_layers, n_steps] bool: True where a value of `stat` was recorded (it may be NaN).
+
+        `copy=False` returns the view's own array, read-only.
+        """
         if stat not in self._recorded:
-            return np.zeros((len(self.layer_info), len(self.steps)), dtype=bool)
-        return self._recorded[stat].copy()
+            return _shared(np.zeros((len(self.layer_info), len(self.steps)), dtype=bool), copy)
+        return _shared(self._recorded[stat], copy)
 
     def scalar_recorded(self, key: str) -> np.ndarray:
         """[n_steps] bool: True where `key` was logged (its value may be NaN: a NaN loss)."""
@@ -212,6 +218,14 @@ class RunView:
         )
 
 
+def _shared(array: np.ndarray, copy: bool) -> np.ndarray:
+    if copy:
+        return array.copy()
+    out = array.view()
+    out.flags.writeable = False
+    return out
+
+
 def load(source: Any, name: str | None = None) -> RunView:
     """Read a run: from a store path (the latest run, or the latest called `name`) or a live run.
 
@@ -259,6 +273,9 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
     )
     step_rows = con.execute("SELECT step, wall_time FROM steps WHERE run_id=? ORDER BY step", (run_id,)).fetchall()
     steps = np.array([s for s, _ in step_rows], dtype=np.int64)
+    wall_time = np.array([t for _, t in step_rows], dtype=np.float64)
+    scalars: Any = None
+    scalar_recorded: Any = None
     if store.version < 3:
         stats, recorded = _read_stat_rows(con, run_id, steps, len(infos))
         hists = _read_hists(con, run_id, infos, steps)
@@ -269,29 +286,38 @@ def _read_run(store: RunStore, run_id: int) -> RunView:
         source = SegmentSource(store.path, run_id, steps, len(infos), segments.stat_names(con, run_id))
         stats, recorded = LazyMatrices(source, 0), LazyMatrices(source, 1)
         hists = LazyHists(source, [info.name for info in infos])
+        scalars, scalar_recorded = LazyScalars(source, 0), LazyScalars(source, 1)
     else:  # the live run's own connection: read now, while it is consistent
         stats, recorded = {}, {}
         for stat, stat_id in segments.stat_names(con, run_id).items():
             stats[stat], recorded[stat] = segments.read(con, run_id, stat_id, steps, len(infos))
         hists = _read_hists(con, run_id, infos, steps)
-    col = {int(s): j for j, s in enumerate(steps)}
-    scalars: dict[str, np.ndarray] = {}
-    scalar_recorded: dict[str, np.ndarray] = {}
-    for step, key, value in con.execute("SELECT step, key, value FROM scalars WHERE run_id=?", (run_id,)):
-        if step in col:
-            if key not in scalars:  # (setdefault would build a fresh array per row)
-                scalars[key], scalar_recorded[key] = np.full(len(steps), np.nan), np.zeros(len(steps), dtype=bool)
-            scalars[key][col[step]] = np.nan if value is None else value
-            scalar_recorded[key][col[step]] = True
+    if scalars is None:
+        scalars, scalar_recorded = _read_scalars(con, run_id, steps)
     return RunView(
         path=store.path, run_id=run_id, name=name, status=effective_status(status, pid, host),
         config=json.loads(config_json), env=json.loads(env_json), error=error,
         first_nonfinite=json.loads(nonfinite_json) if nonfinite_json else None,
-        layer_info=infos, steps=steps, wall_time=np.array([t for _, t in step_rows]),
+        layer_info=infos, steps=steps, wall_time=wall_time,
         _stats=stats, _recorded=recorded, _scalars=scalars, _scalar_recorded=scalar_recorded, _hists=hists,
         _time={k: v for k, v in read_time_stats(con, run_id).items() if k[0] < len(infos)},
         guard_actions=read_actions(con, run_id), gaps=read_gaps(con, run_id),
     )
+
+
+def _read_scalars(con: sqlite3.Connection, run_id: int, steps: np.ndarray) -> tuple[dict, dict]:
+    """Every scalar key's (values, recorded), read at once (stores read eagerly)."""
+    by_key: dict[str, list[tuple[int, float | None]]] = {}
+    for step, key, value in con.execute("SELECT step, key, value FROM scalars WHERE run_id=? ORDER BY key, step",
+                                        (run_id,)):
+        by_key.setdefault(key, []).append((step, value))
+    scalars: dict[str, np.ndarray] = {}
+    scalar_recorded: dict[str, np.ndarray] = {}
+    for key, rows in by_key.items():
+        values, recorded = scalar_columns(rows, steps)
+        if recorded.any():  # a key logged only at steps the view does not hold is not one of its scalars
+            scalars[key], scalar_recorded[key] = values, recorded
+    return scalars, scalar_recorded
 
 
 def _read_stat_rows(con: sqlite3.Connection, run_id: int, steps: np.ndarray, n_layers: int) -> tuple[dict, dict]:
