@@ -150,7 +150,8 @@ def _output_stats(put, n, by_code, layer_of, values, numel, total, gather) -> bo
     at, shift, shifted, squares = at[order], shift[order], shifted[order], squares[order]
     per_layer = np.bincount(at, minlength=n)[:n]
     with_calls = np.flatnonzero(has_out | (per_layer > 0))
-    if any(per_layer[i] != len(numel.get(i, ())) for i in with_calls):
+    calls = np.fromiter((len(numel.get(int(i), ())) for i in with_calls), dtype=np.int64, count=len(with_calls))
+    if (per_layer[with_calls] != calls).any():
         return False
     n_c = np.fromiter((c for i in with_calls for c in numel[i]), dtype=np.float64, count=int(per_layer.sum()))
     live = n_c > 0
@@ -164,14 +165,23 @@ def _output_stats(put, n, by_code, layer_of, values, numel, total, gather) -> bo
     put(Stat.ACT_ZERO_FRAC, has_out & has_nz, 1.0 - nz / count)
     sat, has_sat = total(SAT)
     put(Stat.SATURATED_FRAC, has_out & has_sat, sat / count)
-    fired: dict[int, np.ndarray] = {}
-    for j in by_code.get(UNIT, []):
-        i, value = int(layer_of[j]), values[j]
-        prev = fired.get(i)
-        fired[i] = value if prev is None else (np.maximum(prev, value) if prev.shape == value.shape else prev)
     dead = np.full(n, np.nan)
     has_fired = np.zeros(n, dtype=bool)
-    for i, f in fired.items():
-        dead[i], has_fired[i] = np.count_nonzero(f == 0.0) / f.size if f.size else np.nan, True
+    units = by_code.get(UNIT, [])
+    at_u = layer_of[units] if units else np.zeros(0, dtype=np.int64)
+    shapes = {np.shape(values[j]) for j in units}
+    if units and len(np.unique(at_u)) == len(units) and len(shapes) == 1 and len(next(iter(shapes))) == 1:
+        # one vector per layer, all of one length (the usual case): one count over a stacked matrix
+        f = np.stack([values[j] for j in units])
+        dead[at_u] = np.count_nonzero(f == 0.0, axis=1) / f.shape[1] if f.shape[1] else np.nan
+        has_fired[at_u] = True
+    else:
+        fired: dict[int, np.ndarray] = {}
+        for j in units:
+            i, value = int(layer_of[j]), values[j]
+            prev = fired.get(i)
+            fired[i] = value if prev is None else (np.maximum(prev, value) if prev.shape == value.shape else prev)
+        for i, f in fired.items():
+            dead[i], has_fired[i] = np.count_nonzero(f == 0.0) / f.size if f.size else np.nan, True
     put(Stat.DEAD_FRAC, has_out & has_fired, dead)
     return True

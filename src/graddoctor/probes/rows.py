@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 from typing import Any, Callable
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..store.segments import StepStats
 from .derive import derive, histograms
 from .fastrows import KNOWN_CODES, Layers, group, step_block
 from .origin import origin
-from .record import GN, HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
+from .record import GN, HIST_ACT, HIST_GRAD, UNIT, WN, WSQ, Key, aggregate
 from .select import LayerPlan
 from .through_time import time_rows
 
@@ -55,15 +56,27 @@ class RowBuilder:
         self.first_nonfinite: dict[str, Any] | None = None
         self.layers = Layers(plan)
         self._position_array: np.ndarray | None = None
+        self._grouping: tuple[list[Key], tuple, Callable] | None = None  # the last step's keys, grouped
+
+    def _group(self, keys: list[Key]) -> tuple[tuple[dict[str, list[int]], np.ndarray], Callable]:
+        """`group(keys)` and a getter of the numbers among the values; kept while steps bring the same keys
+        (they do, step after step, for one model: comparing them is cheaper than grouping them)."""
+        if self._grouping is None or self._grouping[0] != keys:
+            grouped = group(keys)
+            numbers = [j for code, idx in grouped[0].items() if code not in _VECTORS for j in idx]
+            getter = (lambda values: ()) if not numbers else (
+                operator.itemgetter(*numbers) if len(numbers) > 1 else (lambda values, j=numbers[0]: (values[j],)))
+            self._grouping = (list(keys), grouped, getter)
+        return self._grouping[1], self._grouping[2]
 
     def build(self, p: StepPayload) -> dict[str, Any]:
         if p.combine is not None:
             p.combine(p)
         amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
-        grouped = group(p.keys)
+        grouped, numbers = self._group(p.keys)
         layers = self._assign_positions(p, grouped)
         block = None
-        if _fast(p, grouped[0]):
+        if _fast(p, grouped[0], numbers):
             block = step_block(self.layers, grouped, p.values, p.numel, p.nonfinite, amp_scale, p.step,
                                self._positions(), self.next_position)
         values = None
@@ -141,12 +154,27 @@ def step_stats(step: int, derived: dict, position: dict[int, int], n_positions: 
     return StepStats(step, names, values.reshape(shape), recorded.reshape(shape))
 
 
-def _fast(p: StepPayload, by_code: dict[str, list[int]]) -> bool:
+def _fast(p: StepPayload, by_code: dict[str, list[int]], numbers: Callable[[list], tuple]) -> bool:
     """Whether the numpy block computes this step exactly as derive() would: only the codes it knows,
     and finite partials (a non-finite one needs derive's overflow and origin logic)."""
     if p.exact_grad_sq or p.exact_weight_sq or not set(by_code) <= KNOWN_CODES:
         return False
-    return all(np.isfinite(v).all() for v in p.values)
+    return _all_finite(p.values, by_code, numbers)
+
+
+_VECTORS = (UNIT, HIST_ACT, HIST_GRAD)  # codes whose partial results are vectors; every other one is a number
+
+
+def _all_finite(values: list, by_code: dict[str, list[int]], numbers: Callable[[list], tuple]) -> bool:
+    """Every partial result is finite: the numbers in one array, the vectors in another (no call per value)."""
+    vectors = [values[j] for code in _VECTORS for j in by_code.get(code, ())]
+    try:
+        flat = np.array(numbers(values), dtype=np.float64)
+        if vectors:
+            flat = np.concatenate([flat, *(np.ravel(v) for v in vectors)])
+    except (TypeError, ValueError):  # a vector where a number was expected: one at a time
+        return all(np.isfinite(v).all() for v in values)
+    return bool(np.isfinite(flat).all())
 
 
 def _clip_factor(step: int, block: StepStats) -> list[tuple[int, str, float]]:
