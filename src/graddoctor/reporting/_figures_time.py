@@ -16,6 +16,15 @@ from ._axes import (check_run, depth_colors, depth_legend, layer_label, layers_w
 
 UPDATE_GUIDE = 1e-3  # Karpathy's rule of thumb: ||dW|| / ||W|| near 1e-3 per step is healthy
 MAX_LINE_STEPS = 500  # points per layer's line at most; a longer run is subsampled evenly (NaN/Inf marks use every step)
+MAX_LINES = 40  # layers drawn as lines at most; a deeper model draws every k-th layer, first and last kept (the title
+#                 says how many; NaN/Inf marks use every layer). Drawing 400 layers' lines took most of a report's time.
+
+
+def _drawn(names: list[str]) -> tuple[list[str], str]:
+    """The layers drawn as lines (at most MAX_LINES, evenly spaced in depth) and what the title says of them."""
+    if len(names) <= MAX_LINES:
+        return names, ""
+    return [names[k] for k in subsample(len(names), MAX_LINES)], f" ({MAX_LINES} of {len(names)} layers, evenly spaced)"
 
 
 def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any = None) -> Any:
@@ -33,6 +42,7 @@ def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any
     require(names, "dead or saturated fractions", run, "they are recorded for activation layers")
     ax = new_axes(ax)
     cols = subsample(len(run.steps), MAX_LINE_STEPS)
+    names, shown = _drawn(names)
     for name, color in zip(names, depth_colors(len(names))):  # the legend names each layer once, by colour
         label = layer_label(name)
         if name in dead:
@@ -46,7 +56,7 @@ def unit_fractions(run: RunView, layers: Sequence[str] | None = None, *, ax: Any
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("fraction of units")
-    ax.set_title(f"dead (solid) and saturated (dashed) units: {plain(run.name)}")
+    ax.set_title(f"dead (solid) and saturated (dashed) units{shown}: {plain(run.name)}")
     ax.grid(True, alpha=0.3)
     depth_legend(ax, fontsize="x-small", ncol=2 if len(names) > 6 else 1)
     return ax
@@ -63,18 +73,20 @@ def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: fl
     require(names, "update ratios", run, "watch with an optimizer and update_ratio=True")
     ax = new_axes(ax)
     cols = subsample(len(run.steps), MAX_LINE_STEPS)
-    for name, color in zip(names, depth_colors(len(names))):
+    drawn, shown = _drawn(names)
+    for name, color in zip(drawn, depth_colors(len(drawn))):
         ax.plot(run.steps[cols], positive(run.stat("update_ratio", name)[cols]), color=color, label=layer_label(name))
     ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}", gid="key")
     rows = [run.layers.index(name) for name in names]
-    values, recorded = run.stat_matrix("update_ratio")[rows], run.recorded("update_ratio")[rows]
+    values = run.stat_matrix("update_ratio", copy=False)[rows]
+    recorded = run.recorded("update_ratio", copy=False)[rows]
     mark_at_bottom(ax, run.steps, (recorded & ~np.isfinite(values)).any(axis=0), label="NaN/Inf (a layer)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||dW|| / ||W|| (log)")
-    ax.set_title(f"update ratio per layer (input side dark): {plain(run.name)}")
+    ax.set_title(f"update ratio per layer{shown} (input side dark): {plain(run.name)}")
     ax.grid(True, which="major", alpha=0.3)
-    depth_legend(ax, fontsize="x-small", ncol=2 if len(names) > 8 else 1)
+    depth_legend(ax, fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
     return ax
 
 

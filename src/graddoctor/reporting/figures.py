@@ -65,8 +65,8 @@ def gradient_flow(run: RunView, steps: Sequence[int] | None = None, *, predictio
     for col, color in zip(cols, colors):
         for stat in stats:
             line, marker, label = styles.get(stat, (":", "^", stat))
-            y = positive(run.stat_matrix(stat)[rows, col])
-            has = run.recorded(stat)[rows, col]  # connect the layers that have the stat (grad_norm: weight layers)
+            y = positive(run.stat_matrix(stat, copy=False)[rows, col])
+            has = run.recorded(stat, copy=False)[rows, col]  # connect the layers that have the stat (grad_norm: weight layers)
             ax.plot(x[has], y[has], line, marker=marker, color=color, label=f"{label}, step {int(run.steps[col])}")
     _mark_unplottable(ax, run, rows, cols, stats)
     if prediction is not None:
@@ -88,7 +88,7 @@ def _mark_unplottable(ax: Any, run: RunView, rows: list[int], cols: list[int], s
     """Layers whose drawn norm is NaN/Inf (red ticks) or exactly 0 (grey triangles): a log axis would drop them."""
     bad = zero = np.zeros(len(rows), dtype=bool)
     for stat in stats:
-        values, has = run.stat_matrix(stat)[rows][:, cols], run.recorded(stat)[rows][:, cols]
+        values, has = run.stat_matrix(stat, copy=False)[rows][:, cols], run.recorded(stat, copy=False)[rows][:, cols]
         bad = bad | (has & ~np.isfinite(values)).any(axis=1)
         zero = zero | (has & (values == 0)).any(axis=1)
     x = np.arange(len(rows))
@@ -126,7 +126,7 @@ def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: 
     Grey cells were not recorded; magenta cells hold a recorded NaN or Inf (never hidden); on a
     log scale, blue cells hold an exact 0 (a dead unit fraction of 0, a layer with no gradient).
     """
-    values, recorded, names, xs, title = _heatmap_data(data, stat, layers, steps)
+    values, recorded, names, xs, title = _heatmap_data(data, stat, layers, steps, max_steps)
     keep = subsample(values.shape[1], max_steps)
     values, recorded, xs = values[:, keep], recorded[:, keep], xs[keep]
     mpl = matplotlib()
@@ -151,14 +151,16 @@ def heatmap(data: RunView | np.ndarray, stat: str = "out_grad_norm", *, layers: 
     return ax
 
 
-def _heatmap_data(data: Any, stat: str, layers: Sequence[str] | None,
-                  steps: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, str]:
+def _heatmap_data(data: Any, stat: str, layers: Sequence[str] | None, steps: Sequence[int] | None,
+                  max_steps: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, str]:
     if isinstance(data, RunView):
         run = check_run(data, "heatmap")
         names = layers_with(run, stat, layers)
         require(names, f"values of {stat!r}", run, "pick a statistic the run recorded")
         rows = [run.layers.index(n) for n in names]
-        return (run.stat_matrix(stat)[rows], run.recorded(stat)[rows], names, run.steps.astype(float),
+        cols = subsample(len(run.steps), max_steps)  # only the drawn columns are read
+        values, recorded = run.stat_window(stat, cols)
+        return (values[rows], recorded[rows], names, run.steps[cols].astype(float),
                 f"{stat} per layer and step: {plain(run.name)}")
     values = np.asarray(data, dtype=float)
     if values.ndim != 2 or values.size == 0:
