@@ -27,7 +27,7 @@ from graddoctor.store.writer import StoreWriter
 
 FIXTURES = Path(__file__).with_name("fixtures")
 sys.path.insert(0, str(FIXTURES))
-from make_fixture import dump  # noqa: E402
+from make_fixture import dump, v2_from_v1  # noqa: E402
 
 F32 = 2.0 ** -24  # float32's relative rounding
 
@@ -136,6 +136,32 @@ def test_migrate_v1_gives_v3_with_the_same_values(tmp_path):
     assert migrate(path)["from_version"] == 3  # a v3 store is left as it is
     store = RunStore(path)  # and takes new runs
     store.close()
+
+
+def v2_fixture(tmp_path: Path) -> Path:
+    path = fixture(1, tmp_path)
+    v2_from_v1(path)
+    return path
+
+
+def test_v2_store_reads_as_v1_did_and_migrates_keeping_roles(tmp_path):
+    path = v2_fixture(tmp_path)
+    assert version_of(path) == 2
+    for name, want in expected(1).items():
+        assert_same_run(dumps_of(path)[name], want, exact=True)
+    con = sqlite3.connect(path)
+    roles = con.execute("SELECT run_id, position, role FROM layers ORDER BY run_id, position").fetchall()
+    con.close()
+    assert {r for _, _, r in roles} == {"weight", "activation"}
+    result = migrate(path)
+    assert result["from_version"] == 2 and result["to_version"] == 3 and result["runs"] == 2
+    for name, want in expected(1).items():
+        assert_same_run(dumps_of(path)[name], want, exact=False)
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT run_id, position, role FROM layers ORDER BY run_id, position").fetchall() == roles
+    finally:
+        con.close()
 
 
 def test_migrate_keeps_unknown_tables(tmp_path):
