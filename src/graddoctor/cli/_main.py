@@ -167,6 +167,41 @@ def export_rows(run):
                 yield (run.name, int(step), "", key, float(value))
 
 
+def export_csv_chunks(run):
+    """export_rows as CSV text (csv.writer's quoting and line ends), one (text, rows) chunk per layer and window:
+    the run, layer and statistic are quoted once per chunk, not once per value."""
+    import csv
+    import io
+
+    def field(text: str) -> str:
+        if text == "":
+            return ""
+        buf = io.StringIO()
+        csv.writer(buf).writerow([text])
+        return buf.getvalue()[:-2]
+
+    name = field(run.name)
+    for stat in run.stats:
+        for start in range(0, len(run.steps), EXPORT_WINDOW):
+            cols = np.arange(start, min(start + EXPORT_WINDOW, len(run.steps)))
+            values, recorded = run.stat_window(stat, cols)
+            steps = run.steps[cols]
+            for i, layer in enumerate(run.layers):
+                has = recorded[i]
+                if has.any():
+                    middle = f"{field(layer)},{field(stat)}"
+                    lines = "".join([f"{name},{step},{middle},{value!r}\r\n"
+                                     for step, value in zip(steps[has].tolist(), values[i][has].tolist())])
+                    yield lines, int(has.sum())
+    for key in run.scalars:
+        logged = run.scalar_recorded(key)
+        if logged.any():
+            middle = f",{field(key)}"
+            lines = "".join([f"{name},{step},{middle},{value!r}\r\n"
+                             for step, value in zip(run.steps[logged].tolist(), run.scalar(key)[logged].tolist())])
+            yield lines, int(logged.sum())
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.dest and args.output and args.dest != args.output:
         raise GradDoctorError(f"two outputs given ({args.dest!r} and -o {args.output!r}): give one.")
@@ -188,15 +223,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     header = ["run", "step", "layer", "stat", "value"]
     if args.format == "parquet":
         return _export_parquet(rows, header, args.output)
-    import csv
-
     count = 0
     with write_atomic(args.output, newline="", what="-o") if args.output else contextlib.nullcontext(sys.stdout) as out:
-        writer = csv.writer(out)
-        writer.writerow(header)
-        for r in rows:
-            writer.writerow((r[0], r[1], r[2], r[3], repr(r[4])))
-            count += 1
+        out.write(",".join(header) + "\r\n")
+        for lines, n in export_csv_chunks(run):
+            out.write(lines)
+            count += n
     if args.output:
         print(f"wrote {count} rows of run {run.name!r} to {args.output}", file=sys.stderr)
     return 0
