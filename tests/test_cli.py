@@ -119,3 +119,31 @@ def test_show_reports_first_nonfinite(store_path, capsys):
 def test_python_dash_m_runs_the_cli(recorded):
     done = subprocess.run([sys.executable, "-m", "graddoctor", "runs", str(recorded)], capture_output=True, text=True)
     assert done.returncode == 0 and "second" in done.stdout
+
+
+def test_export_csv_is_what_csv_writer_wrote_row_by_row(tmp_path, capsys):
+    """The chunked CSV (one text per layer and window) is byte for byte csv.writer over export_rows,
+    with names that need quoting."""
+    from graddoctor.cli._main import export_rows
+
+    model = nn.Sequential()
+    model.add_module('a,"b', nn.Linear(3, 4))
+    model.add_module("act", nn.Tanh())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "q.db"
+    with graddoctor.watch(model, opt, store=path, name='run "1", x') as run:
+        for _ in range(3):
+            loss = model(torch.randn(5, 3)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+    out = tmp_path / "q.csv"
+    assert main(["export", str(path), "-o", str(out)]) == 0
+    want = io.StringIO(newline="")
+    writer = csv.writer(want)
+    writer.writerow(["run", "step", "layer", "stat", "value"])
+    for r in export_rows(graddoctor.load(path)):
+        writer.writerow((r[0], r[1], r[2], r[3], repr(r[4])))
+    assert out.read_bytes().decode() == want.getvalue()
+    assert '"a,""b"' in want.getvalue() and ",,loss," in want.getvalue()
