@@ -61,7 +61,7 @@ def watch(
         model: any `nn.Module` (a `torch.compile`d, DataParallel- or DDP-wrapped one is watched through
             its inner module; an FSDP2 `fully_shard`ed one through its local shards). Under
             torch.distributed call `watch` on every rank with the same arguments: statistics are
-            reduced over ranks and rank 0 alone writes the store (README, Distributed).
+            reduced over ranks and rank 0 alone writes the store (docs/distributed.md).
         optimizer: steps are detected from it (one record per `optimizer.step()`); without one,
             call `run.step()` after each backward.
         store: path of the SQLite run store (created if missing), an open `RunStore`, or

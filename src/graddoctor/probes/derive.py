@@ -1,4 +1,4 @@
-"""From partial sums to statistics: every formula of the README's Statistics table, in one place.
+"""From partial sums to statistics: every formula of docs/statistics.md's table, in one place.
 
 Pure host-side code over float64 numbers: testable without a model.
 """

@@ -21,7 +21,7 @@ ACTIVATION_NAMES = frozenset({
     "SquaredReLU", "StarReLU", "SiLU", "Sigmoid", "Tanh", "PReLU",
 })
 
-# Activation families (diagnose.families) of those names.
+# Activation families (diagnosis/families.py) of those names.
 FAMILY = {
     **{name: "smooth" for name in ACTIVATION_NAMES},
     "ReLUSquaredActivation": "relu", "SquaredReLU": "relu", "StarReLU": "relu",

@@ -1,6 +1,6 @@
 """Run: the object `graddoctor.watch` returns. Ties the plan, the hooks, the step records and the store.
 
-Timing of every reading (README, Statistics): activation statistics in forward hooks, dL/d output in
+Timing of every reading (docs/statistics.md): activation statistics in forward hooks, dL/d output in
 tensor hooks during backward, parameter gradients and weights in the optimizer's step pre-hook
 (after any clipping or GradScaler unscaling the loop does before `step`), updates in its post-hook.
 """
@@ -89,7 +89,7 @@ class Run:
         )
         self.run_id, self.name, self._start_step = self._session.run_id, self._session.name, self._session.start_step
         self._writer = self._session.writer
-        # Several processes (integrations.distributed): decided once here, never per hook call.
+        # Several processes (probes/distributed.py): decided once here, never per hook call.
         self._reducer = reducer
         self._local: Any = reducer.local_of if reducer is not None and reducer.any_sharded else None
         self._handles = HandleGroup()

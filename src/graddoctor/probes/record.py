@@ -17,7 +17,7 @@ import torch
 # and sum of squares of the output minus k), combined by derive.moments. Summed over calls: NZ (nonzero count),
 # SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
 # gradient, weight, update), or GSQ, WSQ, USQ: their sums of squares (GSQ: a layer's gradient
-# sum of squares already combined across ranks, integrations.distributed). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
+# sum of squares already combined across ranks, probes/distributed.py). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
 S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
     "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "gsq", "wsq", "usq", "unit", "hist_act", "hist_grad",
 )

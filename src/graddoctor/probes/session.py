@@ -1,8 +1,7 @@
 """Where a Run's records go: the run store, its writer thread, the run's id, name and first step.
 
 On one process the Run opens (or resumes) its run in the store itself. Under torch.distributed
-(`reducer`: integrations.distributed's Reducer, used here only through its methods, since probes
-never import integrations) rank 0 alone opens the store, and every rank then meets once: all
+(`reducer`: probes/distributed.py's Reducer, used here only through its methods) rank 0 alone opens the store, and every rank then meets once: all
 must watch the same layers with the same options, and all take rank 0's run id, name and start
 step. An error opening the store on rank 0 is raised on every rank, never on rank 0 alone.
 """
