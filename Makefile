@@ -25,12 +25,12 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q -m "not full"
+	$(PY) -m pytest -q -m "not full" -n auto --dist loadfile
 
 test-all: $(STAMP) chromium
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS),$(MORE_EXTRAS)]"
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The report tests open the HTML report in Debian's headless Chromium (no browser download).
 chromium:

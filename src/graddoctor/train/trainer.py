@@ -44,7 +44,10 @@ def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, s
     t0 = time.perf_counter()
     options = {} if train.hist_every is None else {"hist_every": train.hist_every}
     options |= {} if train.attention_every is None else {"attention_every": train.attention_every}
-    with watch(model, opt, store=store, name=name, user_config=config, every=train.every, **options) as run:
+    # full_every=every: a study or a comparison reads full-tier statistics (dead_frac, act_*, update_ratio)
+    # at whichever recorded step it measures, the last one included, so every recorded step is full tier.
+    with watch(model, opt, store=store, name=name, user_config=config, every=train.every, full_every=train.every,
+               **options) as run:
         for step in range(train.steps):
             for group in opt.param_groups:
                 group["lr"] = train.lr * min(1.0, (step + 1) / train.warmup) if train.warmup else train.lr
