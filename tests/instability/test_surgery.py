@@ -62,3 +62,21 @@ def test_pre_ln_flips_norm_first_and_refuses_what_it_cannot_do():
         apply_remedy(nn.Linear(3, 3), "qk_layernorm")
     with pytest.raises(RemedyError, match="training loop"):
         apply_remedy(_encoder(), "z_loss")
+
+
+def test_after_qk_layernorm_watch_still_records_the_attention_logits_at_the_wrapper():
+    import graddoctor
+
+    s = apply_remedy(_encoder(), "qk_layernorm")
+    opt = torch.optim.SGD(s.model.parameters(), lr=0.01)
+    with graddoctor.watch(s.model, opt, full_every=1, attention_every=1) as run:
+        for _ in range(2):
+            loss = s.model(torch.randn(4, 6, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    view = graddoctor.load(run)
+    sites = ["0.layers.0.self_attn", "0.layers.1.self_attn"]  # the QKNormAttention wrappers
+    for site in sites:
+        logits = view.stat("attn_logit_max", site)
+        assert len(logits) == 2 and torch.isfinite(torch.as_tensor(logits)).all(), site

@@ -59,8 +59,8 @@ def _named_attention(module: nn.Module) -> bool:
 def is_attention_site(module: nn.Module) -> bool:
     """nn.MultiheadAttention, or the innermost module whose class name ends in Attention/Attn
     (GPT2Attention, ViTSelfAttention, nanoGPT's CausalSelfAttention): where the logits are formed."""
-    if isinstance(module, nn.MultiheadAttention):
-        return True
+    if isinstance(module, nn.MultiheadAttention) or getattr(type(module), "attention_site", False) is True:
+        return True  # attention_site: a class that computes attention itself around a module it only holds
     if not _named_attention(module):
         return False
     return not any(_named_attention(m) for m in module.modules() if m is not module)

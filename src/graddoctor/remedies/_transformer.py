@@ -24,6 +24,10 @@ class QKNormAttention(nn.Module):
     Returns (output, None): the attention weights are not materialised (SDPA computes the output).
     """
 
+    # The held nn.MultiheadAttention's own forward never runs: watch reads the logits here instead,
+    # from the SDPA call (probes/libraries.py's is_attention_site).
+    attention_site = True
+
     def __init__(self, mha: nn.MultiheadAttention) -> None:
         super().__init__()
         if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
