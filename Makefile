@@ -6,8 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := dev,demo,report,lab,mnist,lightning,hf,tensorboard,mlflow,wandb,notebook,ray
-# `make test-all` adds these: the tracker mirrors' and the notebook's tests run for real, not skipped.
-# (Kept out of `make test`: installing them takes minutes on a fresh machine.)
+# `make test-all` adds parquet and the tests marked `full` (the wheel built and installed into a fresh venv).
 MORE_EXTRAS := parquet
 
 .PHONY: demo test test-all bench clean chromium
