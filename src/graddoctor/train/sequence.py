@@ -11,7 +11,8 @@ A `SeqNetSpec` stands where a `NetSpec` does in a `RunSpec`; the trainer calls i
 
 Post-LN (`norm_first=False`) is x <- LN(x + f(x)) (Vaswani et al. 2017); pre-LN is
 x <- x + f(LN(x)) with a final LayerNorm (Xiong et al. 2020). `qk_norm` adds a LayerNorm over each head's
-dimension to the queries and keys (Dehghani et al. 2023). The attention is a module of its own
+dimension to the queries and keys (Dehghani et al. 2023); `sigma_reparam` replaces every Linear
+(attention, MLP, head) by a `SigmaReparamLinear`, W -> (gamma / sigma(W)) W (Zhai et al. 2023). The attention is a module of its own
 (`CausalSelfAttention`, an attention site for the watch's statistics; nn.MultiheadAttention
 wrapped by the qk_layernorm remedy records none: its inner module never runs its forward). Recurrent inits: "default" (PyTorch's
 uniform +-1/sqrt(H)), "orthogonal" (W_hh blocks orthogonal), "identity" (W_hh = I, biases 0: Le
@@ -28,6 +29,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..remedies._sigma_reparam import sigma_reparam
 
 CELLS = ("rnn", "lstm", "gru")
 KINDS = (*CELLS, "transformer")
@@ -50,6 +52,7 @@ class SeqNetSpec:
     heads: int = 4                    # attention heads
     norm_first: bool = True           # pre-LN (True) or post-LN (False)
     qk_norm: bool = False             # LayerNorm on queries and keys per head
+    sigma_reparam: bool = False       # every Linear W -> (gamma / sigma(W)) W (Zhai et al. 2023)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -69,7 +72,8 @@ class SeqNetSpec:
     def label(self) -> str:
         """'rnn-tanh-default', 'lstm', 'transformer6-post-ln', 'transformer2-pre-ln-qknorm'."""
         if self.kind == "transformer":
-            return f"transformer{self.depth}-{'pre' if self.norm_first else 'post'}-ln" + ("-qknorm" if self.qk_norm else "")
+            return (f"transformer{self.depth}-{'pre' if self.norm_first else 'post'}-ln" + ("-qknorm" if self.qk_norm else "")
+                    + ("-sigmareparam" if self.sigma_reparam else ""))
         parts = [self.kind] + ([self.nonlinearity] if self.kind == "rnn" else []) + [self.init]
         parts += [f"radius{self.radius:g}"] if self.radius else []
         return "-".join(parts + ([f"forget{self.forget_bias:g}"] if self.forget_bias is not None else []))
@@ -176,6 +180,8 @@ class CharTransformer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if spec.sigma_reparam:  # after the init: sigma is estimated from the initial weights
+            sigma_reparam(self, inplace=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.emb(tokens) + self.pos[: tokens.shape[1]]
