@@ -15,7 +15,10 @@ Here: the lab's pre-LN causal character transformer (2 blocks, width 64, 4 heads
 then a constant learning rate, over learning rates 1e-3 to 3e-1; each lr with and without
 qk-layernorm alone, z-loss (1e-4) alone, and both (the paper reports each remedy apart). l(lr) is the final test loss (nats per character; a diverged run
 counts as l_0), l_0 the loss at init, l* the best over every run of the study. Attention
-statistics recorded every 10 steps.
+statistics recorded every 10 steps. The output-logit divergence (W3) needs a longer training: each
+variant at the highest lr for 1000 steps, attention and log Z every 20 steps; W3 compares z-loss
+against none with qk-layernorm in both (without it the attention-logit instability of W2 drives
+the loss and log Z at that lr, whatever the z-loss does).
 """
 
 from __future__ import annotations
@@ -53,10 +56,12 @@ class Config:
     depth: int = 2
     width: int = 64
     steps: int = 200
+    long_steps: int = 1000   # W3: no remedy and z-loss alone at the highest lr, trained this long
 
 
 FULL = Config()
-QUICK = Config(lrs=(3e-3, 3e-1), variants=("base", "qk+z"), width=32, steps=30)
+QUICK = Config(lrs=(3e-3, 3e-1), variants=("base", "qk+z"), width=32, steps=30, long_steps=40)
+LONG = ("base", "z", "qk", "qk+z")  # the long runs' variants, tagged variant="long:KEY"
 
 
 def config(settings: Settings) -> Config:
@@ -74,6 +79,14 @@ def runs(settings: Settings) -> list[RunSpec]:
             net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, qk_norm=qk)
             specs += [run_spec(f"{key}/lr={lr:g}/s{seed}", net=net, train=train, seed=seed, data=DATA, variant=key, lr=lr)
                       for seed in range(settings.seeds)]
+    top = max(cfg.lrs)
+    for key in LONG:  # the output-logit divergence needs longer than the sweep's steps (Wortsman et al. Sec. 3.2)
+        every = 5 if settings.quick else 20
+        train = TrainSpec(optimizer="adam", lr=top, batch=32, steps=cfg.long_steps, warmup=cfg.steps // 10, every=every,
+                          attention_every=every, z_loss=VARIANTS[key][2])
+        net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, qk_norm=VARIANTS[key][1])
+        specs += [run_spec(f"long/{key}/lr={top:g}/s{seed}", net=net, train=train, seed=seed, data=DATA,
+                           variant=f"long:{key}", lr=top) for seed in range(settings.seeds)]
     return specs
 
 
@@ -133,7 +146,23 @@ def _range_claim(cid: str, key: str, sens: dict[str, dict[str, float]], cfg: Con
                  f"{base['lr_sensitivity']:.3f} -> {mine['lr_sensitivity']:.3f}")
 
 
-def _claims(points: list[dict[str, Any]], sens: dict[str, dict[str, float]], cfg: Config) -> list[dict[str, Any]]:
+def _z_claim(long: dict[str, dict[str, Any]], top: float, cfg: Config) -> dict[str, Any]:
+    """z-loss against none where qk-layernorm has removed the attention-logit instability (the loss's other cause at a
+    high lr: W2), so what is left to the z-loss is the output logits; the pair without qk-layernorm is reported beside."""
+    lz = {k: math.inf if long[k]["diverged"] else abs(long[k]["log_z_extreme"]["mean"]) for k in LONG}  # NaN: unrecorded
+    verdict = "supported" if lz["qk+z"] < 0.5 * lz["qk"] else "qualified" if lz["qk+z"] < lz["qk"] else "refuted"
+    return claim("W3", "z-loss keeps the output log Z near 0", verdict,
+                 f"the largest |logit_lse_mean| over {cfg.long_steps} steps at lr {top:g}, both runs with qk-layernorm: "
+                 "supported when with z-loss it is < half the value without; qualified when smaller; else refuted",
+                 {"max_abs_log_z": lz, "final_log_z": {k: long[k]["log_z_final"]["mean"] for k in LONG},
+                  "test_loss": {k: long[k]["test_loss"]["mean"] for k in LONG}},
+                 f"{cfg.long_steps} steps at lr {top:g}, max |log Z| with qk-layernorm: {lz['qk']:.3g} without z-loss, "
+                 f"{lz['qk+z']:.3g} with (test loss {long['qk']['test_loss']['mean']:.3f} -> "
+                 f"{long['qk+z']['test_loss']['mean']:.3f}); without qk-layernorm: {lz['base']:.3g} -> {lz['z']:.3g}")
+
+
+def _claims(points: list[dict[str, Any]], sens: dict[str, dict[str, float]], long: dict[str, dict[str, Any]],
+            cfg: Config) -> list[dict[str, Any]]:
     top, low = max(cfg.lrs), min(cfg.lrs)
     qkey = "qk" if "qk" in cfg.variants else "qk+z"  # qk-layernorm alone where the study has it
     grow = {k: _at(points, k, top)["attn_logit_max_peak"]["mean"] for k in ("base", qkey)}
@@ -147,13 +176,7 @@ def _claims(points: list[dict[str, Any]], sens: dict[str, dict[str, float]], cfg
                     {"peak_top_lr": grow, "peak_low_lr_base": small},
                     f"peak attention logit at lr {top:g}: {grow['base']:.3g} without, {grow[qkey]:.3g} with "
                     f"{VARIANTS[qkey][0]} (at lr {low:g}: {small:.3g})")]
-    zkey = "z" if "z" in cfg.variants else "qk+z"  # z-loss alone where the study has it
-    lz = {k: abs(_at(points, k, top)["log_z_extreme"]["mean"]) for k in ("base", zkey)}
-    l3 = "supported" if lz[zkey] < 0.5 * lz["base"] else "qualified" if lz[zkey] < lz["base"] else "refuted"
-    claims.append(claim("W3", "z-loss keeps the output log Z near 0", l3,
-                        f"the largest |logit_lse_mean| over training at lr {top:g}: supported when with {VARIANTS[zkey][0]} it is "
-                        "< half the value without remedy; qualified when smaller; else refuted", lz,
-                        f"max |log Z| at lr {top:g}: {lz['base']:.3g} without, {lz[zkey]:.3g} with {VARIANTS[zkey][0]}"))
+    claims.append(_z_claim(long, top, cfg))
     if "qk" in cfg.variants:
         claims.append(_range_claim("W4", "qk", sens, cfg))
     return claims
@@ -164,6 +187,7 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
     cfg = config(settings)
     points = [_point(results, key, lr) for lr in cfg.lrs for key in cfg.variants]
     best = min(p["test_loss"]["mean"] for p in points)
+    long = {k: _point(results, f"long:{k}", max(cfg.lrs)) for k in LONG}
     sens = {key: sensitivity(points, key, best) for key in cfg.variants}
     names = " / ".join(k if k != "base" else "none" for k in cfg.variants)
     header = ["lr"] + [f"{VARIANTS[k][0]}: test loss" for k in cfg.variants] + [
@@ -178,7 +202,7 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
     rows.append(["LR sensitivity"] + [f"{sens[k]['lr_sensitivity']:.3f}" for k in cfg.variants] + ["", ""])
     rows.append(["stable lrs"] + [f"{sens[k]['stable_lrs']}" for k in cfg.variants] + ["", ""])
     return {"paper": PAPER, "config": dataclasses.asdict(cfg), "points": points, "best_loss": best, "sensitivity": sens,
-            "claims": _claims(points, sens, cfg), "table": {"header": header, "rows": rows},
+            "long": list(long.values()), "claims": _claims(points, sens, long, cfg), "table": {"header": header, "rows": rows},
             "notes": [f"best test loss over the study l* = {best:.3f} nats/char; stable: within {STABLE} of it",
                       f"paper: {PAPER}"]}
 
@@ -206,12 +230,16 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
                 ax[0].semilogy(p["attn_curve"][0], np.abs(p["attn_curve"][1]), label=VARIANTS[k][0])
             if p["lse_curve"][0]:
                 ax[1].plot(p["lse_curve"][0], p["lse_curve"][1], label=VARIANTS[k][0])
+        for p in analysis.get("long", []):
+            if p["lse_curve"][0]:
+                key = p["variant"].split(":", 1)[1]
+                ax[1].plot(p["lse_curve"][0], p["lse_curve"][1], ls="--", label=f"{VARIANTS[key][0]}, {cfg['long_steps']} steps")
         ax[0].set(xlabel="step", ylabel="max attention logit (max over layers)")
         ax[1].set(xlabel="step", ylabel="mean output log Z")
         for a in ax:
             a.legend(fontsize=7)
             a.grid(alpha=0.3)
-        page.figure(fig, f"lr {top:g}, seed 0: attention logit growth (left) and output log Z (right).")
+        page.figure(fig, f"lr {top:g}, seed 0: attention logit growth (left) and output log Z (right; dashed: the long runs).")
 
 
 STUDY = Study(
