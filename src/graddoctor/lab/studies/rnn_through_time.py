@@ -57,7 +57,7 @@ class Config:
     lengths: tuple[int, ...] = (25, 50, 100, 200)
     variants: tuple[str, ...] = tuple(VARIANTS)
     steps: int = 600
-    explode_length: int = 20
+    explode_length: int = 50
     explode_steps: int = 300
     every: int = 50
 
