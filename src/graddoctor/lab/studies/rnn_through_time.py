@@ -8,16 +8,18 @@ clipping); S. Hochreiter, J. Schmidhuber, "Long short-term memory", Neural Compu
 Q. Le, N. Jaitly, G. Hinton, "A simple way to initialize recurrent networks of rectified linear
 units", 2015 (IRNN: ReLU RNN, W_hh = I).
 
-Here: the lab's `recall-T` task (T tokens over 4 symbols, the label is the first: chance 1/4, only
-the gradient through all T steps can teach it), Embedding(4, 16) -> one recurrent layer of 32
-units (the LSTM with forget-gate bias 1, the usual init since Gers et al. 2000; PyTorch's 0
-starts the forget gates at 1/2) -> a classifier of the last step, so the loss is l_T alone and the watch's `in_grad_norm_t`
-of the recurrent layer is ||d l_T / d x_t|| (summed over the batch). Adam, lr 1e-2, batch 64, no
-clipping; W_hh's bound (gamma sigma_max, spectral radius) from the watch's `hh_*` statistics.
-Exploding: the tanh RNN with W_hh rescaled to spectral radius 1.5 at T = 20, trained with SGD (lr
-0.05, momentum 0.9),
-with and without clipping the global norm to 1 (Pascanu et al.'s remedy; under Adam the step size
-does not follow the gradient's size, so the explosion would not show in the updates).
+Here: the lab's `recall-T` task (a key, one of 4 symbols, then T - 1 distractors from 4 other
+symbols, as in Hochreiter & Schmidhuber's Experiment 2; the label is the key: chance 1/4, only the
+gradient through all T steps can teach it), Embedding(8, 16) -> one recurrent layer of 32 units ->
+a classifier of the last step, so the loss is l_T alone and the watch's `in_grad_norm_t` of the
+recurrent layer is ||d l_T / d x_t|| (summed over the batch). The LSTM twice: with the chrono init
+(Tallec & Ollivier 2018; the swap_cell remedy's: forget bias log u, input bias -log u, u ~ U[1, T-1])
+and with forget bias 1 (Gers et al. 2000; PyTorch's 0 starts the forget gates at 1/2). Adam, lr
+1e-2, batch 64, the global norm clipped to 1 (Le et al. 2015 clip every model); W_hh's bound
+(gamma sigma_max, spectral radius) from the watch's `hh_*` statistics. Exploding: the tanh RNN with
+W_hh rescaled to spectral radius 1.5 at T = 50, trained with SGD (lr 0.05, momentum 0.9), with and
+without clipping the global norm to 1 (Pascanu et al.'s remedy; under Adam the step size does not
+follow the gradient's size, so the explosion would not show in the updates).
 """
 
 from __future__ import annotations
@@ -285,7 +287,7 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
 STUDY = Study(
     name=NAME,
     title="Gradients through time: tanh RNN, LSTM, GRU on first-token recall (Bengio 1994, Pascanu 2013)",
-    summary="Trains a tanh RNN (default, orthogonal and IRNN inits), an LSTM and a GRU on first-token recall over "
-            "lengths 10-80; measures ||d l_T/d x_t|| against t at init and at the end beside the Pascanu bound "
+    summary="Trains a tanh RNN (default, orthogonal and IRNN inits), an LSTM (chrono init, forget bias 1) and a GRU on "
+            "first-token recall over lengths 25-200; measures ||d l_T/d x_t|| against t at init and at the end beside the Pascanu bound "
             "gamma*sigma_max(W_hh), the longest length each learns, and clipping on a radius-1.5 RNN.",
     runs=runs, analyse=analyse, report=report)
