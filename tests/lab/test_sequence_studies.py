@@ -24,6 +24,8 @@ def quick_run(name: str, tmp_path) -> tuple[dict, str]:
 def test_recall_labels_are_the_first_token_and_chars_targets_are_the_next_character():
     recall = load_task("recall-12")
     assert recall.x_train.shape == (8192, 12) and torch.equal(recall.y_train, recall.x_train[:, 0])
+    assert set(recall.y_train.unique().tolist()) == {0, 1, 2, 3}              # the keys
+    assert set(recall.x_train[:, 1:].unique().tolist()) == {4, 5, 6, 7}       # distractors: other symbols
     chars = load_task("chars-16")
     assert chars.x_train.dtype == torch.int64 and chars.y_train.shape == chars.x_train.shape
     assert torch.equal(chars.x_train[:, 1:], chars.y_train[:, :-1])          # y is x shifted by one character
@@ -41,6 +43,12 @@ def test_recurrent_inits_set_the_spectral_radius_identity_and_forget_bias():
     assert torch.equal(irnn.weight_hh_l0.detach(), torch.eye(32)) and not irnn.bias_hh_l0.any()
     lstm = SeqNetSpec(kind="lstm", forget_bias=1.0).build(data).rnn
     assert torch.all(lstm.bias_ih_l0[32:64] == 1) and not lstm.bias_hh_l0[32:64].any()
+    chrono = SeqNetSpec(kind="lstm", init="chrono").build(load_task("recall-40")).rnn
+    forget, inp = chrono.bias_ih_l0[32:64].detach(), chrono.bias_ih_l0[:32].detach()
+    assert 0 <= forget.min() and forget.max() <= math.log(39) and torch.equal(inp, -forget)  # log U[1, T - 1]
+    assert not chrono.bias_hh_l0[:64].any()
+    with pytest.raises(ConfigError, match="chrono"):
+        SeqNetSpec(kind="gru", init="chrono")
     with pytest.raises(ConfigError, match="multiple of heads"):
         SeqNetSpec(kind="transformer", width=30, heads=4)
 

@@ -104,3 +104,33 @@ def test_a_toml_value_the_specs_refuse(tmp_path):
     path.write_text("[train]\nsteps = 10\n\n[quick.train]\nsteps = 0\n")       # the quick variant is checked too
     with pytest.raises(ConfigError, match=r"bad.toml, line 5, steps must be an integer >= 1, got 0"):
         load_toml(path)
+
+
+def test_reanalysing_a_finished_study_keeps_its_training_wall_time(tmp_path, monkeypatch):
+    import time
+
+    from graddoctor.lab import sweep
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    first = json.loads(run_study(str(path), seeds=1, jobs=1, out=tmp_path / "out", progress=False,
+                                 report=False).results_path.read_text())
+    assert first["seconds"] > 0 and first["run_seconds"] >= first["seconds"] - 0.2
+    monkeypatch.setattr(sweep, "_train", lambda item: pytest.fail(f"trained {item[0].name} again"))  # jobs=1: in process
+    time.sleep(0.3)  # so an analysis that reported its own elapsed time as "seconds" could not match by accident
+    again = json.loads(run_study(str(path), seeds=1, jobs=1, out=tmp_path / "out", progress=False,
+                                 report=False).results_path.read_text())
+    assert (again["seconds"], again["run_seconds"]) == (first["seconds"], first["run_seconds"])
+    assert again["analysis_seconds"] >= 0
+
+
+def test_training_seconds_is_the_union_of_the_runs_intervals(tmp_path):
+    from graddoctor.lab import sweep
+
+    store = str(tmp_path / "s.db")
+    with sweep._connect(store) as db:
+        db.execute(sweep.SIDE_TABLE)
+        for name, end, secs in [("a", 10.0, 4.0), ("b", 12.0, 4.0), ("c", 30.0, 2.0), ("other", 50.0, 9.0)]:
+            db.execute("INSERT INTO lab_runs VALUES (?, ?, ?, ?)", (name, "{}", json.dumps({"seconds": secs}), end))
+    # a: [6, 10], b: [8, 12] overlap (6 s of wall), c: [28, 30]; "other" is not one of the study's runs
+    assert sweep.training_seconds(store, ["a", "b", "c"]) == {"seconds": 8.0, "run_seconds": 10.0}

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from .registry import get_study
 from .study import Settings, Study
 from ..train.pool import check_backend
-from .sweep import run_sweep
+from .sweep import run_sweep, training_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +76,16 @@ def run_study(study: Study | str, *, quick: bool = False, seeds: int | None = No
     out = Path(out) if out is not None else Path("lab_runs") / (study.name + ("-quick" if quick else ""))
     make_folder(check_output(out, inputs=[source], folder=True, what="--out",
                              make_parents=True))
-    t0 = time.perf_counter()
-    results = run_sweep(study.runs(settings), out / "store.db", jobs=jobs,
+    specs = study.runs(settings)
+    results = run_sweep(specs, out / "store.db", jobs=jobs,
                         progress=sys.stderr.isatty() if progress is None else progress, backend=backend,
                         ray_address=ray_address)
+    t0 = time.perf_counter()
     analysis = dict(study.analyse(results, settings))
+    # "seconds" is the training's wall time (kept when a finished study is re-analysed), "analysis_seconds" this analysis'
     analysis |= {"study": study.name, "title": study.title, "quick": quick, "seeds": seeds,
-                 "seconds": round(time.perf_counter() - t0, 1), "store": str(out / "store.db"),
+                 **training_seconds(str(out / "store.db"), [s.name for s in specs]),
+                 "analysis_seconds": round(time.perf_counter() - t0, 1), "store": str(out / "store.db"),
                  "report": str(out / "report.html") if report else None}
     run = StudyRun(study, _clean(analysis), out)
     with write_atomic(run.results_path, what="results.json") as f:

@@ -25,7 +25,9 @@ The three functions a Study holds (module-level functions, so runs stay picklabl
               (verdict is "supported" / "refuted" / "qualified", computed by the rule)
           "table": {"header": [str, ...], "rows": [[cell, ...], ...]}   printed when no "claims"
           "notes": [str, ...]                                           printed after the table
-        The runner adds "study", "title", "quick", "seeds", "seconds", "store" and "report".
+        The runner adds "study", "title", "quick", "seeds", "seconds" (the training's wall time, from the
+        store: the same when a finished study is re-analysed), "run_seconds" (the runs' training times
+        summed), "analysis_seconds", "store" and "report".
 
     report(page: HtmlPage, analysis: dict, results: Results) -> None   (optional)
         Adds the study's sections and figures to the HTML report:

@@ -125,6 +125,25 @@ def finished(store: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     return {name: (json.loads(c), json.loads(m)) for name, c, m in rows}
 
 
+def training_seconds(store: str, names: Sequence[str]) -> dict[str, float]:
+    """How long the runs `names` of `store` took to train, however many invocations trained them.
+
+    "seconds": wall time, the length of the union of the runs' training intervals
+    [finished - seconds, finished] (runs trained side by side count once, the time between two
+    invocations not at all); "run_seconds": the sum of the runs' own training times. Re-analysing a
+    finished sweep reads the same numbers again.
+    """
+    done = finished(store)
+    with _connect(store) as db:
+        ends = dict(db.execute("SELECT name, finished FROM lab_runs").fetchall())
+    spans = sorted((ends[n] - float(done[n][1].get("seconds", 0.0)), ends[n]) for n in names if n in done)
+    wall, reach = 0.0, -float("inf")
+    for start, end in spans:
+        wall += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return {"seconds": round(wall, 1), "run_seconds": round(sum(e - s for s, e in spans), 1)}
+
+
 def _save(store: str, spec: RunSpec, metrics: dict[str, Any]) -> None:
     with _connect(store) as db:
         db.execute("INSERT OR REPLACE INTO lab_runs VALUES (?, ?, ?, ?)",

@@ -11,13 +11,16 @@ A `SeqNetSpec` stands where a `NetSpec` does in a `RunSpec`; the trainer calls i
 
 Post-LN (`norm_first=False`) is x <- LN(x + f(x)) (Vaswani et al. 2017); pre-LN is
 x <- x + f(LN(x)) with a final LayerNorm (Xiong et al. 2020). `qk_norm` adds a LayerNorm over each head's
-dimension to the queries and keys (Dehghani et al. 2023). The attention is a module of its own
+dimension to the queries and keys (Dehghani et al. 2023); `sigma_reparam` replaces every Linear
+(attention, MLP, head) by a `SigmaReparamLinear`, W -> (gamma / sigma(W)) W (Zhai et al. 2023). The attention is a module of its own
 (`CausalSelfAttention`, an attention site for the watch's statistics; nn.MultiheadAttention
 wrapped by the qk_layernorm remedy records none: its inner module never runs its forward). Recurrent inits: "default" (PyTorch's
 uniform +-1/sqrt(H)), "orthogonal" (W_hh blocks orthogonal), "identity" (W_hh = I, biases 0: Le
 et al. 2015's IRNN, with `nonlinearity="relu"`); `radius` rescales every W_hh block to that
 spectral radius after the init (radius > 1: the exploding regime of Pascanu et al. 2013);
-`forget_bias` sets an LSTM's forget-gate bias (1: Gers et al. 2000, Jozefowicz et al. 2015).
+`forget_bias` sets an LSTM's forget-gate bias (1: Gers et al. 2000, Jozefowicz et al. 2015); init
+"chrono" gives an LSTM the chrono init (Tallec & Ollivier 2018) for the task's length, as the
+swap_cell remedy does (remedies/_recurrent.py): forget bias log(u), input bias -log(u), u ~ U[1, T - 1].
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..remedies._recurrent import _lstm_gate_biases
+from ..remedies._sigma_reparam import sigma_reparam
 
 CELLS = ("rnn", "lstm", "gru")
 KINDS = (*CELLS, "transformer")
-RNN_INITS = ("default", "orthogonal", "identity")
+RNN_INITS = ("default", "orthogonal", "identity", "chrono")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +47,7 @@ class SeqNetSpec:
     hidden: int = 32                  # recurrent units
     embed: int = 16                   # token embedding width (recurrent kinds)
     nonlinearity: str = "tanh"        # kind="rnn": "tanh" or "relu"
-    init: str = "default"             # recurrent W_hh: one of RNN_INITS
+    init: str = "default"             # recurrent W_hh (or, "chrono", an LSTM's gate biases): one of RNN_INITS
     radius: float | None = None       # rescale each W_hh block to this spectral radius (None: keep the init's)
     forget_bias: float | None = None  # kind="lstm": the forget gate's bias_ih block (bias_hh's set to 0); None: PyTorch's
     depth: int = 2                    # transformer blocks
@@ -50,6 +55,7 @@ class SeqNetSpec:
     heads: int = 4                    # attention heads
     norm_first: bool = True           # pre-LN (True) or post-LN (False)
     qk_norm: bool = False             # LayerNorm on queries and keys per head
+    sigma_reparam: bool = False       # every Linear W -> (gamma / sigma(W)) W (Zhai et al. 2023)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,13 +69,16 @@ class SeqNetSpec:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}.")
         if self.width % self.heads:
             raise ConfigError(f"width {self.width} must be a multiple of heads {self.heads}.")
+        if self.init == "chrono" and self.kind != "lstm":
+            raise ConfigError(f"init='chrono' sets an LSTM's gate biases; got kind={self.kind!r}.")
         if self.radius is not None and not self.radius > 0:
             raise ConfigError(f"radius must be > 0 or None, got {self.radius!r}.")
 
     def label(self) -> str:
         """'rnn-tanh-default', 'lstm', 'transformer6-post-ln', 'transformer2-pre-ln-qknorm'."""
         if self.kind == "transformer":
-            return f"transformer{self.depth}-{'pre' if self.norm_first else 'post'}-ln" + ("-qknorm" if self.qk_norm else "")
+            return (f"transformer{self.depth}-{'pre' if self.norm_first else 'post'}-ln" + ("-qknorm" if self.qk_norm else "")
+                    + ("-sigmareparam" if self.sigma_reparam else ""))
         parts = [self.kind] + ([self.nonlinearity] if self.kind == "rnn" else []) + [self.init]
         parts += [f"radius{self.radius:g}"] if self.radius else []
         return "-".join(parts + ([f"forget{self.forget_bias:g}"] if self.forget_bias is not None else []))
@@ -80,13 +89,13 @@ class SeqNetSpec:
         if self.kind == "transformer":
             n_out = max(vocab, data.n_classes)
             return CharTransformer(self, vocab, n_out, context=int(data.x_train.shape[1]))
-        return RecurrentClassifier(self, vocab, data.n_classes)
+        return RecurrentClassifier(self, vocab, data.n_classes, length=int(data.x_train.shape[1]))
 
 
 class RecurrentClassifier(nn.Module):
     """Embedding -> one recurrent layer -> a classifier of the last step's output."""
 
-    def __init__(self, spec: SeqNetSpec, vocab: int, n_out: int) -> None:
+    def __init__(self, spec: SeqNetSpec, vocab: int, n_out: int, length: int | None = None) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab, spec.embed)
         if spec.kind == "rnn":
@@ -94,15 +103,18 @@ class RecurrentClassifier(nn.Module):
         else:
             self.rnn = (nn.LSTM if spec.kind == "lstm" else nn.GRU)(spec.embed, spec.hidden, batch_first=True)
         self.head = nn.Linear(spec.hidden, n_out)
-        init_recurrent(self.rnn, spec)
+        init_recurrent(self.rnn, spec, length)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         y, _ = self.rnn(self.emb(tokens))
         return self.head(y[:, -1])
 
 
-def init_recurrent(rnn: nn.RNNBase, spec: SeqNetSpec) -> None:
-    """W_hh per gate block: the spec's init, then rescaled to `spec.radius` (if given)."""
+def init_recurrent(rnn: nn.RNNBase, spec: SeqNetSpec, length: int | None = None) -> None:
+    """W_hh per gate block: the spec's init, then rescaled to `spec.radius` (if given); an LSTM's gate biases.
+
+    "chrono": swap_cell's chrono init for sequences of `length` steps (forget bias 1 when unknown or < 3).
+    """
     w = rnn.weight_hh_l0
     h = rnn.hidden_size
     with torch.no_grad():
@@ -116,6 +128,8 @@ def init_recurrent(rnn: nn.RNNBase, spec: SeqNetSpec) -> None:
         if spec.init == "identity":
             for bias in (rnn.bias_ih_l0, rnn.bias_hh_l0):
                 bias.zero_()
+        if spec.init == "chrono":
+            _lstm_gate_biases(rnn, length)
         if spec.forget_bias is not None and isinstance(rnn, nn.LSTM):  # gate order i, f, g, o
             rnn.bias_ih_l0[h:2 * h].fill_(spec.forget_bias)
             rnn.bias_hh_l0[h:2 * h].zero_()
@@ -176,6 +190,8 @@ class CharTransformer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if spec.sigma_reparam:  # after the init: sigma is estimated from the initial weights
+            sigma_reparam(self, inplace=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.emb(tokens) + self.pos[: tokens.shape[1]]

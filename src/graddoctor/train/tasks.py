@@ -2,12 +2,14 @@
 
 | name         | what                                                                          | split             |
 |--------------|-------------------------------------------------------------------------------|-------------------|
-| `recall-T`   | first-token recall: T tokens uniform over 4 symbols, the label is the first   | 8,192 / 1,024     |
+| `recall-T`   | first-token recall: a key (1 of 4 symbols), then T - 1 distractors (uniform over 4 other symbols); the label is the key | 8,192 / 1,024     |
 | `NAME-nN`    | the first N training sequences of NAME (and N // 8 test ones): for measurements at init, where evaluating a large split would cost more than the step | |
 | `chars-T`    | character language model on Python's own stdlib sources: windows of T chars, targets the next char at every position | first 90 % / last 10 % of the text |
 
-`recall-T` is the long-memory task of Hochreiter (1991) and Bengio et al. (1994): only the
-gradient that flows back through all T steps can teach the label (chance: 1/4). `chars-T` reads
+`recall-T` is the long-memory task of Hochreiter (1991), Bengio et al. (1994) and Hochreiter &
+Schmidhuber (1997, Experiment 2: the symbol to remember and the distractors are different
+symbols, so the input itself says what to store): only the gradient that flows back through all
+T steps can teach the label (chance: 1/4). Ids 0-3 are the keys, 4-7 the distractors. `chars-T` reads
 a fixed list of stdlib modules (always present where Python runs; their text differs a little
 between Python versions), the first 150,000 characters, non-ASCII ones replaced by "?", keeps the
 characters seen in the text (ids by sorted order) and cuts
@@ -26,7 +28,7 @@ import torch
 from ..data import Dataset
 from ..errors import ConfigError
 
-RECALL_VOCAB, RECALL_TRAIN, RECALL_TEST = 4, 8192, 1024
+RECALL_KEYS, RECALL_TRAIN, RECALL_TEST = 4, 8192, 1024   # and as many distractor symbols
 STDLIB_FILES = ("textwrap.py", "glob.py", "fnmatch.py", "shlex.py", "string.py", "heapq.py", "bisect.py",
                 "argparse.py", "calendar.py", "difflib.py", "csv.py", "fractions.py", "statistics.py", "random.py")
 CORPUS_CHARS = 150_000
@@ -57,9 +59,12 @@ def load_task(name: str) -> Dataset:
 
 
 def recall(length: int, seed: int = 0) -> Dataset:
-    """First-token recall over `length` steps: (tokens [n, T] int64, labels [n] = the first token)."""
+    """First-token recall over `length` steps: (tokens [n, T] int64, labels [n] = the first token, a key 0-3;
+    the others are distractors 4-7)."""
     rng = np.random.default_rng(seed)
-    x = torch.as_tensor(rng.integers(0, RECALL_VOCAB, size=(RECALL_TRAIN + RECALL_TEST, length), dtype=np.int64))
+    x = rng.integers(0, RECALL_KEYS, size=(RECALL_TRAIN + RECALL_TEST, length), dtype=np.int64)
+    x[:, 1:] += RECALL_KEYS
+    x = torch.as_tensor(x)
     y = x[:, 0].clone()
     return Dataset(f"recall-{length}", x[:RECALL_TRAIN], y[:RECALL_TRAIN], x[RECALL_TRAIN:], y[RECALL_TRAIN:])
 

@@ -4,14 +4,16 @@ Paper: S. Zhai, T. Likhomanenko, E. Littwin, D. Busbridge, J. Ramapuram, Y. Zhan
 J. Susskind, "Stabilizing Transformer Training by Preventing Attention Entropy Collapse", ICML 2023
 (arXiv:2303.06296). Sec. 3 and Figs. 1-2: in unstable runs the attention entropy of some layers
 falls to near 0 (the attention puts all its weight on one key) and the loss becomes unstable or
-diverges; raising the learning rate makes it happen; their remedy sigma-Reparam (and, in later
-work, qk-layernorm: Dehghani et al. 2023, Wortsman et al. 2023) bounds the attention logits and
-keeps the entropy up.
+diverges; raising the learning rate makes it happen. Sec. 4: their remedy sigma-Reparam,
+W_hat = (gamma / sigma(W)) W on every linear layer (sigma by one power-iteration step per training
+step, gamma learnable, init 1), keeps the entropy up; so does qk-layernorm (Dehghani et al. 2023,
+Wortsman et al. 2023).
 
 Here: the lab's pre-LN causal character transformer (4 blocks, width 64, 4 heads, context 32) on
 `chars-32` (Python stdlib sources), Adam with a linear warm-up over the first 10 % of the steps,
 at x1, x2 and x4 a base learning rate near the top of the stable range of the lr-sensitivity
-study, with and without qk-layernorm (the remedy used here in place of sigma-Reparam). The watch
+study, without remedy, with qk-layernorm and with sigma-Reparam on every Linear of the model
+(attention q/k/v and output, MLP, head; `remedies/_sigma_reparam.py`). The watch
 records `attn_entropy` per layer every 5 steps. Collapse: a layer's entropy below 10 % of its
 value at init (the `attention_entropy_collapse` rule's threshold). Loss instability: the first
 step where the loss (mean of 10 steps) rises 0.3 nats/char above its best so far.
@@ -36,7 +38,12 @@ PAPER = "Zhai et al. 2023, Stabilizing Transformer Training by Preventing Attent
 DATA = "chars-32"
 COLLAPSE = 0.1     # fraction of a layer's entropy at init
 RISE = 0.3         # nats/char above the best smoothed loss so far
-VARIANTS = {"base": ("no remedy", False), "qk": ("qk-layernorm", True)}
+VARIANTS = {  # key: (label, SeqNetSpec fields)
+    "base": ("no remedy", {}),
+    "qk": ("qk-layernorm", {"qk_norm": True}),
+    "sr": ("sigma-Reparam", {"sigma_reparam": True}),
+}
+REMEDIES = ("qk", "sr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +66,11 @@ def config(settings: Settings) -> Config:
 def runs(settings: Settings) -> list[RunSpec]:
     cfg = config(settings)
     specs = []
-    for mult in cfg.multipliers:
-        for key, (_, qk) in VARIANTS.items():
+    for mult in sorted(cfg.multipliers, reverse=True):  # the highest first: the claims lean on it most
+        for key, (_, fields) in VARIANTS.items():
             train = TrainSpec(optimizer="adam", lr=cfg.base_lr * mult, batch=32, steps=cfg.steps, warmup=cfg.steps // 10,
                               every=5, attention_every=5)
-            net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, qk_norm=qk)
+            net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, **fields)
             specs += [run_spec(f"{key}/x{mult}/s{seed}", net=net, train=train, seed=seed, data=DATA, variant=key, mult=mult)
                       for seed in range(settings.seeds)]
     return specs
@@ -100,7 +107,7 @@ def _point(results: Results, key: str, mult: int) -> dict[str, Any]:
 
 def _claims(points: dict[tuple[str, int], dict[str, Any]], cfg: Config) -> list[dict[str, Any]]:
     lo, hi = min(cfg.multipliers), max(cfg.multipliers)
-    b_lo, b_hi, q_hi = points["base", lo], points["base", hi], points["qk", hi]
+    b_lo, b_hi = points["base", lo], points["base", hi]
     e1 = ("supported" if b_hi["collapsed"] == b_hi["n"] and b_lo["collapsed"] == 0
           else "qualified" if b_hi["collapsed"] > b_lo["collapsed"] or b_hi["min_entropy_ratio"]["mean"] < b_lo["min_entropy_ratio"]["mean"]
           else "refuted")
@@ -110,9 +117,6 @@ def _claims(points: dict[tuple[str, int], dict[str, Any]], cfg: Config) -> list[
     both = [c is not None and i is not None and c <= i for c, i in pairs]
     e2 = ("supported" if both and all(both) else "qualified" if before and all(before) else
           "refuted" if pairs else "qualified")
-    e3 = ("supported" if q_hi["collapsed"] == 0 and q_hi["test_loss"]["mean"] < b_hi["test_loss"]["mean"]
-          else "qualified" if q_hi["collapsed"] < b_hi["collapsed"] or q_hi["test_loss"]["mean"] < b_hi["test_loss"]["mean"]
-          else "refuted")
     return [
         claim("E1", "At a high learning rate the attention entropy collapses; at the stable one it does not", e1,
               f"a run collapses when some layer's attn_entropy falls below {COLLAPSE:g} x its init value: supported when every "
@@ -125,13 +129,21 @@ def _claims(points: dict[tuple[str, int], dict[str, Any]], cfg: Config) -> list[
               "supported when every one collapses at or before its instability step and is unstable; qualified when every "
               "collapse comes first but some collapsed run stays stable (or none collapses nor becomes unstable); else refuted",
               {"pairs": pairs}, "collapse step / instability step: " + (", ".join(f"{c}/{i}" for c, i in pairs) or "none")),
-        claim("E3", "qk-layernorm keeps the entropy from collapsing and trains better at the high learning rate", e3,
-              f"at x{hi}: supported when no qk-layernorm seed collapses and its test loss is lower than without; qualified "
-              "when one holds; else refuted", {"collapsed_qk": q_hi["collapsed"], "loss_qk": q_hi["test_loss"]["mean"],
-                                               "loss_base": b_hi["test_loss"]["mean"]},
-              f"x{hi}: collapsed {b_hi['collapsed']}/{b_hi['n']} -> {q_hi['collapsed']}/{q_hi['n']}, test loss "
-              f"{fmt_spread(b_hi['test_loss'])} -> {fmt_spread(q_hi['test_loss'])}"),
-    ]
+    ] + [_remedy_claim(cid, points[key, hi], b_hi, key, hi) for cid, key in (("E3", "qk"), ("E4", "sr"))]
+
+
+def _remedy_claim(cid: str, r_hi: dict[str, Any], b_hi: dict[str, Any], key: str, hi: int) -> dict[str, Any]:
+    label = VARIANTS[key][0]
+    lower = r_hi["test_loss"]["mean"] < b_hi["test_loss"]["mean"]
+    verdict = ("supported" if r_hi["collapsed"] == 0 and lower
+               else "qualified" if r_hi["collapsed"] < b_hi["collapsed"] or lower else "refuted")
+    return claim(cid, f"{label} keeps the entropy from collapsing and trains better at the high learning rate", verdict,
+                 f"at x{hi}: supported when no {label} seed collapses and its test loss is lower than without remedy; "
+                 "qualified when one holds (or it collapses in fewer seeds); else refuted",
+                 {"collapsed_remedy": r_hi["collapsed"], "loss_remedy": r_hi["test_loss"]["mean"],
+                  "loss_base": b_hi["test_loss"]["mean"]},
+                 f"x{hi}: collapsed {b_hi['collapsed']}/{b_hi['n']} -> {r_hi['collapsed']}/{r_hi['n']}, test loss "
+                 f"{fmt_spread(b_hi['test_loss'])} -> {fmt_spread(r_hi['test_loss'])}")
 
 
 def analyse(results: Results, settings: Settings) -> dict[str, Any]:
@@ -163,12 +175,13 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
             for p in (p for p in analysis["points"] if p["mult"] == mult):
                 ent = np.asarray(p["entropy"])
                 for i, row in enumerate(ent):
-                    a.plot(p["entropy_steps"], row, ls="-" if p["variant"] == "base" else "--",
+                    a.plot(p["entropy_steps"], row, ls={"base": "-", "qk": "--"}.get(p["variant"], ":"),
                            label=f"{VARIANTS[p['variant']][0]}, layer {i}" if mult == cfg["multipliers"][0] else None)
             a.set(xlabel="step", ylabel="attention entropy (nats)", title=f"lr x{mult}")
             a.grid(alpha=0.3)
         ax[0].legend(fontsize=6)
-        page.figure(fig, "Attention entropy per layer over training, seed 0; solid: no remedy, dashed: qk-layernorm.")
+        page.figure(fig, "Attention entropy per layer over training, seed 0; solid: no remedy, dashed: qk-layernorm, "
+                         "dotted: sigma-Reparam.")
         fig, ax = axes()
         for r in results.records:
             if r.spec.seed == 0:
@@ -182,7 +195,7 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
 STUDY = Study(
     name=NAME,
     title="Attention entropy collapse at high learning rates (Zhai et al. 2023)",
-    summary="A 4-block character transformer at x1, x2, x4 a base learning rate, with and without qk-layernorm: attention "
-            "entropy per layer over training, whether it collapses, and whether the collapse comes before the loss's "
+    summary="A 4-block character transformer at x1, x2, x4 a base learning rate, without remedy, with qk-layernorm and with "
+            "sigma-Reparam: attention entropy per layer over training, whether it collapses, and whether the collapse comes before the loss's "
             "instability.",
     runs=runs, analyse=analyse, report=report)

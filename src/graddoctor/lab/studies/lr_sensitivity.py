@@ -13,9 +13,12 @@ both remedies small models train over a wider range of learning rates.
 Here: the lab's pre-LN causal character transformer (2 blocks, width 64, 4 heads, context 32) on
 `chars-32` (Python stdlib sources), Adam with a linear warm-up over the first 10 % of the steps and
 then a constant learning rate, over learning rates 1e-3 to 3e-1; each lr with and without
-qk-layernorm and z-loss (1e-4). l(lr) is the final test loss (nats per character; a diverged run
+qk-layernorm alone, z-loss (1e-4) alone, and both (the paper reports each remedy apart). l(lr) is the final test loss (nats per character; a diverged run
 counts as l_0), l_0 the loss at init, l* the best over every run of the study. Attention
-statistics recorded every 10 steps.
+statistics recorded every 10 steps. The output-logit divergence (W3) needs a longer training: each
+variant at the highest lr for 1000 steps, attention and log Z every 20 steps; W3 compares z-loss
+against none with qk-layernorm in both (without it the attention-logit instability of W2 drives
+the loss and log Z at that lr, whatever the z-loss does).
 """
 
 from __future__ import annotations
@@ -48,15 +51,18 @@ STABLE = 0.1  # nats/char above the study's best loss: the run is "within the st
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 3e-1)
-    variants: tuple[str, ...] = ("base", "qk+z")  # all of VARIANTS (qk and z apart) when the machine allows
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    variants: tuple[str, ...] = tuple(VARIANTS)
     depth: int = 2
     width: int = 64
     steps: int = 200
+    long_steps: int = 1000   # W3: the long_variants at the highest lr, trained this long
+    long_variants: tuple[str, ...] = ("base", "z", "qk", "qk+z")   # W3 needs "qk" and "qk+z"
 
 
 FULL = Config()
-QUICK = Config(lrs=(3e-3, 3e-1), variants=("base", "qk+z"), width=32, steps=30)
+QUICK = Config(lrs=(3e-3, 3e-1), variants=("base", "qk+z"), width=32, steps=30, long_steps=40,
+               long_variants=("qk", "qk+z"))
 
 
 def config(settings: Settings) -> Config:
@@ -66,7 +72,7 @@ def config(settings: Settings) -> Config:
 def runs(settings: Settings) -> list[RunSpec]:
     cfg = config(settings)
     specs = []
-    for lr in cfg.lrs:
+    for lr in sorted(cfg.lrs, reverse=True):  # the highest first: the claims lean on it most
         for key in cfg.variants:
             _, qk, z = VARIANTS[key]
             train = TrainSpec(optimizer="adam", lr=lr, batch=32, steps=cfg.steps, warmup=cfg.steps // 10, every=5,
@@ -74,6 +80,14 @@ def runs(settings: Settings) -> list[RunSpec]:
             net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, qk_norm=qk)
             specs += [run_spec(f"{key}/lr={lr:g}/s{seed}", net=net, train=train, seed=seed, data=DATA, variant=key, lr=lr)
                       for seed in range(settings.seeds)]
+    top = max(cfg.lrs)
+    for key in cfg.long_variants:  # tagged variant="long:KEY"; the output-logit divergence needs longer than the sweep's steps (Wortsman et al. Sec. 3.2)
+        every = 5 if settings.quick else 20
+        train = TrainSpec(optimizer="adam", lr=top, batch=32, steps=cfg.long_steps, warmup=cfg.steps // 10, every=every,
+                          attention_every=every, z_loss=VARIANTS[key][2])
+        net = SeqNetSpec(kind="transformer", depth=cfg.depth, width=cfg.width, heads=4, norm_first=True, qk_norm=VARIANTS[key][1])
+        specs += [run_spec(f"long/{key}/lr={top:g}/s{seed}", net=net, train=train, seed=seed, data=DATA,
+                           variant=f"long:{key}", lr=top) for seed in range(settings.seeds)]
     return specs
 
 
@@ -113,40 +127,60 @@ def sensitivity(points: list[dict[str, Any]], key: str, best: float) -> dict[str
             "stable_min": min(stable) if stable else None, "stable_max": max(stable) if stable else None}
 
 
-def _claims(points: list[dict[str, Any]], sens: dict[str, dict[str, float]], cfg: Config) -> list[dict[str, Any]]:
-    base, both = sens["base"], sens["qk+z"]
-    wider = both["stable_lrs"] > base["stable_lrs"]
-    lower = both["lr_sensitivity"] < base["lr_sensitivity"] - 0.02
-    l1 = "supported" if wider and lower else "qualified" if wider or lower else "refuted"
-    top = max(cfg.lrs)
-    at = {k: next(p for p in points if p["variant"] == k and p["lr"] == top) for k in ("base", "qk+z")}
-    grow = {k: at[k]["attn_logit_max_peak"]["mean"] for k in at}
-    low = {k: next(p for p in points if p["variant"] == k and p["lr"] == min(cfg.lrs))["attn_logit_max_peak"]["mean"] for k in at}
-    base_grows = grow["base"] >= 5 * low["base"] and grow["base"] >= 3 * grow["qk+z"]
-    l2 = "supported" if base_grows else "qualified" if grow["base"] > grow["qk+z"] else "refuted"
-    claims = [
-        claim("W1", "qk-layernorm and z-loss together widen the range of learning rates a small transformer trains at "
-              "(lower LR sensitivity)", l1,
-              f"supported when, with both remedies, more swept learning rates end within {STABLE} nats/char of the study's "
-              "best test loss and the LR sensitivity (Eq. 1) is lower by > 0.02; qualified when one holds; else refuted",
-              {"base": base, "qk+z": both},
-              f"stable lrs {base['stable_lrs']} -> {both['stable_lrs']} of {len(cfg.lrs)}; LR sensitivity "
-              f"{base['lr_sensitivity']:.3f} -> {both['lr_sensitivity']:.3f}"),
-        claim("W2", "Without qk-layernorm the attention logits grow at high learning rates; with it they stay small", l2,
-              f"peak attn_logit_max at lr {top:g}: supported when without remedies it is >= 5x its value at lr "
-              f"{min(cfg.lrs):g} and >= 3x the peak with qk-layernorm + z-loss; qualified when it is just larger; else refuted",
-              {"peak_top_lr": grow, "peak_low_lr": low},
-              f"peak attention logit at lr {top:g}: {grow['base']:.3g} without, {grow['qk+z']:.3g} with "
-              f"(at lr {min(cfg.lrs):g}: {low['base']:.3g})"),
-    ]
-    zkey = "z" if "z" in cfg.variants else "qk+z"  # without the z-loss-only runs: with qk-layernorm beside it
-    lz = {k: abs(next(p for p in points if p["variant"] == k and p["lr"] == top)["log_z_extreme"]["mean"])
-          for k in ("base", zkey)}
-    l3 = "supported" if lz[zkey] < 0.5 * lz["base"] else "qualified" if lz[zkey] < lz["base"] else "refuted"
-    claims.append(claim("W3", "z-loss keeps the output log Z near 0", l3,
-                        f"the largest |logit_lse_mean| over training at lr {top:g}: supported when with {VARIANTS[zkey][0]} it is "
-                        "< half the value without remedy; qualified when smaller; else refuted", lz,
-                        f"max |log Z| at lr {top:g}: {lz['base']:.3g} without, {lz[zkey]:.3g} with {VARIANTS[zkey][0]}"))
+def _at(points: list[dict[str, Any]], key: str, lr: float) -> dict[str, Any]:
+    return next(p for p in points if p["variant"] == key and p["lr"] == lr)
+
+
+def _range_claim(cid: str, key: str, sens: dict[str, dict[str, float]], cfg: Config) -> dict[str, Any]:
+    """`key`'s stable range and LR sensitivity against no remedy's."""
+    base, mine = sens["base"], sens[key]
+    wider = mine["stable_lrs"] > base["stable_lrs"]
+    lower = mine["lr_sensitivity"] < base["lr_sensitivity"] - 0.02
+    verdict = "supported" if wider and lower else "qualified" if wider or lower else "refuted"
+    label = VARIANTS[key][0]
+    what = "qk-layernorm and z-loss together widen" if key == "qk+z" else f"{label} alone widens"
+    return claim(cid, f"{what} the range of learning rates a small transformer trains at (lower LR sensitivity)", verdict,
+                 f"supported when, with {label}, more swept learning rates end within {STABLE} nats/char of the study's "
+                 "best test loss and the LR sensitivity (Eq. 1) is lower by > 0.02; qualified when one holds; else refuted",
+                 {"base": base, key: mine},
+                 f"stable lrs {base['stable_lrs']} -> {mine['stable_lrs']} of {len(cfg.lrs)}; LR sensitivity "
+                 f"{base['lr_sensitivity']:.3f} -> {mine['lr_sensitivity']:.3f}")
+
+
+def _z_claim(long: dict[str, dict[str, Any]], top: float, cfg: Config) -> dict[str, Any]:
+    """z-loss against none where qk-layernorm has removed the attention-logit instability (the loss's other cause at a
+    high lr: W2), so what is left to the z-loss is the output logits; the pair without qk-layernorm is reported beside."""
+    lz = {k: math.inf if p["diverged"] else abs(p["log_z_extreme"]["mean"]) for k, p in long.items()}  # NaN: unrecorded
+    verdict = "supported" if lz["qk+z"] < 0.5 * lz["qk"] else "qualified" if lz["qk+z"] < lz["qk"] else "refuted"
+    return claim("W3", "z-loss keeps the output log Z near 0", verdict,
+                 f"the largest |logit_lse_mean| over {cfg.long_steps} steps at lr {top:g}, both runs with qk-layernorm: "
+                 "supported when with z-loss it is < half the value without; qualified when smaller; else refuted",
+                 {"max_abs_log_z": lz, "final_log_z": {k: p["log_z_final"]["mean"] for k, p in long.items()},
+                  "test_loss": {k: p["test_loss"]["mean"] for k, p in long.items()}},
+                 f"{cfg.long_steps} steps at lr {top:g}, max |log Z| with qk-layernorm: {lz['qk']:.3g} without z-loss, "
+                 f"{lz['qk+z']:.3g} with (test loss {long['qk']['test_loss']['mean']:.3f} -> "
+                 f"{long['qk+z']['test_loss']['mean']:.3f})" + (f"; without qk-layernorm: {lz['base']:.3g} -> {lz['z']:.3g}"
+                                                                 if {"base", "z"} <= set(lz) else ""))
+
+
+def _claims(points: list[dict[str, Any]], sens: dict[str, dict[str, float]], long: dict[str, dict[str, Any]],
+            cfg: Config) -> list[dict[str, Any]]:
+    top, low = max(cfg.lrs), min(cfg.lrs)
+    qkey = "qk" if "qk" in cfg.variants else "qk+z"  # qk-layernorm alone where the study has it
+    grow = {k: _at(points, k, top)["attn_logit_max_peak"]["mean"] for k in ("base", qkey)}
+    small = _at(points, "base", low)["attn_logit_max_peak"]["mean"]
+    base_grows = grow["base"] >= 5 * small and grow["base"] >= 3 * grow[qkey]
+    l2 = "supported" if base_grows else "qualified" if grow["base"] > grow[qkey] else "refuted"
+    claims = [_range_claim("W1", "qk+z", sens, cfg),
+              claim("W2", "Without qk-layernorm the attention logits grow at high learning rates; with it they stay small", l2,
+                    f"peak attn_logit_max at lr {top:g}: supported when without remedies it is >= 5x its value at lr "
+                    f"{low:g} and >= 3x the peak with {VARIANTS[qkey][0]}; qualified when it is just larger; else refuted",
+                    {"peak_top_lr": grow, "peak_low_lr_base": small},
+                    f"peak attention logit at lr {top:g}: {grow['base']:.3g} without, {grow[qkey]:.3g} with "
+                    f"{VARIANTS[qkey][0]} (at lr {low:g}: {small:.3g})")]
+    claims.append(_z_claim(long, top, cfg))
+    if "qk" in cfg.variants:
+        claims.append(_range_claim("W4", "qk", sens, cfg))
     return claims
 
 
@@ -155,21 +189,22 @@ def analyse(results: Results, settings: Settings) -> dict[str, Any]:
     cfg = config(settings)
     points = [_point(results, key, lr) for lr in cfg.lrs for key in cfg.variants]
     best = min(p["test_loss"]["mean"] for p in points)
+    long = {k: _point(results, f"long:{k}", max(cfg.lrs)) for k in cfg.long_variants}
     sens = {key: sensitivity(points, key, best) for key in cfg.variants}
+    names = " / ".join(k if k != "base" else "none" for k in cfg.variants)
     header = ["lr"] + [f"{VARIANTS[k][0]}: test loss" for k in cfg.variants] + [
-        "peak attn logit (none / qk+z)", "max |log Z| (none / z)"]
+        f"peak attn logit ({names})", f"max |log Z| ({names})"]
     rows = []
     for lr in cfg.lrs:
-        p = {k: next(q for q in points if q["variant"] == k and q["lr"] == lr) for k in cfg.variants}
-        zkey = "z" if "z" in p else "qk+z"
+        p = {k: _at(points, k, lr) for k in cfg.variants}
         rows.append([f"{lr:g}"] + [fmt_spread(p[k]["test_loss"]) + (f" ({p[k]['diverged']} diverged)" if p[k]["diverged"] else "")
                                    for k in cfg.variants]
-                    + [f"{p['base']['attn_logit_max_peak']['mean']:.3g} / {p['qk+z']['attn_logit_max_peak']['mean']:.3g}",
-                       f"{abs(p['base']['log_z_extreme']['mean']):.3g} / {abs(p[zkey]['log_z_extreme']['mean']):.3g}"])
+                    + [" / ".join(f"{p[k]['attn_logit_max_peak']['mean']:.3g}" for k in cfg.variants),
+                       " / ".join(f"{abs(p[k]['log_z_extreme']['mean']):.3g}" for k in cfg.variants)])
     rows.append(["LR sensitivity"] + [f"{sens[k]['lr_sensitivity']:.3f}" for k in cfg.variants] + ["", ""])
     rows.append(["stable lrs"] + [f"{sens[k]['stable_lrs']}" for k in cfg.variants] + ["", ""])
     return {"paper": PAPER, "config": dataclasses.asdict(cfg), "points": points, "best_loss": best, "sensitivity": sens,
-            "claims": _claims(points, sens, cfg), "table": {"header": header, "rows": rows},
+            "long": list(long.values()), "claims": _claims(points, sens, long, cfg), "table": {"header": header, "rows": rows},
             "notes": [f"best test loss over the study l* = {best:.3f} nats/char; stable: within {STABLE} of it",
                       f"paper: {PAPER}"]}
 
@@ -197,12 +232,16 @@ def report(page: Any, analysis: dict[str, Any], results: Results) -> None:
                 ax[0].semilogy(p["attn_curve"][0], np.abs(p["attn_curve"][1]), label=VARIANTS[k][0])
             if p["lse_curve"][0]:
                 ax[1].plot(p["lse_curve"][0], p["lse_curve"][1], label=VARIANTS[k][0])
+        for p in analysis.get("long", []):
+            if p["lse_curve"][0]:
+                key = p["variant"].split(":", 1)[1]
+                ax[1].plot(p["lse_curve"][0], p["lse_curve"][1], ls="--", label=f"{VARIANTS[key][0]}, {cfg['long_steps']} steps")
         ax[0].set(xlabel="step", ylabel="max attention logit (max over layers)")
         ax[1].set(xlabel="step", ylabel="mean output log Z")
         for a in ax:
             a.legend(fontsize=7)
             a.grid(alpha=0.3)
-        page.figure(fig, f"lr {top:g}, seed 0: attention logit growth (left) and output log Z (right).")
+        page.figure(fig, f"lr {top:g}, seed 0: attention logit growth (left) and output log Z (right; dashed: the long runs).")
 
 
 STUDY = Study(
