@@ -31,7 +31,8 @@ def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, s
     targets are sequences) or mean squared error (float targets); `train.z_loss` adds that
     coefficient times mean (log Z)^2 of the outputs to what is back-propagated (the logged loss
     stays the cross-entropy); clipping (if any) happens after backward and before the step, so the recorded
-    gradient norms are the ones *before* clipping.
+    `grad_norm` is the clipped gradient's and `grad_norm_pre_clip` the one before clipping (watch reads
+    the optimizer's step pre-hook, and each gradient when it is complete).
     """
     from ..probes._watch import watch
 
