@@ -83,6 +83,10 @@ class Layout:
         self._calls: tuple[dict, int, tuple] | None = None  # the last step's output calls, worked out (see calls())
         self._present: dict[tuple[str, int], np.ndarray] = {}
 
+    def has(self, *codes: str) -> bool:
+        """Whether the step has partial results of any of these codes."""
+        return any(code in self.by_code for code in codes)
+
     def numbers(self, values: list[Any]) -> np.ndarray | None:
         """The step's numbers (every code but the vectors and attention's), float64, in `span` order;
         None where one of them is not a number."""
@@ -195,30 +199,35 @@ def step_block(
         out[k] = np.where(where, value, np.nan)
         rec[k] = where
 
+    has = layout.has  # statistics whose partials the step lacks are left out, not computed over nothing
     with np.errstate(divide="ignore", invalid="ignore"):
-        # parameters: derive._param_stats
-        gsq, has_g = total(GN, square=True)
-        wsq, has_w = total(WN, square=True)
-        usq, has_u = total(UN, square=True)
-        param = (has_w | has_g) & layers.has_params  # GN without WN: a cheap-tier step (no weight norm)
-        weight_norm = np.sqrt(wsq)
-        bad = np.zeros(n)
-        for i, count in nonfinite.items():
-            if i < n:
-                bad[i] = count
-        put(Stat.GRAD_NORM, param, np.sqrt(gsq))
-        put(Stat.GRAD_RMS, param, np.sqrt(gsq / layers.n_params))
-        put(Stat.WEIGHT_NORM, param & has_w, weight_norm)
-        put(Stat.NONFINITE_FRAC, param, bad / layers.n_params)
-        put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
-        # outputs: derive._output_stats
-        _output_stats(put, n, layout, values, calls, units, total, gather)
-        og, has_og = total(OG)
-        og = np.sqrt(og)
-        put(Stat.OUT_GRAD_NORM, has_og, og / amp_scale if amp_scale else og)
-        pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
-        pre = np.sqrt(pre)
-        put(Stat.GRAD_NORM_PRE_CLIP, param & has_pre, pre / amp_scale if amp_scale else pre)
+        if has(GN, GSQ, WN, WSQ):  # parameters: derive._param_stats
+            gsq, has_g = total(GN, square=True)
+            wsq, has_w = total(WN, square=True)
+            param = (has_w | has_g) & layers.has_params  # GN without WN: a cheap-tier step (no weight norm)
+            bad = np.zeros(n)
+            for i, count in nonfinite.items():
+                if i < n:
+                    bad[i] = count
+            put(Stat.GRAD_NORM, param, np.sqrt(gsq))
+            put(Stat.GRAD_RMS, param, np.sqrt(gsq / layers.n_params))
+            put(Stat.NONFINITE_FRAC, param, bad / layers.n_params)
+            if has(WN, WSQ):
+                weight_norm = np.sqrt(wsq)
+                put(Stat.WEIGHT_NORM, param & has_w, weight_norm)
+                if has(UN, USQ):
+                    usq, has_u = total(UN, square=True)
+                    put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
+            if has(GPRE):
+                pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
+                pre = np.sqrt(pre)
+                put(Stat.GRAD_NORM_PRE_CLIP, param & has_pre, pre / amp_scale if amp_scale else pre)
+        if calls[0].any():  # outputs: derive._output_stats
+            _output_stats(put, n, layout, values, calls, units, total, gather)
+        if has(OG):
+            og, has_og = total(OG)
+            og = np.sqrt(og)
+            put(Stat.OUT_GRAD_NORM, has_og, og / amp_scale if amp_scale else og)
         if layout.transformer:
             sub = aggregate([layout.keys[j] for j in layout.transformer], [values[j] for j in layout.transformer])
             for i in layout.transformer_layers:
@@ -254,10 +263,14 @@ def _output_stats(put, n, layout: Layout, values, calls, f, total, gather) -> No
     m2 = np.bincount(at[live], weights=m2_c[live], minlength=n)[:n]
     put(Stat.ACT_MEAN, has_out, mean)
     put(Stat.ACT_STD, has_out, np.sqrt(m2 / count))
-    nz, has_nz = total(NZ)
-    put(Stat.ACT_ZERO_FRAC, has_out & has_nz, 1.0 - nz / count)
-    sat, has_sat = total(SAT)
-    put(Stat.SATURATED_FRAC, has_out & has_sat, sat / count)
+    if layout.has(NZ):
+        nz, has_nz = total(NZ)
+        put(Stat.ACT_ZERO_FRAC, has_out & has_nz, 1.0 - nz / count)
+    if layout.has(SAT):
+        sat, has_sat = total(SAT)
+        put(Stat.SATURATED_FRAC, has_out & has_sat, sat / count)
+    if not layout.units:
+        return
     dead = np.full(n, np.nan)
     has_fired = np.zeros(n, dtype=bool)
     if f is not None:  # one vector per layer, all of one length (the usual case): one count over a matrix
