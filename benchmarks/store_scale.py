@@ -162,21 +162,23 @@ def run_verb(verb: str, path: Path, out: Path, n: int) -> dict:
 
 
 def build_cost(steps: int = 40, rounds: int = 3) -> dict:
-    """The writer's work per recorded step of a real watched 400-layer MLP, old path vs new.
+    """The writer's work per recorded step of a real watched 400-layer MLP, old path vs new, per tier.
 
     Old: record.aggregate + derive.derive + a tuple per value, then executemany into a v1 store.
     New: RowBuilder.build (fastrows: numpy blocks), then RunStore.write into a v3 store. The build
     times alternate old/new per step over `rounds` rounds; each store write is one transaction
-    of all the steps (one flush). Both stores start empty (the v1 one only gets slower as it grows).
+    of all the steps of a tier (one flush). The stores start empty (the v1 one only gets slower as it
+    grows). The default tiers record the full tier at the first steps and every 10th, the cheap
+    tier (gradient and output-gradient norms) between: "all" is that mix, as a run writes it.
     """
+    import gc
+
     import torch
     from torch import nn
 
     import graddoctor
     from graddoctor.probes.derive import derive
     from graddoctor.probes.record import aggregate
-    from graddoctor.store.schema import APPLICATION_ID, DDL_V1
-    from graddoctor.store.sqlite import RunStore
 
     torch.manual_seed(0)
     model = nn.Sequential(*[m for _ in range(200) for m in (nn.Linear(32, 32), nn.Tanh())])
@@ -193,37 +195,57 @@ def build_cost(steps: int = 40, rounds: int = 3) -> dict:
             builder = writer.prepare.__self__
             records = list(writer._records)
             old_t, new_t, new_rows, old_rows = [], [], [], []
+            gc.collect()
             for _ in range(rounds):
                 new_rows, old_rows = [], []
                 for p in records:  # thread CPU time: what the writer thread spends, whatever the machine's load
                     t0 = time.thread_time()
                     derived = derive(builder.plan, aggregate(p.keys, p.values), p.numel, p.nonfinite, None)
-                    old_rows += [(1, p.step, builder.position[i], stat.value, v) for (i, stat), v in derived.items()
-                                 if i in builder.position]
+                    old_rows.append([(1, p.step, builder.position[i], stat.value, v) for (i, stat), v in derived.items()
+                                     if i in builder.position])
                     t1 = time.thread_time()
                     new_rows.append(builder.build(p))
                     t2 = time.thread_time()
                     old_t.append(t1 - t0)
                     new_t.append(t2 - t1)
-        store = RunStore(Path(tmp) / "new.db")
-        run_id = store.create_run("b", {}, {})
-        t0 = time.thread_time()
-        store.write(run_id, steps=[r["steps"][0] for r in new_rows], stats=[r["stats"][0] for r in new_rows])
-        new_sql = (time.thread_time() - t0) / len(records)
-        store.close()
-        con = sqlite3.connect(Path(tmp) / "old.db")
-        con.executescript(f"BEGIN; {DDL_V1} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1; COMMIT;")
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        t0 = time.thread_time()
-        with con:
-            con.executemany("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)",
-                            [r[:4] + ((None if r[4] != r[4] else r[4]),) for r in old_rows])
-        old_sql = (time.thread_time() - t0) / len(records)
-        con.close()
+        most = max(len(p.keys) for p in records)
+        full = [2 * len(p.keys) > most for p in records]  # the cheap tier's steps have a fraction of the partials
+        tiers = {"all": [True] * len(records), "full": full, "cheap": [not f for f in full]}
+        out = {"steps": len(records), "values_per_step": sum(map(len, old_rows)) / len(records)}
+        for tier, chosen in tiers.items():
+            if any(chosen):
+                out[tier] = _tier_cost(Path(tmp), tier, chosen * rounds, old_t, new_t,
+                                       [r for r, c in zip(old_rows, chosen) if c], [r for r, c in zip(new_rows, chosen) if c])
+    return out
+
+
+def _tier_cost(tmp: Path, tier: str, chosen: list[bool], old_t: list[float], new_t: list[float],
+               old_rows: list[list], new_rows: list[dict]) -> dict:
+    """Medians (and min-max) of the chosen steps' build times, plus each store's SQL per step."""
+    from graddoctor.store.schema import APPLICATION_ID, DDL_V1
+    from graddoctor.store.sqlite import RunStore
+
+    old_t = [t for t, c in zip(old_t, chosen) if c]
+    new_t = [t for t, c in zip(new_t, chosen) if c]
+    store = RunStore(tmp / f"new_{tier}.db")
+    run_id = store.create_run("b", {}, {})
+    t0 = time.thread_time()
+    store.write(run_id, steps=[r["steps"][0] for r in new_rows], stats=[r["stats"][0] for r in new_rows])
+    new_sql = (time.thread_time() - t0) / len(new_rows)
+    store.close()
+    con = sqlite3.connect(tmp / f"old_{tier}.db")
+    con.executescript(f"BEGIN; {DDL_V1} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1; COMMIT;")
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    t0 = time.thread_time()
+    with con:
+        con.executemany("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)",
+                        [r[:4] + ((None if r[4] != r[4] else r[4]),) for rows in old_rows for r in rows])
+    old_sql = (time.thread_time() - t0) / len(old_rows)
+    con.close()
     med = lambda xs: sorted(xs)[len(xs) // 2] * 1e3  # noqa: E731
     old_ms, new_ms = med(old_t) + old_sql * 1e3, med(new_t) + new_sql * 1e3
-    return {"steps": len(records), "values_per_step": len(old_rows) / len(records),
+    return {"steps": len(old_rows), "values_per_step": sum(map(len, old_rows)) / len(old_rows),
             "old_build_ms": med(old_t), "new_build_ms": med(new_t),
             "old_build_range_ms": (1e3 * min(old_t), 1e3 * max(old_t)), "new_build_range_ms": (1e3 * min(new_t), 1e3 * max(new_t)),
             "old_sql_ms": old_sql * 1e3, "new_sql_ms": new_sql * 1e3,
@@ -233,7 +255,8 @@ def build_cost(steps: int = 40, rounds: int = 3) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, nargs="+", default=[1000])
+    ap.add_argument("--steps", type=int, nargs="*", default=[1000], help="run lengths to write and read "
+                    "(none: only --build)")
     ap.add_argument("--old-steps", type=int, default=2000, help="steps written in the old layout (default 2000)")
     ap.add_argument("--verbs", default="show,series,diagnose,report,export")
     ap.add_argument("--build", action="store_true", help="also time RowBuilder.build on a real 400-layer model")
@@ -241,12 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.build:
         b = build_cost()
-        print(f"writer thread CPU per recorded step, real 400-layer MLP ({b['steps']} steps, {b['values_per_step']:.0f} values each):")
-        print(f"  old: build {b['old_build_ms']:.2f} ms (min-max {b['old_build_range_ms'][0]:.2f}-{b['old_build_range_ms'][1]:.2f})"
-              f" + v1 SQL {b['old_sql_ms']:.2f} ms -> {b['old_steps_per_s']:.0f} steps/s")
-        print(f"  new: build {b['new_build_ms']:.2f} ms (min-max {b['new_build_range_ms'][0]:.2f}-{b['new_build_range_ms'][1]:.2f})"
-              f" + v3 SQL {b['new_sql_ms']:.2f} ms -> {b['new_steps_per_s']:.0f} steps/s ({b['speedup']:.1f}x; "
-              f"with the fastest build of each: {b['speedup_min']:.1f}x)")
+        print(f"writer thread CPU per recorded step, real 400-layer MLP ({b['steps']} steps, "
+              f"{b['values_per_step']:.0f} values each on average):")
+        for tier in ("all", "full", "cheap"):
+            if tier not in b:
+                continue
+            t = b[tier]
+            print(f"  {tier} ({t['steps']} steps, {t['values_per_step']:.0f} values each):")
+            print(f"    old: build {t['old_build_ms']:.2f} ms (min-max {t['old_build_range_ms'][0]:.2f}-"
+                  f"{t['old_build_range_ms'][1]:.2f}) + v1 SQL {t['old_sql_ms']:.2f} ms -> {t['old_steps_per_s']:.0f} steps/s")
+            print(f"    new: build {t['new_build_ms']:.2f} ms (min-max {t['new_build_range_ms'][0]:.2f}-"
+                  f"{t['new_build_range_ms'][1]:.2f}) + v3 SQL {t['new_sql_ms']:.2f} ms -> {t['new_steps_per_s']:.0f} steps/s "
+                  f"({t['speedup']:.1f}x; with the fastest build of each: {t['speedup_min']:.1f}x)")
+        sys.stdout.flush()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="store_scale_"))
     root.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,15 +1,19 @@
 """One recorded step's statistics as a numpy [stat, position] block: `aggregate` and `derive` at once.
 
 The same formulas as record.aggregate and derive.derive (the readable reference, which the tests
-hold this to), computed per code over arrays of partial results instead of per value: one pass
-over the keys groups them by code, then every statistic is a few numpy operations over all layers.
-Only vectors (per-unit maxima for dead_frac) are handled per layer.
+hold this to), computed per code over arrays of partial results instead of per value. What depends
+only on the keys (which partial belongs to which code and layer, the calls' order) is worked out
+once, in a `Layout`, and kept while steps bring the same keys (they do, step after step, for one
+model and tier); per step, the numbers become one float64 array and every statistic is a few numpy
+operations over all layers. Only vectors (per-unit maxima for dead_frac) that do not stack are
+handled per layer.
 """
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,6 +34,9 @@ _SQUARED_INTO = {GN: GSQ, WN: WSQ, UN: USQ}
 _TRANSFORMER = (LSE, LROWS, LMAX, AMAX, AENT, AROWS)  # a few layers at most: derive's own formulas, per layer
 KNOWN_CODES = frozenset({S, SD, SS, NZ, SAT, OG, OGS, GN, GPRE, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD,
                          *_TRANSFORMER})
+VECTORS = (UNIT, HIST_ACT, HIST_GRAD)  # codes whose partial results are vectors; every other one but attention's is a number
+_NOT_NUMBERS = frozenset({*VECTORS, *_TRANSFORMER})
+_NO_LAYERS = np.zeros(0, dtype=np.int64)
 
 
 class Layers:
@@ -41,17 +48,112 @@ class Layers:
         self.has_params = np.array([bool(layer.params) for layer in plan])
 
 
-def group(keys: list[Key]) -> tuple[dict[str, list[int]], np.ndarray]:
-    """Indices of the partial results per code, and each one's layer index: one pass over the keys."""
-    by_code: dict[str, list[int]] = defaultdict(list)
-    for j, key in enumerate(keys):
-        by_code[key[1]].append(j)
-    return by_code, np.fromiter((k[0] for k in keys), dtype=np.int64, count=len(keys))
+class Layout:
+    """Where a step's partial results sit, from its keys alone: per code, the layers of its partials
+    and their span in the step's array of numbers (codes in the order they first come, each one's
+    partials in key order: the order the reference path sums them in)."""
+
+    def __init__(self, keys: list[Key]) -> None:
+        by_code: dict[str, list[int]] = defaultdict(list)
+        for j, key in enumerate(keys):
+            by_code[key[1]].append(j)
+        self.keys = list(keys)
+        self.by_code = dict(by_code)
+        self.layer_of = np.fromiter((k[0] for k in keys), dtype=np.int64, count=len(keys))
+        self.at = {code: self.layer_of[idx] for code, idx in by_code.items()}
+        numbers: list[int] = []
+        self.span: dict[str, slice] = {}
+        for code, idx in by_code.items():
+            if code not in _NOT_NUMBERS:
+                self.span[code] = slice(len(numbers), len(numbers) + len(idx))
+                numbers += idx
+        self.n_numbers = len(numbers)
+        self._numbers: Callable[[list], Any] = (
+            (lambda values: ()) if not numbers else
+            operator.itemgetter(*numbers) if len(numbers) > 1 else (lambda values, j=numbers[0]: (values[j],)))
+        at, at_d, at_q = (self.at.get(code, _NO_LAYERS) for code in (S, SD, SS))
+        self.moments_line_up = bool(np.array_equal(at, at_d) and np.array_equal(at, at_q))
+        # the j-th partial of a layer belongs to its j-th call: the partials sorted by layer (stably)
+        self.call_order = np.argsort(at, kind="stable")
+        self.call_layer = at[self.call_order]
+        self.units = by_code.get(UNIT, [])
+        self.one_unit_per_layer = len(np.unique(self.at.get(UNIT, _NO_LAYERS))) == len(self.units)
+        self.transformer = [j for code in _TRANSFORMER for j in by_code.get(code, ())]
+        self.transformer_layers = sorted({int(self.layer_of[j]) for j in self.transformer})
+        self._calls: tuple[dict, int, tuple] | None = None  # the last step's output calls, worked out (see calls())
+        self._present: dict[tuple[str, int], np.ndarray] = {}
+
+    def has(self, *codes: str) -> bool:
+        """Whether the step has partial results of any of these codes."""
+        return any(code in self.by_code for code in codes)
+
+    def numbers(self, values: list[Any]) -> np.ndarray | None:
+        """The step's numbers (every code but the vectors and attention's), float64, in `span` order;
+        None where one of them is not a number."""
+        try:
+            return np.fromiter(self._numbers(values), dtype=np.float64, count=self.n_numbers)
+        except (TypeError, ValueError):
+            return None
+
+    def present(self, code: str, n: int) -> np.ndarray:
+        """Whether each of the n layers has a partial result of `code`."""
+        key = (code, n)
+        if key not in self._present:
+            present = np.bincount(self.at.get(code, _NO_LAYERS), minlength=n)[:n] > 0
+            present.setflags(write=False)  # shared by every step of this layout
+            self._present[key] = present
+        return self._present[key]
+
+    def calls(self, numel: dict[int, list[int]], n: int) -> tuple | None:
+        """(elements per layer, elements per call in `call_order`) of the step's outputs, or None where
+        the moments' partials do not line up with the calls. Kept while steps bring the same calls."""
+        if self._calls is not None and self._calls[1] == n and self._calls[0] == numel:
+            return self._calls[2]
+        count = np.zeros(n)
+        for i, counts in numel.items():
+            if i < n:
+                count[i] = sum(counts)
+        per_layer = np.bincount(self.call_layer, minlength=n)[:n]
+        with_calls = np.flatnonzero((count > 0) | (per_layer > 0))
+        calls = np.fromiter((len(numel.get(int(i), ())) for i in with_calls), dtype=np.int64, count=len(with_calls))
+        if not self.moments_line_up or (per_layer[with_calls] != calls).any():
+            result = None
+        else:
+            n_c = np.fromiter((c for i in with_calls for c in numel[i]), dtype=np.float64, count=int(per_layer.sum()))
+            count.setflags(write=False)  # shared by every step with these calls
+            n_c.setflags(write=False)
+            result = (count, n_c)
+        self._calls = ({i: list(c) for i, c in numel.items()}, n, result)
+        return result
+
+    def units_matrix(self, values: list[Any]) -> np.ndarray | None:
+        """The step's per-unit maxima as the rows of a [layer with units, unit] matrix (rows in the order
+        of `at[UNIT]`), or None unless there is one vector per layer, all 1-d of one length."""
+        if not self.units or not self.one_unit_per_layer:
+            return None
+        try:
+            f = np.array([values[j] for j in self.units], dtype=np.float64)
+        except ValueError:  # vectors of different lengths
+            return None
+        return f if f.ndim == 2 else None
+
+    def all_finite(self, flat: np.ndarray, units: np.ndarray | None, values: list[Any]) -> bool:
+        """Every partial result of the step is finite (`flat`: its numbers, `units`: units_matrix)."""
+        if not np.isfinite(flat).all() or (units is not None and not np.isfinite(units).all()):
+            return False
+        vectors = [values[j] for code in VECTORS for j in self.by_code.get(code, ()) if code != UNIT or units is None]
+        vectors += [values[j] for j in self.transformer]
+        return not vectors or bool(np.isfinite(np.concatenate([np.ravel(v) for v in vectors])).all())
+
+
+def group(keys: list[Key]) -> Layout:
+    """The Layout of a step's keys: one pass over them."""
+    return Layout(keys)
 
 
 def step_block(
     layers: Layers,
-    grouped: tuple[dict[str, list[int]], np.ndarray],
+    layout: Layout,
     values: list[Any],
     numel: dict[int, list[int]],
     nonfinite: dict[int, float],
@@ -59,101 +161,101 @@ def step_block(
     step: int,
     position: np.ndarray,
     n_positions: int,
+    *,
+    finite_only: bool = False,
 ) -> StepStats | None:
     """The step's StepStats (positions from `position[layer index]`, -1: none), or None where the
-    partial results do not line up with the calls (then the caller uses the reference path)."""
-    by_code, layer_of = grouped
+    partial results do not line up with the calls, or (`finite_only`) where one is NaN or infinite:
+    then the caller uses the reference path."""
     n = layers.n
+    flat = layout.numbers(values)
+    calls = layout.calls(numel, n)
+    if flat is None or calls is None:
+        return None
+    units = layout.units_matrix(values)
+    if finite_only and not layout.all_finite(flat, units, values):
+        return None
 
     def gather(code: str) -> tuple[np.ndarray, np.ndarray]:
-        idx = by_code.get(code, [])
-        return layer_of[idx] if idx else np.zeros(0, dtype=np.int64), np.fromiter(
-            (values[j] for j in idx), dtype=np.float64, count=len(idx))
+        span = layout.span.get(code)
+        return (layout.at[code], flat[span]) if span is not None else (_NO_LAYERS, flat[:0])
 
     def total(code: str, square: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per-layer sums (of squares) and whether the code was present, `SQUARED` codes folded in."""
         at, v = gather(code)
         sums = np.bincount(at, weights=v * v if square else v, minlength=n)[:n]
-        present = np.bincount(at, minlength=n)[:n] > 0
+        present = layout.present(code, n)
         if code in _SQUARED_INTO:
             at2, v2 = gather(_SQUARED_INTO[code])
             sums = sums + np.bincount(at2, weights=v2, minlength=n)[:n]
-            present |= np.bincount(at2, minlength=n)[:n] > 0
+            present = present | layout.present(_SQUARED_INTO[code], n)
         return sums, present
 
     out = np.full((len(NAMES), n), np.nan)
     rec = np.zeros((len(NAMES), n), dtype=bool)
 
     def put(stat: Stat, where: np.ndarray, value: np.ndarray) -> None:
-        k = ROW[stat.value]
-        out[k, where] = value[where] if np.ndim(value) else value
-        rec[k, where] = True
+        k = ROW[stat.value]  # each statistic is put once: whole rows, no masked assignment
+        out[k] = np.where(where, value, np.nan)
+        rec[k] = where
 
+    has = layout.has  # statistics whose partials the step lacks are left out, not computed over nothing
     with np.errstate(divide="ignore", invalid="ignore"):
-        # parameters: derive._param_stats
-        gsq, has_g = total(GN, square=True)
-        wsq, has_w = total(WN, square=True)
-        usq, has_u = total(UN, square=True)
-        param = (has_w | has_g) & layers.has_params  # GN without WN: a cheap-tier step (no weight norm)
-        weight_norm = np.sqrt(wsq)
-        bad = np.zeros(n)
-        for i, count in nonfinite.items():
-            if i < n:
-                bad[i] = count
-        put(Stat.GRAD_NORM, param, np.sqrt(gsq))
-        put(Stat.GRAD_RMS, param, np.sqrt(gsq / layers.n_params))
-        put(Stat.WEIGHT_NORM, param & has_w, weight_norm)
-        put(Stat.NONFINITE_FRAC, param, bad / layers.n_params)
-        put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
-        # outputs: derive._output_stats
-        if not _output_stats(put, n, by_code, layer_of, values, numel, total, gather):
-            return None
-        og, has_og = total(OG)
-        og = np.sqrt(og)
-        put(Stat.OUT_GRAD_NORM, has_og, og / amp_scale if amp_scale else og)
-        pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
-        pre = np.sqrt(pre)
-        put(Stat.GRAD_NORM_PRE_CLIP, param & has_pre, pre / amp_scale if amp_scale else pre)
-        idx = [j for code in _TRANSFORMER for j in by_code.get(code, ())]
-        if idx:
-            sub = aggregate([(int(layer_of[j]), keys_code) for code in _TRANSFORMER
-                             for j, keys_code in ((j, code) for j in by_code.get(code, ()))],
-                            [values[j] for code in _TRANSFORMER for j in by_code.get(code, ())])
-            for i in sorted({int(layer_of[j]) for j in idx}):
-                for (_, stat), v in transformer_stats(i, sub).items():
-                    where = np.zeros(n, dtype=bool)
-                    where[i] = True
-                    put(stat, where, np.float64(v))
-    keep = position[:n] >= 0
-    cols = position[:n][keep]
-    values_out = np.full((len(NAMES), n_positions), np.nan)
-    rec_out = np.zeros((len(NAMES), n_positions), dtype=bool)
-    values_out[:, cols], rec_out[:, cols] = out[:, keep], rec[:, keep]
-    used = rec_out.any(axis=1)
-    return StepStats(step, tuple(name for name, u in zip(NAMES, used) if u), values_out[used], rec_out[used])
+        if has(GN, GSQ, WN, WSQ):  # parameters: derive._param_stats
+            gsq, has_g = total(GN, square=True)
+            wsq, has_w = total(WN, square=True)
+            param = (has_w | has_g) & layers.has_params  # GN without WN: a cheap-tier step (no weight norm)
+            bad = np.zeros(n)
+            for i, count in nonfinite.items():
+                if i < n:
+                    bad[i] = count
+            put(Stat.GRAD_NORM, param, np.sqrt(gsq))
+            put(Stat.GRAD_RMS, param, np.sqrt(gsq / layers.n_params))
+            put(Stat.NONFINITE_FRAC, param, bad / layers.n_params)
+            if has(WN, WSQ):
+                weight_norm = np.sqrt(wsq)
+                put(Stat.WEIGHT_NORM, param & has_w, weight_norm)
+                if has(UN, USQ):
+                    usq, has_u = total(UN, square=True)
+                    put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
+            if has(GPRE):
+                pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
+                pre = np.sqrt(pre)
+                put(Stat.GRAD_NORM_PRE_CLIP, param & has_pre, pre / amp_scale if amp_scale else pre)
+        if calls[0].any():  # outputs: derive._output_stats
+            _output_stats(put, n, layout, values, calls, units, total, gather)
+        if has(OG):
+            og, has_og = total(OG)
+            og = np.sqrt(og)
+            put(Stat.OUT_GRAD_NORM, has_og, og / amp_scale if amp_scale else og)
+        if layout.transformer:
+            sub = aggregate([layout.keys[j] for j in layout.transformer], [values[j] for j in layout.transformer])
+            for i in layout.transformer_layers:
+                for (_, stat), v in transformer_stats(i, sub).items():  # one layer at a time: not put()
+                    out[ROW[stat.value], i], rec[ROW[stat.value], i] = v, True
+    return _at_positions(step, out, rec, position[:n], n_positions)
 
 
-def _output_stats(put, n, by_code, layer_of, values, numel, total, gather) -> bool:
+def _at_positions(step: int, out: np.ndarray, rec: np.ndarray, position: np.ndarray, n_positions: int) -> StepStats:
+    """The [stat, layer] block as the stored [stat, position] block, the statistics no layer has left out."""
+    n = len(position)
+    if n_positions != n or not np.array_equal(position, np.arange(n)):  # else: positions are layer indices
+        keep = position >= 0
+        cols = position[keep]
+        values_out = np.full((len(NAMES), n_positions), np.nan)
+        rec_out = np.zeros((len(NAMES), n_positions), dtype=bool)
+        values_out[:, cols], rec_out[:, cols] = out[:, keep], rec[:, keep]
+        out, rec = values_out, rec_out
+    used = rec.any(axis=1)
+    return StepStats(step, tuple(name for name, u in zip(NAMES, used) if u), out[used], rec[used])
+
+
+def _output_stats(put, n, layout: Layout, values, calls, f, total, gather) -> None:
     """act_mean/std (derive.moments over calls), zero, saturated and dead fractions."""
-    count = np.zeros(n)
-    for i, counts in numel.items():
-        if i < n:
-            count[i] = sum(counts)
+    count, n_c = calls
     has_out = count > 0
-    at, shift = gather(S)
-    at_d, shifted = gather(SD)
-    at_q, squares = gather(SS)
-    if not (np.array_equal(at, at_d) and np.array_equal(at, at_q)):
-        return False
-    # the j-th partial of a layer belongs to its j-th call: sort the partials by layer (stably)
-    order = np.argsort(at, kind="stable")
-    at, shift, shifted, squares = at[order], shift[order], shifted[order], squares[order]
-    per_layer = np.bincount(at, minlength=n)[:n]
-    with_calls = np.flatnonzero(has_out | (per_layer > 0))
-    calls = np.fromiter((len(numel.get(int(i), ())) for i in with_calls), dtype=np.int64, count=len(with_calls))
-    if (per_layer[with_calls] != calls).any():
-        return False
-    n_c = np.fromiter((c for i in with_calls for c in numel[i]), dtype=np.float64, count=int(per_layer.sum()))
+    order, at = layout.call_order, layout.call_layer
+    shift, shifted, squares = (gather(code)[1][order] for code in (S, SD, SS))
     live = n_c > 0
     means = np.where(live, shift + shifted / np.where(live, n_c, 1), 0.0)
     mean = np.bincount(at, weights=n_c * means, minlength=n)[:n] / count
@@ -161,27 +263,27 @@ def _output_stats(put, n, by_code, layer_of, values, numel, total, gather) -> bo
     m2 = np.bincount(at[live], weights=m2_c[live], minlength=n)[:n]
     put(Stat.ACT_MEAN, has_out, mean)
     put(Stat.ACT_STD, has_out, np.sqrt(m2 / count))
-    nz, has_nz = total(NZ)
-    put(Stat.ACT_ZERO_FRAC, has_out & has_nz, 1.0 - nz / count)
-    sat, has_sat = total(SAT)
-    put(Stat.SATURATED_FRAC, has_out & has_sat, sat / count)
+    if layout.has(NZ):
+        nz, has_nz = total(NZ)
+        put(Stat.ACT_ZERO_FRAC, has_out & has_nz, 1.0 - nz / count)
+    if layout.has(SAT):
+        sat, has_sat = total(SAT)
+        put(Stat.SATURATED_FRAC, has_out & has_sat, sat / count)
+    if not layout.units:
+        return
     dead = np.full(n, np.nan)
     has_fired = np.zeros(n, dtype=bool)
-    units = by_code.get(UNIT, [])
-    at_u = layer_of[units] if units else np.zeros(0, dtype=np.int64)
-    shapes = {np.shape(values[j]) for j in units}
-    if units and len(np.unique(at_u)) == len(units) and len(shapes) == 1 and len(next(iter(shapes))) == 1:
-        # one vector per layer, all of one length (the usual case): one count over a stacked matrix
-        f = np.stack([values[j] for j in units])
+    if f is not None:  # one vector per layer, all of one length (the usual case): one count over a matrix
+        at_u = layout.at[UNIT]
         dead[at_u] = np.count_nonzero(f == 0.0, axis=1) / f.shape[1] if f.shape[1] else np.nan
         has_fired[at_u] = True
     else:
         fired: dict[int, np.ndarray] = {}
-        for j in units:
-            i, value = int(layer_of[j]), values[j]
+        for j in layout.units:
+            i, value = int(layout.layer_of[j]), values[j]
             prev = fired.get(i)
             fired[i] = value if prev is None else (np.maximum(prev, value) if prev.shape == value.shape else prev)
-        for i, f in fired.items():
-            dead[i], has_fired[i] = np.count_nonzero(f == 0.0) / f.size if f.size else np.nan, True
+        for i, fi in fired.items():
+            dead[i], has_fired[i] = np.count_nonzero(fi == 0.0) / fi.size if fi.size else np.nan, True
     put(Stat.DEAD_FRAC, has_out & has_fired, dead)
-    return True
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import operator
 from typing import Any, Callable
 
 import numpy as np
@@ -17,9 +16,9 @@ import numpy as np
 from ..config import Stat
 from ..store.segments import StepStats
 from .derive import derive, histograms
-from .fastrows import KNOWN_CODES, Layers, group, step_block
+from .fastrows import KNOWN_CODES, Layers, Layout, group, step_block
 from .origin import origin
-from .record import GN, HIST_ACT, HIST_GRAD, UNIT, WN, WSQ, Key, aggregate
+from .record import GN, HIST_ACT, HIST_GRAD, WN, WSQ, Key, aggregate
 from .select import LayerPlan
 from .through_time import time_rows
 
@@ -45,6 +44,9 @@ class StepPayload:
     exact_weight_sq: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
+_KEPT_LAYOUTS = 4  # distinct key sets kept (the tiers: cheap steps, full steps, histogram steps)
+
+
 class RowBuilder:
     """Turns payloads into rows; owns the layer positions and the first non-finite value."""
 
@@ -56,29 +58,32 @@ class RowBuilder:
         self.first_nonfinite: dict[str, Any] | None = None
         self.layers = Layers(plan)
         self._position_array: np.ndarray | None = None
-        self._grouping: tuple[list[Key], tuple, Callable] | None = None  # the last step's keys, grouped
+        self._layouts: list[Layout] = []  # the last few steps' layouts, newest first (one per tier, say)
 
-    def _group(self, keys: list[Key]) -> tuple[tuple[dict[str, list[int]], np.ndarray], Callable]:
-        """`group(keys)` and a getter of the numbers among the values; kept while steps bring the same keys
-        (they do, step after step, for one model: comparing them is cheaper than grouping them)."""
-        if self._grouping is None or self._grouping[0] != keys:
-            grouped = group(keys)
-            numbers = [j for code, idx in grouped[0].items() if code not in _VECTORS for j in idx]
-            getter = (lambda values: ()) if not numbers else (
-                operator.itemgetter(*numbers) if len(numbers) > 1 else (lambda values, j=numbers[0]: (values[j],)))
-            self._grouping = (list(keys), grouped, getter)
-        return self._grouping[1], self._grouping[2]
+    def _layout(self, keys: list[Key]) -> Layout:
+        """The Layout of these keys: a kept one where a recent step brought the same keys (steps of one
+        model and tier do: comparing keys is much cheaper than working them out), else a new one."""
+        for k, layout in enumerate(self._layouts):
+            if len(layout.keys) == len(keys) and layout.keys == keys:
+                if k:
+                    self._layouts.insert(0, self._layouts.pop(k))
+                return layout
+        layout = Layout(keys)
+        self._layouts = [layout, *self._layouts[:_KEPT_LAYOUTS - 1]]
+        return layout
 
     def build(self, p: StepPayload) -> dict[str, Any]:
         if p.combine is not None:
             p.combine(p)
         amp_scale = next((v for s, k, v in p.scalars if k == "amp_scale" and s == p.step), None)
-        grouped, numbers = self._group(p.keys)
-        layers = self._assign_positions(p, grouped)
+        layout = self._layout(p.keys)
+        layers = self._assign_positions(p, layout)
         block = None
-        if _fast(p, grouped[0], numbers):
-            block = step_block(self.layers, grouped, p.values, p.numel, p.nonfinite, amp_scale, p.step,
-                               self._positions(), self.next_position)
+        # the numpy block computes exactly what derive() would for the codes it knows and finite partials
+        # (a non-finite one needs derive's overflow and origin logic)
+        if not (p.exact_grad_sq or p.exact_weight_sq) and set(layout.by_code) <= KNOWN_CODES:
+            block = step_block(self.layers, layout, p.values, p.numel, p.nonfinite, amp_scale, p.step,
+                               self._positions(), self.next_position, finite_only=True)
         values = None
         if block is None:  # statistics the numpy block does not compute, or partials that do not line up
             values = aggregate(p.keys, p.values)
@@ -87,7 +92,7 @@ class RowBuilder:
         pos = self.position
         first = {}
         for code in (HIST_ACT, HIST_GRAD):  # histograms: the first call of the step only
-            for j in grouped[0].get(code, ()):
+            for j in layout.by_code.get(code, ()):
                 first.setdefault(p.keys[j], p.values[j])
         rows: dict[str, Any] = {
             "layers": layers,
@@ -120,12 +125,13 @@ class RowBuilder:
                 self._position_array[i] = pos
         return self._position_array
 
-    def _assign_positions(self, p: StepPayload, grouped: tuple | None = None) -> list[tuple]:
+    def _assign_positions(self, p: StepPayload, layout: Layout | None = None) -> list[tuple]:
         """Positions in forward order: layers as they first fired, then param layers that never did."""
-        new = [i for i in p.fired if i not in self.position]
         if len(self.position) == len(self.plan):
             return []  # every layer has its position (every step after the first, usually)
-        by_code, layer_of = grouped or group(p.keys)
+        new = [i for i in p.fired if i not in self.position]
+        layout = layout or group(p.keys)
+        by_code, layer_of = layout.by_code, layout.layer_of
         param_layers = {int(layer_of[j]) for code in (WN, WSQ, GN) for j in by_code.get(code, ())}
         new += sorted(i for i in param_layers if i not in self.position and i not in new)
         rows = []
@@ -152,29 +158,6 @@ def step_stats(step: int, derived: dict, position: dict[int, int], n_positions: 
     values[flat], recorded[flat] = kept, True
     shape = (len(names), n_positions)
     return StepStats(step, names, values.reshape(shape), recorded.reshape(shape))
-
-
-def _fast(p: StepPayload, by_code: dict[str, list[int]], numbers: Callable[[list], tuple]) -> bool:
-    """Whether the numpy block computes this step exactly as derive() would: only the codes it knows,
-    and finite partials (a non-finite one needs derive's overflow and origin logic)."""
-    if p.exact_grad_sq or p.exact_weight_sq or not set(by_code) <= KNOWN_CODES:
-        return False
-    return _all_finite(p.values, by_code, numbers)
-
-
-_VECTORS = (UNIT, HIST_ACT, HIST_GRAD)  # codes whose partial results are vectors; every other one is a number
-
-
-def _all_finite(values: list, by_code: dict[str, list[int]], numbers: Callable[[list], tuple]) -> bool:
-    """Every partial result is finite: the numbers in one array, the vectors in another (no call per value)."""
-    vectors = [values[j] for code in _VECTORS for j in by_code.get(code, ())]
-    try:
-        flat = np.array(numbers(values), dtype=np.float64)
-        if vectors:
-            flat = np.concatenate([flat, *(np.ravel(v) for v in vectors)])
-    except (TypeError, ValueError):  # a vector where a number was expected: one at a time
-        return all(np.isfinite(v).all() for v in values)
-    return bool(np.isfinite(flat).all())
 
 
 def _clip_factor(step: int, block: StepStats) -> list[tuple[int, str, float]]:
