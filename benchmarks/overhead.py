@@ -461,10 +461,13 @@ def ddp(models: list[str], modes: list[str], rounds: int, steps: int) -> None:
 
 def breakdown(name: str, steps: int = 30, mode: str = "full") -> dict[str, float]:
     """Milliseconds per step spent in each hook of a watched run (`mode`), timed from outside."""
-    from graddoctor.probes.monitor import Run
+    from graddoctor.probes.activations import ActivationProbes
+    from graddoctor.probes.clock import StepClock
 
     spent: dict[str, float] = {}
-    originals = {n: getattr(Run, n) for n in ("_on_forward", "_on_out_grad", "_on_pre_step", "_on_post_step")}
+    owners = {"_on_forward": ActivationProbes, "_on_out_grad": ActivationProbes,
+              "_on_pre_step": StepClock, "_on_post_step": StepClock}  # the Run's parts that own each hook
+    originals = {n: getattr(cls, n) for n, cls in owners.items()}
 
     def timed(n, fn):
         def wrapper(*args, **kwargs):
@@ -481,7 +484,7 @@ def breakdown(name: str, steps: int = 30, mode: str = "full") -> dict[str, float
     base = block(model, opt, x, y, steps)
     try:
         for n, fn in originals.items():
-            setattr(Run, n, timed(n, fn))
+            setattr(owners[n], n, timed(n, fn))
         options = {"hist_every": 0, **watch_options(mode)}
         with tempfile.TemporaryDirectory() as tmp, graddoctor.watch(model, opt, store=Path(tmp) / "b.db", **options) as run:
             block(model, opt, x, y, 2, run, warmup=_start_steps(run))
@@ -492,7 +495,7 @@ def breakdown(name: str, steps: int = 30, mode: str = "full") -> dict[str, float
             watched = (time.perf_counter() - t0) / steps
     finally:
         for n, fn in originals.items():
-            setattr(Run, n, fn)
+            setattr(owners[n], n, fn)
     out = {"unwatched step": base * 1e3, "watched step": watched * 1e3}
     out.update({n.strip("_").replace("on_", "") + " hooks": v / steps * 1e3 for n, v in spent.items()})
     return out

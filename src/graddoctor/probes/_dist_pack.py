@@ -7,7 +7,8 @@ its rank measured, so a count the layout lacks is seen by every rank in the same
 (`agreed_units`) and they re-lay out alike, with no exchange of its own. Rank 0 then combines the ranks' partials with the reduction each quantity
 needs: sums (squared norms of shards, element counts), Chan's formula (mean and variance),
 elementwise max (per-unit max |y|: a unit is dead only if silent on every rank), histograms
-summed on a common range. Pure numpy: testable without a process group.
+summed on a common range: each code's `Ranks` rule in probes/partials.py, whose LOCAL codes (logits,
+attention, pre-clip norms) are not packed. Pure numpy: testable without a process group.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 
 from ..errors import ProbeError
 from .derive import moments
-from .record import GN, GSQ, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, USQ, WN, WSQ, Key, aggregate
+from .partials import SQUARES_OF
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, WN, Key, aggregate
 from .select import LayerPlan
 from .stats import HIST_BINS
 
@@ -164,11 +166,11 @@ def combine(layout: Layout, gathered: np.ndarray, fired0: list[int]) -> Combined
         layer = layout.plan[i]
         if name == "p":
             total = block.sum(axis=0)
-            add(i, GSQ, total[0])
+            add(i, SQUARES_OF[GN], total[0])  # sums of squares over shards, under the codes that add into GN, WN, UN
             if total[5] > 0:  # weights are read on full-tier steps only
-                add(i, WSQ, total[1])
+                add(i, SQUARES_OF[WN], total[1])
             if total[2] > 0:
-                add(i, USQ, total[3])
+                add(i, SQUARES_OF[UN], total[3])
             if total[4] > 0:
                 out.nonfinite[i] = float(total[4])
         elif name == "a":

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ProbeError, StoreError
-from .monitor import NO_FORWARD
+from .activations import NO_FORWARD
 from .rows import StepPayload
 from .select import LayerPlan
 from . import _dist_pack as packing

@@ -20,20 +20,20 @@ import numpy as np
 from ..config import Stat
 from ..store.segments import StepStats
 from .derive import transformer_stats
+from .partials import PARTIALS, SQUARES_OF
 from .record import (
-    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, OGS, SAT, SD, SS, UN, UNIT, USQ,
+    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, SAT, SD, SS, UN, UNIT, USQ,
     WN, WSQ, S, Key, aggregate,
 )
 from .select import LayerPlan
 
 NAMES = tuple(sorted(s.value for s in Stat))
 ROW = {name: k for k, name in enumerate(NAMES)}
-_SQUARED_INTO = {GN: GSQ, WN: WSQ, UN: USQ}
-# The codes this block computes (OGS only tells an overflowed norm from NaN/Inf values, which the
-# caller sends to the reference path); any other code (pre-clip norms, logits, attention) goes there too.
+_SQUARED_INTO = SQUARES_OF  # GN -> GSQ, ...: sums of squares folded into a norm code's (probes/partials.py)
+# The codes this block computes: every code of the table (OGS only tells an overflowed norm from NaN/Inf
+# values, which the caller sends to the reference path); any other code would go there too.
 _TRANSFORMER = (LSE, LROWS, LMAX, AMAX, AENT, AROWS)  # a few layers at most: derive's own formulas, per layer
-KNOWN_CODES = frozenset({S, SD, SS, NZ, SAT, OG, OGS, GN, GPRE, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD,
-                         *_TRANSFORMER})
+KNOWN_CODES = frozenset(PARTIALS)
 VECTORS = (UNIT, HIST_ACT, HIST_GRAD)  # codes whose partial results are vectors; every other one but attention's is a number
 _NOT_NUMBERS = frozenset({*VECTORS, *_TRANSFORMER})
 _NO_LAYERS = np.zeros(0, dtype=np.int64)

@@ -2,7 +2,7 @@
 
 Hooks append 0-d or 1-d tensors with a key (layer index, code). `transfer` moves all of them to
 the host in one copy per device; `aggregate` combines partial results (several calls of a module,
-several micro-batches) in float64 on the host.
+several micro-batches) in float64 on the host, by each code's rule in probes/partials.py.
 """
 
 from __future__ import annotations
@@ -13,22 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-# Codes of partial results. Kept per call: S (the shift k, the output's first element), SD, SS (sum
-# and sum of squares of the output minus k), combined by derive.moments. Summed over calls: NZ (nonzero count),
-# SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
-# gradient, weight, update), or GSQ, WSQ, USQ: their sums of squares (GSQ: a layer's gradient
-# sum of squares already combined across ranks, probes/distributed.py). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
-S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
-    "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "gsq", "wsq", "usq", "unit", "hist_act", "hist_grad",
+# The codes of partial results and how each combines: probes/partials.py (re-exported here, where
+# the hooks and readers have always imported them from).
+from .partials import (  # noqa: F401
+    AENT, AMAX, AROWS, COMBINE, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, MAXED, NORMS, NZ, OG, OGS,
+    PER_CALL, S, SAT, SD, SQUARED, SS, UN, UNIT, USQ, WN, WSQ, Combine,
 )
-# Transformers (docs/transformers.md): OGS (sum of dL/d output: finite iff its values are, so an
-# infinite OG of finite values is an overflow), GPRE (per-parameter gradient norm read when the
-# gradient is complete, before any clipping), logits LSE/LROWS/LMAX (sum of log Z over rows, rows,
-# max |logit|), attention AMAX (max logit), AENT/AROWS (per-head entropy sums and query rows).
-OGS, GPRE, LSE, LROWS, LMAX, AMAX, AENT, AROWS = "ogs", "gpre", "lse", "lrows", "lmax", "amax", "aent", "arows"
-MAXED = (LMAX, AMAX)  # combined by max over calls and micro-batches
-SQUARED = {GSQ: GN, WSQ: WN, USQ: UN}  # sums of squares, added into the norm codes' layer sums of squares
-PER_CALL = (S, SD, SS)
+
 Key = tuple[int, str]
 
 
@@ -79,26 +70,26 @@ def transfer(tensors: list[torch.Tensor]) -> list[np.ndarray]:
 
 
 def aggregate(keys: list[Key], host: list[np.ndarray]) -> dict[Key, Any]:
-    """Combine partial values per (layer, code): sums, sums of squares, elementwise max, or a
-    list per call (moments)."""
+    """Combine partial values per (layer, code) as the code's `Combine` rule says (probes/partials.py):
+    sums, sums of squares of norms, elementwise max, the first value, or a list per call (moments)."""
     out: dict[Key, np.ndarray | float] = {}
     for key, value in zip(keys, host):
-        code = key[1]
-        if code in PER_CALL:
+        rule = COMBINE[key[1]]
+        if rule is Combine.PER_CALL:
             out.setdefault(key, []).append(value)
-        elif code in SQUARED:
-            key = (key[0], SQUARED[code])
+        elif rule is Combine.SQUARES_INTO:
+            key = (key[0], SQUARED[key[1]])
             out[key] = out.get(key, 0.0) + value
         elif key not in out:
-            out[key] = value * value if code in (GN, WN, UN, GPRE) else value
-        elif code in (GN, WN, UN, GPRE):
+            out[key] = value * value if rule is Combine.NORM_SQUARES else value
+        elif rule is Combine.NORM_SQUARES:
             out[key] = out[key] + value * value  # per-parameter norms -> layer sum of squares
-        elif code == UNIT:  # any nonzero value in any call: the unit fired
+        elif rule is Combine.UNIT_MAX:  # any nonzero value in any call: the unit fired
             prev = out[key]
             out[key] = np.maximum(prev, value) if prev.shape == value.shape else prev  # NaN stays NaN
-        elif code in (HIST_ACT, HIST_GRAD):
+        elif rule is Combine.FIRST:
             continue  # first call of the step only
-        elif code in MAXED:
+        elif rule is Combine.MAX:
             out[key] = np.maximum(out[key], value)  # NaN propagates
         else:
             out[key] = out[key] + value
