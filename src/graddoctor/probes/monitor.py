@@ -28,9 +28,10 @@ from .guard.events import GuardStop
 from .guard.runtime import start_guard
 from .guarded import guard_step, observe_step, observe_tail
 from .hooks import AttributePatch, HandleGroup
+from .fused import OutputReader
 from .params import ParamReader
 from .intercept import AttentionMode, read_mha, stats_sink
-from .record import GN, GPRE, WN, WSQ, HIST_ACT, LMAX, LROWS, LSE, NZ, OG, OGS, S, SAT, SD, SS, UNIT, StepRecord, transfer
+from .record import GN, GPRE, WN, WSQ, HIST_ACT, LMAX, LROWS, LSE, StepRecord, transfer
 from .rows import StepPayload
 from .schedule import FullSchedule
 from .attention import logit_stats
@@ -94,6 +95,7 @@ class Run:
         self._local: Any = reducer.local_of if reducer is not None and reducer.any_sharded else None
         self._handles = HandleGroup()
         self._scratch = stats.Scratch()
+        self._outputs = OutputReader(config.stats)  # activation and dL/d output partials (probes/fused.py)
         self._param_side = ParamReader(self._params, self._owner, snapshot=config.update_ratio and optimizer is not None,
                                        scratch=self._scratch, local=self._local)
         self._record: StepRecord | None = None
@@ -178,6 +180,7 @@ class Run:
             self._session.close(str(status), error)
             self._param_side.release()
             self._scratch = stats.Scratch()
+            self._outputs = OutputReader(self.config.stats)
 
     # -- user calls ----------------------------------------------------------------------------
 
@@ -277,25 +280,12 @@ class Run:
             return
         rec.numel[i].append(y.numel())
         self._last_out = (i, y)
-        y_ = y.detach()
-        total, shifted, squares = stats.moments(y_, self._scratch)
-        rec.add(i, S, total)
-        rec.add(i, SD, shifted)
-        rec.add(i, SS, squares)
-        if layer.counts_zeros:
-            nonzero, fired, saturated = stats.activation_counts(
-                y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative,
-                saturation=layer.saturation, scratch=self._scratch,
-            )
-            rec.add(i, NZ, nonzero)
-            if fired is not None:
-                rec.add(i, UNIT, fired)
-            if saturated is not None:
-                rec.add(i, SAT, saturated)
+        for code, value in self._outputs.output(y, layer, 1 if self._channels_first else -1):
+            rec.add(i, code, value)
         if not layer.is_activation and layer.layout is not None:
             self._channels_first = layer.layout
         if rec.hist and (i, HIST_ACT) not in rec.keys:
-            rec.add(i, HIST_ACT, stats.histogram(y_))
+            rec.add(i, HIST_ACT, stats.histogram(y.detach()))
         if y.requires_grad:
             y.register_hook(functools.partial(self._on_out_grad, i, rec))
 
@@ -305,9 +295,8 @@ class Run:
 
     def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
         if rec is self._record:  # a backward run after its step closed is not this step's
-            g = grad.detach() if grad.requires_grad else grad  # (create_graph=True): no graph through our sums
-            rec.add(i, OG, stats.sumsq(g))
-            rec.add(i, OGS, g.sum(dtype=torch.float32) if g.dtype != torch.float64 else g.sum())  # tells overflow from Inf
+            for code, value in self._outputs.out_grad(grad):  # OG, and OGS: tells overflow from Inf
+                rec.add(i, code, value)
 
     # -- transformers: attention sites, output logits, gradients before clipping (docs/transformers.md)
 
