@@ -104,7 +104,7 @@ class OutputReader:
         key = (slot, like.shape, like.device, like.dtype)
         found = self._shaped.get(key)
         flat = self.scratch.get(like, slot)
-        if found is None or found[1].data_ptr() != flat.data_ptr():  # new shape, or the buffer grew
+        if found is None or found[1] is not flat:  # new shape, or the buffer grew (Scratch made a new view)
             found = (flat.view(like.shape), flat)
             self._shaped[key] = found
         return found
