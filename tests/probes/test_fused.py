@@ -191,3 +191,12 @@ def test_seeded_training_is_identical_with_the_fused_path_and_without_watch():
             ctx.__exit__(None, None, None)
         return out
     assert losses(True) == losses(False)
+
+
+def test_the_fused_stats_benchmark_runs(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import fused_stats
+
+    assert fused_stats.main(["--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tanh 256x512" in out and "12 ops" in out and "17 ops" in out  # the counts docs/overhead.md quotes
