@@ -5,6 +5,8 @@
 1. The same seeded run on CPU and on CUDA records the same statistics (float32 tolerance).
 2. With torch.cuda.set_sync_debug_mode("warn"), a watched step causes exactly one synchronising
    call per recorded step (the transfer), full-tier or cheap, and none on unrecorded steps.
+1b. The fused activation partials (probes/fused.py) equal the reference kernels' on CUDA, bit for
+   bit, on edge tensors too (torch.sign(NaN), threshold_ of NaN, take at a 0-d index on the device).
 3. Step-time ratio watched/unwatched (interleaved blocks A B / B A, block means, median [min, max])
    for the overhead MLP in overhead.py's modes (default, cheap, full, full/10), with AMP (bf16
    autocast) and without. Targets (issue 16): default <= 1.05x, full (a full-tier step) <= 1.5x.
@@ -64,6 +66,34 @@ def check_same_numbers() -> bool:
         print(f"  {stat:15} max rel diff CPU vs CUDA {diff:.2e}")
     ok = worst < 5e-3 and cpu.layers == gpu.layers
     print(f"1. same numbers on CPU and CUDA: {'OK' if ok else 'FAIL'} (worst {worst:.1e})")
+    return ok
+
+
+def check_fused_partials() -> bool:
+    from graddoctor.probes import fused
+
+    class Layer:
+        def __init__(self, saturation, nonnegative=False):
+            self.saturation, self.nonnegative, self.counts_zeros, self.name = saturation, nonnegative, True, "edge"
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(256, 512, generator=gen).tanh(), torch.randn(8, 16, 4, 4, generator=gen).relu(),
+               torch.tensor([[float("nan"), 1.0], [0.0, 0.995]]), torch.tensor([[float("inf"), 1.0], [0.0, -2.0]]),
+               50.0 + 0.03 * torch.randn(64, 8, generator=gen)]
+    ok = True
+    for y in tensors:
+        for layer, dim in ((Layer((-0.99, 0.99)), -1), (Layer((0.01, 0.99), True), 1), (Layer((-0.5, None)), -1)):
+            y_cuda = y.cuda()
+            a = fused.OutputReader("fused").output(y_cuda, layer, dim)
+            b = fused.OutputReader("reference").output(y_cuda, layer, dim)
+            c = fused.OutputReader("reference").output(y, layer, dim)
+            for (code, x), (_, r), (_, h) in zip(a, b, c):
+                same = torch.equal(x.nan_to_num(123.0), r.nan_to_num(123.0))
+                close = torch.allclose(x.cpu().nan_to_num(123.0), h.nan_to_num(123.0), rtol=1e-4, atol=1e-3)
+                ok &= same and close
+                if not (same and close):
+                    print(f"  {tuple(y.shape)} {code}: fused {x.tolist()} reference {r.tolist()} cpu {h.tolist()}")
+    print(f"1b. fused partials equal the reference's on CUDA (and the CPU's within 1e-4): {'OK' if ok else 'FAIL'}")
     return ok
 
 
@@ -134,6 +164,7 @@ def main() -> int:
         return 1
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     ok = check_same_numbers()
+    ok &= check_fused_partials()
     ok &= check_syncs()
     print("3. overhead, MLP 20x512 batch 256 (ratio of block means watched/unwatched: median [min, max])")
     for amp in (False, True):

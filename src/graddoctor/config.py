@@ -96,6 +96,8 @@ class WatchConfig:
         include: fnmatch patterns over layer names; only matching layers are watched.
         exclude: fnmatch patterns over layer names; matching layers are not watched.
         flush_seconds: the store is at most about this far behind training.
+        stats: how activation partials are computed: "fused" (the default: fewer ops, the same
+            values) or "reference" (the plain kernels the fused path is tested against).
     """
 
     every: int = 1              # every step: the cheap tier is cheap enough to leave on (docs/overhead.md)
@@ -109,6 +111,7 @@ class WatchConfig:
     full_every: int | None = None  # the full tier costs ~1.2-1.5x a step: one recorded step in 10
     full_first: int = 10        # ...and the run's first 10 recorded steps: the rules' "at the start"
     budget: float | None = None  # or: the full tier's share of step time, its interval chosen from that
+    stats: str = "fused"        # activation partials: "fused" (fewer ops) or "reference" (the oracle), probes/fused.py
 
     def __post_init__(self) -> None:
         _check_int("every", self.every, minimum=1)
@@ -139,6 +142,8 @@ class WatchConfig:
         for field in ("include", "exclude"):
             object.__setattr__(self, field, check_strings(f"{field} (fnmatch patterns)", getattr(self, field)))
         check_bool("update_ratio", self.update_ratio)
+        if self.stats not in ("fused", "reference"):
+            raise ConfigError(f'stats={self.stats!r}: expected "fused" (the default) or "reference" (the oracle path).')
         check_number("flush_seconds", self.flush_seconds, positive=True, maximum=86_400.0)
 
     def to_dict(self) -> dict:

@@ -234,7 +234,8 @@ def record_both(case: Case, model: nn.Module | None = None, twin=None, **watch_o
     train(shadow, case.optimizer(shadow.parameters()), case, batches,
           before_step=ref.before_step, after_step=ref.after_step, quiet=ref.quiet)
     opt = case.optimizer(model.parameters())
-    watch_options.setdefault("hist_every", 0)
+    if "config" not in watch_options:  # a WatchConfig given whole says its own hist_every
+        watch_options.setdefault("hist_every", 0)
     with graddoctor.watch(model, opt, store=":memory:", **watch_options) as run:
         train(model, opt, case, batches)
         view = graddoctor.load(run)

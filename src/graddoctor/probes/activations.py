@@ -24,9 +24,10 @@ from ..config import WatchConfig
 from ..errors import ProbeError
 from . import stats
 from .attention import logit_stats
+from .fused import OutputReader
 from .hooks import HandleGroup
 from .intercept import AttentionMode, read_mha, stats_sink
-from .record import GN, GPRE, HIST_ACT, LMAX, LROWS, LSE, NZ, OG, OGS, S, SAT, SD, SS, UNIT, StepRecord
+from .record import GN, GPRE, HIST_ACT, LMAX, LROWS, LSE, StepRecord
 from .select import LayerPlan, first_float_tensor, layout_modules
 
 _ACCUMULATE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}  # half precision sums in float32
@@ -54,6 +55,7 @@ class ActivationProbes:
     ) -> None:
         self.model, self.config = model, config
         self._plan, self._params, self._scratch = plan, params, scratch
+        self._outputs = OutputReader(config.stats)  # activation and dL/d output partials (probes/fused.py)
         self._reducer, self._handles = reducer, handles  # handles: all of the Run's, removed when a step is refused
         self._single = reducer is None  # one process: the logit, attention and pre-clip partials are not reduced
         self._record: StepRecord | None = None
@@ -103,6 +105,7 @@ class ActivationProbes:
 
     def release(self) -> None:
         self._scratch = stats.Scratch()
+        self._outputs = OutputReader(self.config.stats)
         self._record, self._last_out, self._pre_norms = None, None, {}
 
     # -- forward hooks and output gradients (the hot path) -------------------------------------
@@ -137,25 +140,12 @@ class ActivationProbes:
             return
         rec.numel[i].append(y.numel())
         self._last_out = (i, y)
-        y_ = y.detach()
-        total, shifted, squares = stats.moments(y_, self._scratch)
-        rec.add(i, S, total)
-        rec.add(i, SD, shifted)
-        rec.add(i, SS, squares)
-        if layer.counts_zeros:
-            nonzero, fired, saturated = stats.activation_counts(
-                y_, 1 if self._channels_first else -1, nonnegative=layer.nonnegative,
-                saturation=layer.saturation, scratch=self._scratch,
-            )
-            rec.add(i, NZ, nonzero)
-            if fired is not None:
-                rec.add(i, UNIT, fired)
-            if saturated is not None:
-                rec.add(i, SAT, saturated)
+        for code, value in self._outputs.output(y, layer, 1 if self._channels_first else -1):
+            rec.add(i, code, value)
         if not layer.is_activation and layer.layout is not None:
             self._channels_first = layer.layout
         if rec.hist and (i, HIST_ACT) not in rec.keys:
-            rec.add(i, HIST_ACT, stats.histogram(y_))
+            rec.add(i, HIST_ACT, stats.histogram(y.detach()))
         if y.requires_grad:
             y.register_hook(functools.partial(self._on_out_grad, i, rec))
 
@@ -165,9 +155,8 @@ class ActivationProbes:
 
     def _on_out_grad(self, i: int, rec: StepRecord, grad: torch.Tensor) -> None:
         if rec is self._record:  # a backward run after its step closed is not this step's
-            g = grad.detach() if grad.requires_grad else grad  # (create_graph=True): no graph through our sums
-            rec.add(i, OG, stats.sumsq(g))
-            rec.add(i, OGS, g.sum(dtype=torch.float32) if g.dtype != torch.float64 else g.sum())  # tells overflow from Inf
+            for code, value in self._outputs.out_grad(grad):  # OG, and OGS: tells overflow from Inf
+                rec.add(i, code, value)
 
     # -- transformers: attention sites, output logits, gradients before clipping (docs/transformers.md)
 
