@@ -21,7 +21,7 @@ from ..config import Stat
 from ..store.segments import StepStats
 from .derive import transformer_stats
 from .record import (
-    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, OGS, SAT, SD, SS, UN, UNIT, USQ,
+    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, OGS, SAT, SD, SS, UE, UN, UNIT, USQ,
     WN, WSQ, S, Key, aggregate,
 )
 from .select import LayerPlan
@@ -32,7 +32,7 @@ _SQUARED_INTO = {GN: GSQ, WN: WSQ, UN: USQ}
 # The codes this block computes (OGS only tells an overflowed norm from NaN/Inf values, which the
 # caller sends to the reference path); any other code (pre-clip norms, logits, attention) goes there too.
 _TRANSFORMER = (LSE, LROWS, LMAX, AMAX, AENT, AROWS)  # a few layers at most: derive's own formulas, per layer
-KNOWN_CODES = frozenset({S, SD, SS, NZ, SAT, OG, OGS, GN, GPRE, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD,
+KNOWN_CODES = frozenset({S, SD, SS, NZ, SAT, OG, OGS, GN, GPRE, WN, UN, UE, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD,
                          *_TRANSFORMER})
 VECTORS = (UNIT, HIST_ACT, HIST_GRAD)  # codes whose partial results are vectors; every other one but attention's is a number
 _NOT_NUMBERS = frozenset({*VECTORS, *_TRANSFORMER})
@@ -218,6 +218,9 @@ def step_block(
                 if has(UN, USQ):
                     usq, has_u = total(UN, square=True)
                     put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
+                if has(UE):  # update_ratio_est: estimated ||Δw||^2 per parameter, summed per layer
+                    use, has_ue = total(UE)
+                    put(Stat.UPDATE_RATIO_EST, param & has_w & has_ue & (weight_norm != 0), np.sqrt(use) / weight_norm)
             if has(GPRE):
                 pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
                 pre = np.sqrt(pre)

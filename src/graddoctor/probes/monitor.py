@@ -94,7 +94,7 @@ class Run:
         self._local: Any = reducer.local_of if reducer is not None and reducer.any_sharded else None
         self._handles = HandleGroup()
         self._scratch = stats.Scratch()
-        self._param_side = ParamReader(self._params, self._owner, snapshot=config.update_ratio and optimizer is not None,
+        self._param_side = ParamReader(self._params, self._owner, snapshot=config.update_ratio if optimizer is not None else False,
                                        scratch=self._scratch, local=self._local)
         self._record: StepRecord | None = None
         self._late_logs: list[tuple[int, str, float | torch.Tensor]] = []

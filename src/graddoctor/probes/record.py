@@ -17,7 +17,9 @@ import torch
 # and sum of squares of the output minus k), combined by derive.moments. Summed over calls: NZ (nonzero count),
 # SAT (saturated count), OG (sum of squares of dL/d output). Per parameter: GN, WN, UN (norms of
 # gradient, weight, update), or GSQ, WSQ, USQ: their sums of squares (GSQ: a layer's gradient
-# sum of squares already combined across ranks, probes/distributed.py). Vectors: UNIT (per-unit max |y|, max over calls), HIST_*.
+# sum of squares already combined across ranks, probes/distributed.py). UE: a parameter's estimated
+# ||Δw||^2 from a fixed sample of its elements (update_ratio_est; summed per layer). Vectors: UNIT
+# (per-unit max |y|, max over calls), HIST_*.
 S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
     "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "gsq", "wsq", "usq", "unit", "hist_act", "hist_grad",
 )
@@ -26,6 +28,7 @@ S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
 # gradient is complete, before any clipping), logits LSE/LROWS/LMAX (sum of log Z over rows, rows,
 # max |logit|), attention AMAX (max logit), AENT/AROWS (per-head entropy sums and query rows).
 OGS, GPRE, LSE, LROWS, LMAX, AMAX, AENT, AROWS = "ogs", "gpre", "lse", "lrows", "lmax", "amax", "aent", "arows"
+UE = "ue"
 MAXED = (LMAX, AMAX)  # combined by max over calls and micro-batches
 SQUARED = {GSQ: GN, WSQ: WN, USQ: UN}  # sums of squares, added into the norm codes' layer sums of squares
 PER_CALL = (S, SD, SS)
