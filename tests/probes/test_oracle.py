@@ -235,6 +235,7 @@ def record_both(case: Case, model: nn.Module | None = None, twin=None, **watch_o
           before_step=ref.before_step, after_step=ref.after_step, quiet=ref.quiet)
     opt = case.optimizer(model.parameters())
     watch_options.setdefault("hist_every", 0)
+    watch_options.setdefault("update_ratio", "exact")  # the exact statistic (the estimate: test_update_sample.py)
     with graddoctor.watch(model, opt, store=":memory:", **watch_options) as run:
         train(model, opt, case, batches)
         view = graddoctor.load(run)

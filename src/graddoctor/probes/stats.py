@@ -221,26 +221,29 @@ def update_sumsq(
 
 
 # update_ratio_est (docs/statistics.md): a fixed systematic sample of each parameter's elements.
-SAMPLE_STRIDES = (67, 71, 73, 79, 83, 89, 97, 101)  # primes: the first that divides no dimension is used
-SAMPLE_WHOLE = 4096  # parameters of at most this many elements are sampled whole (exact)
+SAMPLE_STRIDE = 67  # at most 1/67 of a large parameter's elements (1.5 % of its bytes)
+SAMPLE_FLOOR = 4096  # ...but about this many of a smaller one (O(layers) memory), all of one this small
+_PRIMES = tuple(p for p in range(2, 200) if all(p % q for q in range(2, int(p ** 0.5) + 1)))
 
 
 def sample_plan(shapes: Sequence[torch.Size], seed: int = 0) -> list[tuple[int, int]]:
     """(offset, stride) of the elements sampled from each parameter (flattened, row-major).
 
-    stride 1, offset 0: the whole parameter. Otherwise a prime stride that divides none of the
-    dimensions, so the sampled positions walk every row and every column of a matrix (every
-    filter tap of a convolution) instead of one column, and an offset in [0, stride) fixed per
-    parameter index from `seed` (no global random state), so that equal shapes are not all
-    sampled at the same positions. Memory: about 1/67 of the parameter's elements.
+    stride 1, offset 0: the whole parameter (at most SAMPLE_FLOOR elements). Otherwise the
+    smallest prime stride of at least min(n / SAMPLE_FLOOR, SAMPLE_STRIDE) that divides none of
+    the dimensions: about max(n / 67, 4096) elements, and the sampled positions walk every row and
+    every column of a matrix (every tap of a convolution's filters) instead of one column. The
+    offset in [0, stride) is fixed per parameter index from `seed` (no global random state), so
+    that equal shapes are not all sampled at the same positions.
     """
     out = []
     for i, shape in enumerate(shapes):
         n = math.prod(shape)
-        if n <= SAMPLE_WHOLE:
+        if n <= SAMPLE_FLOOR:
             out.append((0, 1))
             continue
-        stride = next((s for s in SAMPLE_STRIDES if all(d % s for d in shape)), SAMPLE_STRIDES[-1])
+        least = min(-(-n // SAMPLE_FLOOR), SAMPLE_STRIDE)
+        stride = next((p for p in _PRIMES if p >= least and all(d % p for d in shape)), _PRIMES[-1])
         out.append(((seed * 1_000_003 + i * 2_654_435_761 + 12_345) % stride, stride))
     return out
 
