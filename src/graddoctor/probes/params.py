@@ -2,9 +2,10 @@
 
 Read in the optimizer's step hooks (or when `run.read_gradients()` says): gradient norms after any
 clipping and unscaling the loop does before `step`, the weights before the update and the update
-after it, on full-tier steps only. `update="sample"` (the default) copies a fixed sample of about
-1/67 of each parameter's elements before the update and estimates ‖w_after − w_before‖² from it
-(update_ratio_est: memory about 1.5 % of the parameters'); `update="exact"` copies every parameter
+after it, on full-tier steps only. `snapshot="sample"` (the default) copies a fixed sample of each
+parameter (about max(n/67, 4096) of its n elements, `stats.sample_plan`) before the update and
+estimates ‖w_after − w_before‖² from it (update_ratio_est: memory ~1.6 % of the parameter bytes on
+a 101 M-parameter MLP); `snapshot="exact"` copies every parameter
 (update_ratio: memory one copy of the parameters during the step). Either is released after the
 step. Under FSDP2 `local` maps parameters and gradients to this rank's shards.
 """
