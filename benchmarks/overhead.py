@@ -325,10 +325,12 @@ def count_ops(name: str, mode: str, steps: int = 10) -> tuple[int, int, int]:
     return base, max(counts), int(statistics.median(counts))
 
 
-def memory(width: int = 2900, depth: int = 12, steps: int = 12) -> dict[str, float]:
-    """Bytes watch(model, optimizer) holds beyond training, on a ~100M-parameter MLP (MiB): the
-    update_ratio snapshot during a full-tier step (seen from an optimizer post-hook that runs before
-    watch's), and everything it holds between steps (snapshot, work buffers), at their maximum."""
+def memory(width: int = 2900, depth: int = 12, steps: int = 12, update_ratio: str = "sample") -> dict[str, float]:
+    """Bytes watch(model, optimizer, update_ratio=...) holds beyond training, on a ~100M-parameter
+    MLP (MiB): the update-ratio buffers (the sample, or the full copy with "exact") during a
+    full-tier step (seen from an optimizer post-hook that runs before watch's, where they are at
+    their largest), and everything it holds between steps (those buffers, work buffers), at their
+    maximum over the run."""
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     for _ in range(depth):
@@ -340,14 +342,14 @@ def memory(width: int = 2900, depth: int = 12, steps: int = 12) -> dict[str, flo
     seen = {"during": 0, "between": 0}
 
     def held(run) -> int:
-        snap = run._param_side._snapshot or []  # the benchmark's peek at watch's buffers
+        kept = run._param_side.held()  # the benchmark's peek at watch's buffers
         scratch = run._scratch._buffers.values()
-        return sum(t.numel() * t.element_size() for t in (*snap, *scratch))
+        return sum(t.numel() * t.element_size() for t in (*kept, *scratch))
 
     with tempfile.TemporaryDirectory() as tmp:
         box = {}
         hook = opt.register_step_post_hook(lambda *a: seen.__setitem__("during", max(seen["during"], held(box["run"]))))
-        with graddoctor.watch(model, opt, store=Path(tmp) / "m.db") as run:
+        with graddoctor.watch(model, opt, store=Path(tmp) / "m.db", update_ratio=update_ratio) as run:
             box["run"] = run
             for _ in range(steps):
                 loss = model(x).square().mean()
@@ -518,11 +520,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory:
-        out = memory()
-        print(f"{out['n_params'] / 1e6:.0f} M parameters ({out['parameters']:.0f} MiB); watch(model, optimizer) holds "
-              f"{out['during a full-tier step']:.1f} MiB during a full-tier step "
-              f"({out['during a full-tier step'] / out['parameters']:.1%}), at most {out['between steps']:.2f} MiB "
-              f"between steps ({out['between steps'] / out['parameters']:.2%})")
+        for mode in ("sample", "exact"):
+            out = memory(update_ratio=mode)
+            label = "default (update_ratio='sample')" if mode == "sample" else "update_ratio='exact'"
+            print(f"{out['n_params'] / 1e6:.0f} M parameters ({out['parameters']:.0f} MiB), {label}: watch holds "
+                  f"{out['during a full-tier step']:.1f} MiB at the peak of a full-tier step "
+                  f"({out['during a full-tier step'] / out['parameters']:.2%} of the parameter bytes), at most "
+                  f"{out['between steps']:.2f} MiB between steps ({out['between steps'] / out['parameters']:.2%})",
+                  flush=True)
         return 0
     if args.breakdown:
         for name in args.models.split(","):

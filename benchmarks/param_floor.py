@@ -2,8 +2,9 @@
 
 On the overhead benchmark's MLP (20 Linear layers, 784/512 -> 512: 20.6 MiB of float32 parameters),
 times the three parameter-side reductions of a recorded step with warm caches and nothing else
-running: gradient norms, the weight snapshot with its sum of squares (what update_ratio needs before
-the step) and ||w_after - w_before||^2 after it. In a real step the caches are cold and the same
+running: gradient norms, the weight snapshot with its sum of squares (what update_ratio="exact" needs
+before the step) and ||w_after - w_before||^2 after it, the weight norms alone, and the default's
+sample (update_ratio_est: ~1/67 of the elements copied before the step) and its estimate after it. In a real step the caches are cold and the same
 work costs about twice as much (`overhead.py --breakdown`). Medians of 30 calls, in ms.
 
     python benchmarks/param_floor.py [--threads 2]
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     grads = [torch.randn_like(p) for p in params]
     snapshot = [torch.empty_like(p) for p in params]
     scratch = stats.Scratch()
+    plan = stats.sample_plan([p.shape for p in params])
+    scales = stats.sample_scales([p.shape for p in params], plan)
+    box = {"s": stats.sample_snapshot(params, plan)}
     mib = sum(p.numel() for p in params) * 4 / 2**20
     print(f"torch {torch.__version__}, {args.threads} threads; {mib:.1f} MiB of parameters")
     rows = [
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         ("snapshot + ||w||^2 (before the step)", lambda: stats.snapshot_sumsq(snapshot, params)),
         ("||w_after - w_before||^2 (after)", lambda: stats.update_sumsq(snapshot, params, scratch)),
         ("weight norms without the snapshot", lambda: stats.norms(params)),
+        ("sample (update_ratio_est, before)", lambda: box.__setitem__("s", stats.sample_snapshot(params, plan))),
+        ("sampled ||dw||^2 estimate (after)", lambda: stats.sample_update_sumsq(box["s"], params, plan, scales)),
     ]
     for label, fn in rows:
         print(f"{label:40s} {median_ms(fn):7.3f} ms")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Sequence
+from typing import Collection, Sequence
 
-from ._validate import MAX_STEPS, check_bool, check_int, check_number, check_strings
-from .errors import ConfigError
+from ._validate import MAX_STEPS, check_int, check_number, check_strings
+from .errors import ArgumentTypeError, ConfigError
 
 
 class Stat(str, enum.Enum):
@@ -17,6 +17,7 @@ class Stat(str, enum.Enum):
     GRAD_RMS = "grad_rms"
     WEIGHT_NORM = "weight_norm"
     UPDATE_RATIO = "update_ratio"
+    UPDATE_RATIO_EST = "update_ratio_est"       # update_ratio estimated from a fixed 1/67 sample of each weight
     NONFINITE_FRAC = "nonfinite_frac"
     OUT_GRAD_NORM = "out_grad_norm"
     ACT_MEAN = "act_mean"
@@ -90,9 +91,13 @@ class WatchConfig:
         hist_every: record 64-bin histograms at optimizer steps that are multiples of this
             (full-tier steps); 0 turns histograms off; None (the default) means 10 * full_every,
             one recorded step in 100. Must be a multiple of `every`.
-        update_ratio: on full-tier steps, copy the trainable parameters before the optimizer step
-            to measure ||Δw||/||w|| across it; the copy is released after the step (memory: one
-            copy of the parameters during a full-tier step, none in between).
+        update_ratio: how ||Δw||/||w|| across the optimizer step is measured on full-tier steps.
+            "sample" (the default; True means the same): copy a fixed sample of about 1/67 of each
+            parameter's elements before the step and record the estimate `update_ratio_est`
+            (memory about 1.5 % of the parameters' bytes during the step; error in
+            docs/statistics.md). "exact": copy every trainable parameter and record the exact
+            `update_ratio` (memory: one copy of the parameters during a full-tier step). False:
+            neither. Whatever is copied is released after the step.
         include: fnmatch patterns over layer names; only matching layers are watched.
         exclude: fnmatch patterns over layer names; matching layers are not watched.
         flush_seconds: the store is at most about this far behind training.
@@ -102,7 +107,7 @@ class WatchConfig:
 
     every: int = 1              # every step: the cheap tier is cheap enough to leave on (docs/overhead.md)
     hist_every: int | None = None  # histograms cost ~10x a plain record: one record in 100
-    update_ratio: bool = True   # the snapshot is the one cost proportional to model size
+    update_ratio: str | bool = "sample"  # "exact" keeps a full copy of the parameters during a full-tier step
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     flush_seconds: float = 1.0  # a SIGKILL loses at most about this much
@@ -141,7 +146,7 @@ class WatchConfig:
             )
         for field in ("include", "exclude"):
             object.__setattr__(self, field, check_strings(f"{field} (fnmatch patterns)", getattr(self, field)))
-        check_bool("update_ratio", self.update_ratio)
+        object.__setattr__(self, "update_ratio", _update_mode(self.update_ratio))
         if self.stats not in ("fused", "reference"):
             raise ConfigError(f'stats={self.stats!r}: expected "fused" (the default) or "reference" (the oracle path).')
         check_number("flush_seconds", self.flush_seconds, positive=True, maximum=86_400.0)
@@ -155,6 +160,31 @@ class WatchConfig:
         return (step < self.full_first * self.every or step % (full_every or self.full_every) == 0
                 or bool(self.hist_every) and step % self.hist_every == 0
                 or bool(self.attention_every) and step % self.attention_every == 0)
+
+
+UPDATE_MODES = ("sample", "exact")
+
+
+def _update_mode(value: object) -> str | bool:
+    """update_ratio as stored: "sample", "exact" or False (True is "sample", the default)."""
+    if value is True:
+        return "sample"
+    if value is False or isinstance(value, str) and value in UPDATE_MODES:
+        return value  # type: ignore[return-value]
+    raise (ConfigError if isinstance(value, str) else ArgumentTypeError)(f"update_ratio={value!r}: expected \"sample\" (the default: estimate it from a sample of each "
+                      f"parameter, memory ~1.5 % of the parameters), \"exact\" (keep a full copy of the parameters "
+                      f"during a full-tier step) or False (do not measure it).")
+
+
+def update_stat(recorded: Collection[str]) -> str:
+    """The update-ratio statistic a reader should use: the exact `update_ratio` where it was
+    recorded, else the estimate `update_ratio_est` where that was, else `update_ratio` (absent)."""
+    if Stat.UPDATE_RATIO.value not in recorded and Stat.UPDATE_RATIO_EST.value in recorded:
+        return Stat.UPDATE_RATIO_EST.value
+    return Stat.UPDATE_RATIO.value
+
+
+UPDATE_STATS = frozenset({Stat.UPDATE_RATIO.value, Stat.UPDATE_RATIO_EST.value})
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

@@ -92,7 +92,7 @@ def test_grad_norm_is_read_before_clipping_and_equals_plain_autograd(tmp_path):
     assert view.status == "finished"
     check_against(view, expected)
     assert view.layers == ["net.0", "net.1", "net.2"]
-    assert np.isfinite(view.stat("update_ratio", "net.0")).all()
+    assert np.isfinite(view.stat("update_ratio_est", "net.0")).all()
     assert np.isfinite(view.stat("act_std", "net.1")).all()
 
 

@@ -38,7 +38,7 @@ def test_in_a_closure_loop_it_records_each_steps_own_gradients_and_updates():
         view = run.view()
     assert view.steps.tolist() == [0, 1, 2, 3]
     np.testing.assert_allclose(view.stat("grad_norm", "0"), grads, rtol=1e-5)        # step 0 too: read once
-    np.testing.assert_allclose(view.stat("update_ratio", "0"), ratios, rtol=1e-4)
+    np.testing.assert_allclose(view.stat("update_ratio_est", "0"), ratios, rtol=1e-4)
     assert [h[0] for h in view.hist("0", "grad")] == [0, 1, 2, 3]                     # one histogram per step
 
 
@@ -79,4 +79,4 @@ def test_lbfgs_records_the_gradient_at_the_steps_starting_weights():
     view, oracle = _closure_loop(lambda p: torch.optim.LBFGS(p, lr=0.5, max_iter=4), steps=3, keyword=True)
     assert view.steps.tolist() == [0, 1, 2]
     np.testing.assert_allclose(view.stat("grad_norm", "0"), oracle, rtol=1e-5)
-    assert np.all(np.isfinite(view.stat("update_ratio", "0"))) and np.all(view.stat("update_ratio", "0") > 0)
+    assert np.all(np.isfinite(view.stat("update_ratio_est", "0"))) and np.all(view.stat("update_ratio_est", "0") > 0)

@@ -93,7 +93,8 @@ def scenario_equal(rank: int, out: Path) -> dict:
 
     data = make_data()
     result = {}
-    run = train(DDP(make_model()), data, rank, WORLD, store=out / "ddp.db", name="ddp", **WATCH)
+    # DDP with the exact update_ratio (a full copy), FSDP2 with the default estimate (each shard's sample)
+    run = train(DDP(make_model()), data, rank, WORLD, store=out / "ddp.db", name="ddp", update_ratio="exact", **WATCH)
     result["ddp_path"] = run.path
     result["ddp_view"] = _error(run.view)
     for part in (data[:2], data[2:]):  # resume: every rank continues from rank 0's stored step
@@ -336,12 +337,12 @@ NOT_REDUCED = {"grad_norm_pre_clip", "logit_lse_mean", "logit_abs_max", "attn_lo
                "attn_entropy_min_head", "norm_overflow"}
 
 
-def _assert_same_records(r, ref, *, exact_grad_hist: bool) -> None:
+def _assert_same_records(r, ref, *, exact_grad_hist: bool, update: str = "update_ratio_est") -> None:
     assert r.steps.tolist() == ref.steps.tolist() == list(range(STEPS))
     assert r.layers == ref.layers
     # The transformer statistics are not recorded under torch.distributed (docs/transformers.md).
     assert r.stats == [s for s in ref.stats if s not in NOT_REDUCED]
-    for stat in ("dead_frac", "saturated_frac", "out_grad_norm", "update_ratio"):
+    for stat in ("dead_frac", "saturated_frac", "out_grad_norm", update):
         assert stat in r.stats
     for stat in r.stats:
         for layer in ref.layers:
@@ -361,9 +362,11 @@ def _assert_same_records(r, ref, *, exact_grad_hist: bool) -> None:
 def test_ddp_and_fsdp2_record_what_one_process_records(ranks, tmp_path):
     results, folder = ranks["equal"], ranks.store("equal")
     ref = graddoctor.load(train(make_model(), make_data(), store=tmp_path / "ref.db", name="ref", **WATCH))
+    exact = graddoctor.load(train(make_model(), make_data(), store=tmp_path / "ref.db", name="exact",
+                                  update_ratio="exact", **WATCH))
     ddp = graddoctor.load(folder / "ddp.db", name="ddp")
     assert ddp.status == "finished"
-    _assert_same_records(ddp, ref, exact_grad_hist=True)
+    _assert_same_records(ddp, exact, exact_grad_hist=True, update="update_ratio")
     assert ref.stat("dead_frac", "1")[0] == 1 / 8  # unit 1 only: unit 0 is silent on rank 0, not on rank 1
     _assert_same_records(graddoctor.load(folder / "fsdp.db", name="fsdp"), ref, exact_grad_hist=False)
 

@@ -15,7 +15,7 @@ from graddoctor.errors import ProbeError
 from graddoctor.probes._dist_pack import Layout, agreed_units, combine, local_units, pack, sum_histograms
 from graddoctor.probes import stats
 from graddoctor.probes.derive import derive
-from graddoctor.probes.record import GN, NZ, OG, SAT, SD, SS, UNIT, WN, WSQ, S, aggregate
+from graddoctor.probes.record import GN, NZ, OG, SAT, SD, SS, UE, UNIT, USQ, WN, WSQ, S, aggregate
 from graddoctor.probes.select import plan_layers
 
 
@@ -90,6 +90,25 @@ def test_replicated_parameters_count_once_and_shards_add_up():
         values = aggregate(c.keys, c.values)
         assert values[(0, GN)] == want_g and values[(0, WN)] == want_w  # sums of squares
         assert c.nonfinite == {0: 2.0 if replicated else 4.0}
+
+
+def test_update_and_its_estimate_travel_apart_and_shards_add_up():
+    """update_ratio (USQ) and update_ratio_est (UE: each shard's estimated ||dw||^2) each reach
+    rank 0 as their own sum; a layer with neither records neither."""
+    plan = plan_layers(nn.Sequential(nn.Linear(3, 2)))
+    layout = Layout(plan, {}, hist=False)
+    for code in (USQ, UE):
+        keys = [(0, GN), (0, WN), (0, code)]
+        host = [np.float64(1.0), np.float64(2.0), np.float64(0.25)]
+        for replicated, want in ((True, 0.25), (False, 0.5)):
+            ranks = [pack(layout, 0, keys, host, {}, {}, [replicated and r != 0]) for r in range(2)]
+            c = combine(layout, np.stack(ranks), fired0=[])
+            other = UE if code == USQ else USQ
+            assert (0, other) not in c.keys
+            stats_ = derive(plan, aggregate(c.keys, c.values), {}, {}, None)
+            stat = Stat.UPDATE_RATIO if code == USQ else Stat.UPDATE_RATIO_EST
+            assert stats_[(0, stat)] == pytest.approx(np.sqrt(want) / np.sqrt(4.0 * (1 if replicated else 2)))
+            assert (0, Stat.UPDATE_RATIO_EST if code == USQ else Stat.UPDATE_RATIO) not in stats_
 
 
 def test_unit_counts_travel_in_the_header_and_every_rank_agrees_alike():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -234,8 +235,11 @@ def record_both(case: Case, model: nn.Module | None = None, twin=None, **watch_o
     train(shadow, case.optimizer(shadow.parameters()), case, batches,
           before_step=ref.before_step, after_step=ref.after_step, quiet=ref.quiet)
     opt = case.optimizer(model.parameters())
-    if "config" not in watch_options:  # a WatchConfig given whole says its own hist_every
+    if "config" in watch_options:  # a WatchConfig given whole says its own hist_every; the exact update ratio here
+        watch_options["config"] = dataclasses.replace(watch_options["config"], update_ratio="exact")
+    else:
         watch_options.setdefault("hist_every", 0)
+        watch_options.setdefault("update_ratio", "exact")  # the exact statistic (the estimate: test_update_sample.py)
     with graddoctor.watch(model, opt, store=":memory:", **watch_options) as run:
         train(model, opt, case, batches)
         view = graddoctor.load(run)

@@ -56,6 +56,7 @@ def test_the_ranks_exchange_exactly_the_codes_not_declared_local():
     hist = np.concatenate([[0.0, 1.0, 0.0], np.ones(64)])
     host = [np.float64(v) for v in (1, 2, 3, 4, 5, 6, 0.5, 0.1, 0.2, 1.0, 1.0, 2.0, 3.0, 2.0, 9.0)] + [hist, hist]
     host += [np.float64(v) for v in (0.1, 0.0, 0.3, 5.0, 1.0)] + [np.array([0.0, 1.0, 2.0, 0.5]), np.float64(2.0), hist]
+    keys, host = keys + [(0, "ue")], host + [np.float64(0.7)]  # update_ratio_est's sampled sum of squares
     layout = Layout(plan, {1: 4}, hist=True)
     gathered = np.stack([pack(layout, 0, keys, host, {0: [4], 1: [4]}, {}, [False, False])] * 2)
     exchanged = {code for _, code in combine(layout, gathered, fired0=[0, 1]).keys}
@@ -73,6 +74,7 @@ def test_each_derived_statistic_is_declared_with_the_codes_it_reads():
     host = [np.float64(v) for v in (1, 2, 0.1, 1.5, 1, 1, 0.5, 0.1, 0.2, 0.1, 0.0, 0.3, 3, 1, 0, 8, 4, 3, 2)]
     host[14:15] = [np.array([0.0, 1.0, 2.0, 0.5])]
     host += [np.array([1.0, 2.0]), np.array([2.0, 2.0])]
+    keys, host = keys + [(0, "ue")], host + [np.float64(0.01)]  # update_ratio_est's sampled sum of squares
     derived = {stat for _, stat in derive(plan, aggregate(keys, host), {0: [4], 1: [4]}, {}, None)}
     assert derived == set(STATISTICS)  # every statistic derive makes (no overflow here) has its declaration
     assert set(STATISTICS) == set(Stat) - {Stat.NORM_OVERFLOW}

@@ -37,7 +37,7 @@ def _train(steps: int = 12, snapshots: list | None = None, **options):
             opt.step()
             run.log(loss=loss)
             if snapshots is not None:
-                snapshots.append(run._param_side._snapshot)  # the test's peek: released after each step
+                snapshots.append(run._param_side.held() or None)  # the test's peek: released after each step
         view = graddoctor.load(run)
     return view, model
 
@@ -75,11 +75,12 @@ def test_cheap_steps_hold_the_cheap_tier_and_full_steps_equal_a_full_record():
     assert np.array_equal(tiered.stat_matrix("out_grad_norm")[og], full.stat_matrix("out_grad_norm")[og])
 
 
-def test_update_ratio_snapshot_lives_only_through_a_full_tier_step():
+@pytest.mark.parametrize("mode, stat", [("sample", "update_ratio_est"), ("exact", "update_ratio")])
+def test_update_ratio_snapshot_lives_only_through_a_full_tier_step(mode, stat):
     snapshots: list = []
-    view, _ = _train(steps=6, snapshots=snapshots, full_every=3, full_first=0)
+    view, _ = _train(steps=6, snapshots=snapshots, full_every=3, full_first=0, update_ratio=mode)
     assert snapshots == [None] * 6  # released after every step
-    assert np.flatnonzero(view.recorded("update_ratio").any(axis=0)).tolist() == [0, 3]
+    assert np.flatnonzero(view.recorded(stat).any(axis=0)).tolist() == [0, 3]
 
 
 def test_budget_sets_the_interval_from_the_step_times():

@@ -152,7 +152,7 @@ def test_update_ratio_needs_it_recorded(fake):
     from fakes import fake_run, mlp_layers
 
     bare = fake_run(mlp_layers(2), {"grad_norm": {"0": 1.0}}, steps=3)
-    with pytest.raises(ValueError, match="update_ratio=True"):
+    with pytest.raises(ValueError, match="update_ratio=\"sample\""):
         figures.update_ratio(bare)
 
 

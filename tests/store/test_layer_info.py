@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 import graddoctor
 
 
-def _train(model, steps, store, losses=None):
+def _train(model, steps, store, losses=None, **options):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with graddoctor.watch(model, opt, store=store, name="r") as run:
+    with graddoctor.watch(model, opt, store=store, name="r", **options) as run:
         for k in range(steps):
             loss = (model(torch.randn(8, 4)) - 1).pow(2).mean()
             opt.zero_grad()
@@ -33,14 +34,15 @@ def test_param_shapes_are_stored_per_layer(store_path):
     assert info["1"].param_shapes == {} and info["1"].kind == "activation"
 
 
-def test_update_ratio_is_not_recorded_for_all_zero_weights(store_path):
+@pytest.mark.parametrize("mode, stat", [("sample", "update_ratio_est"), ("exact", "update_ratio")])
+def test_update_ratio_is_not_recorded_for_all_zero_weights(store_path, mode, stat):
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
     nn.init.zeros_(model[2].weight)
     nn.init.zeros_(model[2].bias)
-    r = _train(model, 2, store_path)
-    assert not r.recorded("update_ratio")[2, 0]   # ||w|| = 0: undefined, not +inf
-    assert r.recorded("update_ratio")[2, 1]       # the head has moved by step 1
-    assert math.isfinite(r.stat("update_ratio", "2")[1])
+    r = _train(model, 2, store_path, update_ratio=mode)
+    assert not r.recorded(stat)[2, 0]   # ||w|| = 0: undefined, not +inf
+    assert r.recorded(stat)[2, 1]       # the head has moved by step 1
+    assert math.isfinite(r.stat(stat, "2")[1])
     assert r.first_nonfinite is None
 
 

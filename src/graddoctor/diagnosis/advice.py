@@ -174,6 +174,10 @@ def _optimizer_sentence(run: RunView, ev: Ev, ratio: float) -> str:
     return ""
 
 
+# update_ratio_est: the update's norm estimated from a fixed sample of each weight (docs/statistics.md)
+_ESTIMATED = "; estimated from a sample of each layer's weights"
+
+
 def tiny_updates(run: RunView, ev: Ev) -> Explained:
     """Cause and remedies when every layer's update is orders of magnitude below ~1e-3."""
     opt = optimizer_type(run) or "the optimizer"
@@ -185,7 +189,8 @@ def tiny_updates(run: RunView, ev: Ev) -> Explained:
            "so the learning rate is too small." if is_adaptive(run) else
            f"With {opt} the step is learning rate{f' ({_g(lr)})' if lr else ''} times gradient: one of them is too small.")
     cause = (f"Every weight layer moves by at most {_g(ev['max_update_ratio'])} of its weights per step (median "
-             f"{_g(ev['median_update_ratio'])}; healthy training is near 1e-3){loss}. {how}")
+             f"{_g(ev['median_update_ratio'])}{_ESTIMATED if ev.get('update_ratio_stat') else ''}; healthy "
+             f"training is near 1e-3){loss}. {how}")
     remedies = [advise("raise_lr", "Every layer moves too little: a larger step moves them all.")]
     if not is_adaptive(run):
         remedies.append(advise("change_optimizer", "Adam's steps do not shrink with uniformly small gradients."))
@@ -343,7 +348,8 @@ def stalled(run: RunView, stalled_layers: list[int], ev: Ev) -> Explained:
     names = ", ".join(f"'{run.layer_info[i].name}'" for i in stalled_layers[:6])
     more = f" and {len(stalled_layers) - 6} more" if len(stalled_layers) > 6 else ""
     parts = [f"{names}{more} change by {_g(ev['min_update_ratio'])} to {_g(ev['max_update_ratio'])} of their weights "
-             f"per step, against {_g(ev['median_update_ratio'])} for the median layer."]
+             f"per step, against {_g(ev['median_update_ratio'])} for the median layer"
+             f"{_ESTIMATED if ev.get('update_ratio_stat') else ''}."]
     rel = ev["grad_norm_relative"]
     if ev["zero_gradient_layers"]:
         parts.append(f"{ev['zero_gradient_layers']} of them receive no gradient at all: something above blocks it "

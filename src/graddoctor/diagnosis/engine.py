@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import Stat
+from ..config import UPDATE_STATS, Stat, update_stat
 from ..errors import ConfigError, GradDoctorError
 from .._validate import check_instance, check_str, check_strings
 from ..store.view import RunView, load
@@ -101,7 +101,7 @@ def layer_summary(run: RunView, findings: list[Finding], t: Thresholds) -> list[
     cols_end = wins[1].cols if wins else np.arange(max(0, len(run.steps) - t.late_steps), len(run.steps))
     reading = {
         "out_grad_start": (Stat.OUT_GRAD_NORM, cols_start), "out_grad_end": (Stat.OUT_GRAD_NORM, cols_end),
-        "grad_norm_end": (Stat.GRAD_NORM, cols_end), "update_ratio_end": (Stat.UPDATE_RATIO, cols_end),
+        "grad_norm_end": (Stat.GRAD_NORM, cols_end), "update_ratio_end": (Stat(update_stat(run.stats)), cols_end),
         "dead_frac_end": (Stat.DEAD_FRAC, cols_end), "saturated_frac_end": (Stat.SATURATED_FRAC, cols_end),
     }
     for key, (stat, _) in list(reading.items()):  # a full-tier statistic: the window of its own steps
@@ -130,7 +130,7 @@ def _run_notes(run: RunView) -> list[str]:
     if run.status in ("failed", "crashed"):
         notes.append(f"the run {run.status}" + (f": {run.error}" if run.error else "") + "; findings cover its recorded steps.")
     notes += [f"{gap}; findings cover the stored steps." for gap in run.gaps]  # the store could not be written
-    if Stat.UPDATE_RATIO.value not in run.stats:
+    if not UPDATE_STATS & set(run.stats):
         notes.append("update_ratio was not recorded (watch(..., update_ratio=False)): stalled_updates and the "
                      "tiny-update check were skipped.")
     clip = run.scalar("clip_factor") if "clip_factor" in run.scalars else None

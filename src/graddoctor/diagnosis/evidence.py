@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Stat
+from ..config import Stat, update_stat
 from ..store.view import RunView
 from .families import SATURATING, activation_layers, family
 from .profile import DepthProfile, Window, forward_factor, largest_step, loss_series, nonfinite_columns, window_values
@@ -41,7 +41,7 @@ def depth_evidence(run: RunView, p: DepthProfile, other_ratio: float) -> dict[st
         "largest_step_between": f"{names[k]} <- {names[k + 1]}",
         "forward_factor_per_layer": forward_factor(run, p),
     }
-    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False), p.window.cols)[[p.layers[0], p.layers[-1]]]
+    updates = window_values(run.stat_matrix(update_stat(run.stats), copy=False), p.window.cols)[[p.layers[0], p.layers[-1]]]
     if np.all(np.isfinite(updates)) and updates[1] > 0:
         ev["update_ratio_input_over_output"] = float(updates[0] / updates[1])
     sat = saturating_median(run, p.window)

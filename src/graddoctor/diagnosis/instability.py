@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Role, Stat
+from ..config import Role, Stat, update_stat
 from ..store.view import RunView
 from . import instability_advice as advice
 from .families import weight_layers
 from .findings import Finding, Kind, Severity
-from .profile import finite_median, layer_names, loss_series, running_medians
+from .profile import estimated, finite_median, layer_names, loss_series, running_medians
 from .thresholds import Thresholds
 
 
@@ -51,7 +51,8 @@ def loss_diverged_step(run: RunView, t: Thresholds) -> int | None:
 
 def large_updates(run: RunView, t: Thresholds) -> list[Finding]:
     idx = [i for i in weight_layers(run) if run.layer_info[i].role is not Role.EMBEDDING and run.layer_info[i].n_params]
-    u = run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False)[idx] if idx else np.zeros((0, len(run.steps)))
+    stat = update_stat(run.stats)  # the exact update_ratio, else its estimate
+    u = run.stat_matrix(stat, copy=False)[idx] if idx else np.zeros((0, len(run.steps)))
     if u.size == 0:
         return []
     with np.errstate(all="ignore"):
@@ -69,7 +70,7 @@ def large_updates(run: RunView, t: Thresholds) -> list[Finding]:
     worst_layers = [idx[k] for k in np.argsort(-np.nan_to_num(u[:, worst_col], nan=-1))[:5]]
     ev = {"median_update_ratio_max": float(median[worst_col]), "at_step": int(run.steps[worst_col]),
           "median_update_ratio_early": early, "n_steps_flagged": int(cols.size),
-          "first_flagged_step": int(run.steps[cols[0]]), "rule_of_thumb": 1e-3}
+          "first_flagged_step": int(run.steps[cols[0]]), "rule_of_thumb": 1e-3, **estimated(stat)}
     diverged = loss_diverged_step(run, t)
     if diverged is not None:
         ev["loss_spike_step"] = diverged

@@ -51,7 +51,8 @@ def large_updates(run: RunView, ev: dict[str, Any]) -> Explained:
     early = ev["first_flagged_step"] <= int(run.steps[min(len(run.steps) - 1, 4)])
     cause = (f"The median weight layer changed by {_g(ev['median_update_ratio_max'])} of its norm in one step (step "
              f"{ev['at_step']}), against ~1e-3 for steady training and {_g(ev['median_update_ratio_early'])} early in "
-             f"this run; {ev['n_steps_flagged']} recorded steps are flagged.{_before(ev)}")
+             f"this run{' (estimated from a sample of each weight)' if ev.get('update_ratio_stat') else ''}; "
+             f"{ev['n_steps_flagged']} recorded steps are flagged.{_before(ev)}")
     if early:
         cause += " Steps this large at the very start are what warm-up prevents."
     warmup = ("warmup", "The largest updates come in the first steps, before Adam's moments and the weights settle.")

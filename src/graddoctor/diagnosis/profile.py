@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..config import Stat
+from ..config import UPDATE_STATS, Stat
 from ..store.view import RunView
 from .families import depth_layers
 
@@ -44,7 +44,7 @@ def nonfinite_mask(run: RunView, stat: str, cols: slice | np.ndarray = slice(Non
     ||dw|| / 0 by definition, not a numerical failure: it is left out.
     """
     mask = run.recorded(stat, copy=False)[:, cols] & ~np.isfinite(run.stat_matrix(stat, copy=False)[:, cols])
-    if stat == Stat.UPDATE_RATIO.value and mask.any():
+    if stat in UPDATE_STATS and mask.any():
         mask &= run.stat_matrix(Stat.WEIGHT_NORM.value, copy=False)[:, cols] != 0
     return mask
 
@@ -73,11 +73,16 @@ def nonfinite_columns(run: RunView) -> np.ndarray:
 # one recorded step in 10. A rule reading one takes its windows over the steps that hold it
 # (`windows(..., stat=)`), never over steps where it is missing.
 FULL_TIER = frozenset({
-    Stat.WEIGHT_NORM.value, Stat.UPDATE_RATIO.value, Stat.ACT_MEAN.value, Stat.ACT_STD.value,
+    Stat.WEIGHT_NORM.value, Stat.UPDATE_RATIO.value, Stat.UPDATE_RATIO_EST.value, Stat.ACT_MEAN.value, Stat.ACT_STD.value,
     Stat.ACT_ZERO_FRAC.value, Stat.DEAD_FRAC.value, Stat.SATURATED_FRAC.value, Stat.GRAD_NORM_PRE_CLIP.value,
     Stat.LOGIT_LSE.value, Stat.LOGIT_MAX.value, Stat.ATTN_LOGIT_MAX.value, Stat.ATTN_ENTROPY.value,
     Stat.ATTN_ENTROPY_MIN_HEAD.value,
 })
+
+
+def estimated(stat: str) -> dict[str, bool]:
+    """Evidence that a finding read update_ratio_est (a sampled estimate), not the exact update_ratio."""
+    return {"update_ratio_stat": stat} if stat == Stat.UPDATE_RATIO_EST.value else {}
 
 
 def windows(run: RunView, early: int, late: int, stat: str | None = None) -> tuple[Window, Window] | None:

@@ -12,14 +12,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import Stat
+from ..config import Stat, update_stat
 from ..store.view import RunView
 from . import advice, evidence, through_time
 from .families import activation_layers, dense_update_layers, weight_layers
 from . import instability
 from .findings import Finding, Kind, Severity
 from .profile import (
-    DepthProfile, Window, depth_profile, finite_columns, layer_names, loss_change, nonfinite_cells, nonfinite_columns,
+    DepthProfile, Window, depth_profile, estimated, finite_columns, layer_names, loss_change, nonfinite_cells, nonfinite_columns,
     running_medians, total_grad_norm, window_values, windows,
 )
 from .thresholds import Thresholds
@@ -97,12 +97,13 @@ def _depth_finding(run: RunView, t: Thresholds, p: DepthProfile, *, vanishing: b
 
 def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
     """Every weight layer's update_ratio far below ~1e-3 while the loss stays flat."""
-    wins = windows(run, t.early_steps, t.late_steps, stat=Stat.UPDATE_RATIO.value)  # full tier: its own steps
+    stat = update_stat(run.stats)  # the exact update_ratio, else its estimate
+    wins = windows(run, t.early_steps, t.late_steps, stat=stat)  # full tier: its own steps
     idx = weight_layers(run)
     if wins is None or not idx:
         return None
     late = wins[1]
-    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False), late.cols)[idx]
+    updates = window_values(run.stat_matrix(stat, copy=False), late.cols)[idx]
     updates = updates[np.isfinite(updates)]
     if updates.size == 0 or updates.max() > t.tiny_update:
         return None
@@ -110,7 +111,7 @@ def _uniform_tiny_updates(run: RunView, t: Thresholds) -> Finding | None:
     if change is not None and abs(change) >= t.flat_loss:
         return None  # tiny steps, but the loss moves: slow, not stuck
     ev = {"max_update_ratio": float(updates.max()), "median_update_ratio": float(np.median(updates)),
-          "n_weight_layers": int(updates.size), "window_steps": int(late.cols.size)}
+          "n_weight_layers": int(updates.size), "window_steps": int(late.cols.size), **estimated(stat)}
     if change is not None:
         ev["loss_relative_change"] = change
     cause, remedies = advice.tiny_updates(run, ev)
@@ -257,12 +258,13 @@ def _first_nonfinite(run: RunView) -> tuple[int, str, str] | None:
 
 def stalled_updates(run: RunView, t: Thresholds) -> list[Finding]:
     """Layers whose update_ratio stays orders of magnitude below the median layer's."""
-    wins = windows(run, t.early_steps, t.late_steps, stat=Stat.UPDATE_RATIO.value)  # full tier: its own steps
+    stat = update_stat(run.stats)  # the exact update_ratio, else its estimate
+    wins = windows(run, t.early_steps, t.late_steps, stat=stat)  # full tier: its own steps
     idx = dense_update_layers(run)
     if wins is None or len(idx) < 2:
         return []
     late = wins[1]
-    updates = window_values(run.stat_matrix(Stat.UPDATE_RATIO.value, copy=False), late.cols)
+    updates = window_values(run.stat_matrix(stat, copy=False), late.cols)
     known = [i for i in idx if np.isfinite(updates[i])]
     if len(known) < 2:
         return []
@@ -271,7 +273,7 @@ def stalled_updates(run: RunView, t: Thresholds) -> list[Finding]:
     if not stalled:
         return []
     severity = Severity.WARNING if late.cols.size >= t.min_window_steps else Severity.INFO
-    ev = evidence.stalled_evidence(run, stalled, known, updates, reference, late)
+    ev = {**evidence.stalled_evidence(run, stalled, known, updates, reference, late), **estimated(stat)}
     cause, remedies = advice.stalled(run, stalled, ev)
     return [Finding(Kind.STALLED_UPDATES, severity, layer_names(run, stalled), late.steps(run), ev, cause,
                     remedies)]

@@ -21,14 +21,15 @@ import numpy as np
 from ..errors import ProbeError
 from .derive import moments
 from .partials import SQUARES_OF
-from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UN, UNIT, WN, Key, aggregate
+from .record import GN, HIST_ACT, HIST_GRAD, NZ, OG, S, SAT, SD, SS, UE, UN, UNIT, WN, Key, aggregate
 from .select import LayerPlan
 from .stats import HIST_BINS
 
 # Header: the step, 1 when this rank's hooks saw gradients but never a forward pass (Run refuses
 # that on every rank), then per layer the length of the per-unit vector this rank measured (0: none).
 UNITS_AT = 2
-PARAM = 6                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count, has w (full tier)
+PARAM = 8                  # sum g^2, sum w^2, has update, sum dw^2, NaN/Inf gradient count, has w (full tier),
+                           # has the update's estimate, estimated sum dw^2 (update_ratio_est)
 OUTPUT = 7                 # n, mean, M2, nonzero count, saturated count, has dL/dy, sum (dL/dy)^2
 HIST = 1 + 3 + HIST_BINS   # present flag, then [lo, hi, nonfinite, counts...]
 
@@ -120,7 +121,9 @@ def pack(
         if name == "p" and not replicated_here[i]:
             un = values.get((i, UN))
             wn = values.get((i, WN))
-            part[:] = (values.get((i, GN), 0.0), wn or 0.0, un is not None, un or 0.0, nonfinite.get(i, 0.0), wn is not None)
+            ue = values.get((i, UE))
+            part[:] = (values.get((i, GN), 0.0), wn or 0.0, un is not None, un or 0.0, nonfinite.get(i, 0.0), wn is not None,
+                       ue is not None, ue or 0.0)
         elif name == "a":
             _pack_output(part, i, values, numel.get(i, []))
         elif name == "u" and units.get(i) == layout.units[i]:  # a misfit is re-laid out (agreed_units)
@@ -171,6 +174,8 @@ def combine(layout: Layout, gathered: np.ndarray, fired0: list[int]) -> Combined
                 add(i, SQUARES_OF[WN], total[1])
             if total[2] > 0:
                 add(i, SQUARES_OF[UN], total[3])
+            if total[6] > 0:  # estimates of shards' sums of squares add up like the exact ones
+                add(i, UE, total[7])
             if total[4] > 0:
                 out.nonfinite[i] = float(total[4])
         elif name == "a":

@@ -31,7 +31,7 @@ def watch(
     full_first: int = _DEFAULTS.full_first,
     budget: float | None = None,
     hist_every: int | None = None,
-    update_ratio: bool = _DEFAULTS.update_ratio,
+    update_ratio: str | bool = _DEFAULTS.update_ratio,
     include: str | Sequence[str] = _DEFAULTS.include,
     exclude: str | Sequence[str] = _DEFAULTS.exclude,
     flush_seconds: float = _DEFAULTS.flush_seconds,

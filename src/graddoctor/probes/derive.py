@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import Stat
 from .record import (
-    AENT, AMAX, AROWS, GN, GPRE, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, OGS, S, SAT, SD, SS, UN, UNIT, WN, Key,
+    AENT, AMAX, AROWS, GN, GPRE, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, OGS, S, SAT, SD, SS, UE, UN, UNIT, WN, Key,
 )
 from .select import LayerPlan
 
@@ -89,6 +89,8 @@ def _param_stats(i: int, layer: LayerPlan, values: dict[Key, Any], nonfinite: di
     out[(i, Stat.WEIGHT_NORM)] = weight_norm
     if (i, UN) in values and weight_norm:  # undefined for all-zero weights (a zero-initialised head)
         out[(i, Stat.UPDATE_RATIO)] = math.sqrt(values[(i, UN)]) / weight_norm
+    if (i, UE) in values and weight_norm:  # estimated from a fixed sample of each parameter's elements
+        out[(i, Stat.UPDATE_RATIO_EST)] = math.sqrt(values[(i, UE)]) / weight_norm
     return {**out, **overflow}
 
 

@@ -22,7 +22,7 @@ from ..store.segments import StepStats
 from .derive import transformer_stats
 from .partials import PARTIALS, SQUARES_OF
 from .record import (
-    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, SAT, SD, SS, UN, UNIT, USQ,
+    AENT, AMAX, AROWS, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, NZ, OG, SAT, SD, SS, UE, UN, UNIT, USQ,
     WN, WSQ, S, Key, aggregate,
 )
 from .select import LayerPlan
@@ -218,6 +218,9 @@ def step_block(
                 if has(UN, USQ):
                     usq, has_u = total(UN, square=True)
                     put(Stat.UPDATE_RATIO, param & has_w & has_u & (weight_norm != 0), np.sqrt(usq) / weight_norm)
+                if has(UE):  # update_ratio_est: estimated ||Δw||^2 per parameter, summed per layer
+                    use, has_ue = total(UE)
+                    put(Stat.UPDATE_RATIO_EST, param & has_w & has_ue & (weight_norm != 0), np.sqrt(use) / weight_norm)
             if has(GPRE):
                 pre, has_pre = total(GPRE, square=True)  # per-parameter norms when complete, before clipping
                 pre = np.sqrt(pre)

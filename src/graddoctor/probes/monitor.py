@@ -81,7 +81,7 @@ class Run:
         self._scratch = stats.Scratch()  # work buffers, shared by the activation and parameter probes
         params = [p for layer in plan for p in layer.params]
         owner = [i for i, layer in enumerate(plan) for _ in layer.params]
-        self._param_side = ParamReader(params, owner, snapshot=config.update_ratio and optimizer is not None,
+        self._param_side = ParamReader(params, owner, snapshot=config.update_ratio if optimizer is not None else False,
                                        scratch=self._scratch, local=local)
         self._acts = ActivationProbes(self.model, plan, params, config, self._scratch, reducer=reducer,
                                       handles=self._handles)

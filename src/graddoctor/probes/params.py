@@ -1,10 +1,13 @@
 """The parameter side of a recorded step: gradients and weights before the update, the update after it.
 
 Read in the optimizer's step hooks (or when `run.read_gradients()` says): gradient norms after any
-clipping and unscaling the loop does before `step`, the weights before the update (copied once
-into a snapshot when `update_ratio` is on) and ‖w_after − w_before‖² after it on full-tier steps
-only; the snapshot is released after each such step. Under FSDP2
-`local` maps parameters and gradients to this rank's shards.
+clipping and unscaling the loop does before `step`, the weights before the update and the update
+after it, on full-tier steps only. `snapshot="sample"` (the default) copies a fixed sample of each
+parameter (about max(n/67, 4096) of its n elements, `stats.sample_plan`) before the update and
+estimates ‖w_after − w_before‖² from it (update_ratio_est: memory ~1.6 % of the parameter bytes on
+a 101 M-parameter MLP); `snapshot="exact"` copies every parameter
+(update_ratio: memory one copy of the parameters during the step). Either is released after the
+step. Under FSDP2 `local` maps parameters and gradients to this rank's shards.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import ConfigError
 from . import stats
-from .record import GN, HIST_GRAD, USQ, WN, WSQ, StepRecord
+from .record import GN, HIST_GRAD, UE, USQ, WN, WSQ, StepRecord
+
+UPDATE_MODES = ("sample", "exact")
 
 
 class ParamReader:
@@ -25,12 +31,18 @@ class ParamReader:
         params: list[torch.Tensor],
         owner: list[int],
         *,
-        snapshot: bool,
+        snapshot: str | bool,
         scratch: stats.Scratch,
         local: Callable[[list[Any]], list[Any]] | None = None,
     ) -> None:
         self.params, self.owner = params, owner  # owner[i]: the layer index of params[i]
-        self._use_snapshot = snapshot
+        # "exact": a full copy (update_ratio); "sample" (or True): a sample (update_ratio_est); False: neither
+        self._mode = "sample" if snapshot is True else snapshot or None
+        if self._mode not in (None, *UPDATE_MODES):
+            raise ConfigError(f"update_ratio={snapshot!r}: expected one of {UPDATE_MODES} or False")
+        self._use_snapshot = self._mode == "exact"
+        self._sample: list[torch.Tensor] | None = None  # sampled w before the update, on full-tier steps only
+        self._plan: tuple[tuple, list[tuple[int, int]], list[float]] | None = None  # (shapes, plan, scales)
         self._scratch = scratch
         self._local = local
         self._snapshot: list[torch.Tensor] | None = None  # w before the update, on full-tier steps only
@@ -56,12 +68,21 @@ class ParamReader:
         else:
             for i, norm in enumerate(stats.norms([p.detach() for p in params])):
                 rec.add(self.owner[i], WN, norm)
+            if self._mode == "sample":
+                self._sample = stats.sample_snapshot(params, self._sample_plan(params)[1])
         if rec.hist:
             for li, layer_grads in self._grads_by_layer(grads):
                 rec.add(li, HIST_GRAD, stats.histogram(torch.cat([g.detach().reshape(-1) for g in layer_grads])))
 
     def after_update(self, rec: StepRecord) -> None:
-        """‖w_after − w_before‖² of each parameter, when the snapshot was taken this step."""
+        """‖w_after − w_before‖² of each parameter (or its estimate), when the snapshot (or the
+        sample) was taken this step."""
+        if self._sample is not None:
+            params = self.params if self._local is None else self._local(self.params)
+            _, plan, scales = self._sample_plan(params)
+            for i, squares in enumerate(stats.sample_update_sumsq(self._sample, params, plan, scales)):
+                rec.add(self.owner[i], UE, squares)
+            self._sample = None  # released: nothing of a parameter's size outlives the step
         if self._snapshot is None:
             return
         params = self.params if self._local is None else self._local(self.params)
@@ -81,8 +102,21 @@ class ParamReader:
 
     def release(self) -> None:
         """Free the snapshot (the memory cost of update_ratio) and the work buffers when the run closes."""
-        self._snapshot = None
+        self._snapshot = self._sample = None
         self._scratch = stats.Scratch()
+
+    def held(self) -> list[torch.Tensor]:
+        """The buffers this reader holds now (the snapshot or the sample): what benchmarks/overhead.py
+        --memory counts."""
+        return [*(self._snapshot or ()), *(self._sample or ())]
+
+    def _sample_plan(self, params: list[torch.Tensor]) -> tuple[tuple, list[tuple[int, int]], list[float]]:
+        """Which elements `update="sample"` copies: fixed for the run (rebuilt only if the shapes change)."""
+        shapes = tuple(p.shape for p in params)
+        if self._plan is None or self._plan[0] != shapes:
+            plan = stats.sample_plan(shapes)
+            self._plan = (shapes, plan, stats.sample_scales(shapes, plan))
+        return self._plan
 
     def _snapshot_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         if self._snapshot is None:  # allocated at each full-tier step, released after its update

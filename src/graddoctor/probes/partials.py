@@ -51,6 +51,7 @@ S, SD, SS, NZ, SAT, OG, GN, WN, UN, GSQ, WSQ, USQ, UNIT, HIST_ACT, HIST_GRAD = (
     "s", "sd", "ss", "nz", "sat", "og", "gn", "wn", "un", "gsq", "wsq", "usq", "unit", "hist_act", "hist_grad",
 )
 OGS, GPRE, LSE, LROWS, LMAX, AMAX, AENT, AROWS = "ogs", "gpre", "lse", "lrows", "lmax", "amax", "aent", "arows"
+UE = "ue"
 
 PARTIALS: dict[str, Partial] = {p.code: p for p in (
     Partial(S, "the shift k of a call's output (its first element)", Combine.PER_CALL, Ranks.MOMENTS),
@@ -69,6 +70,8 @@ PARTIALS: dict[str, Partial] = {p.code: p for p in (
     Partial(GSQ, "a layer's gradient sum of squares, already combined across ranks", Combine.SQUARES_INTO, Ranks.SUM, GN),
     Partial(WSQ, "sum of squares of one parameter before the update", Combine.SQUARES_INTO, Ranks.SUM, WN),
     Partial(USQ, "sum of squares of one parameter's update", Combine.SQUARES_INTO, Ranks.SUM, UN),
+    Partial(UE, "one parameter's estimated update sum of squares: (n/m) x its m-element sample's (update_ratio_est)",
+            Combine.SUM, Ranks.SUM),
     Partial(UNIT, "per unit: max |y| over samples and positions", Combine.UNIT_MAX, Ranks.MAX),
     Partial(HIST_ACT, "histogram of the output: [lo, hi, nonfinite, counts...]", Combine.FIRST, Ranks.HISTOGRAM),
     Partial(HIST_GRAD, "histogram of the layer's gradients", Combine.FIRST, Ranks.HISTOGRAM),
@@ -105,6 +108,7 @@ STATISTICS: dict[Stat, Statistic] = {s.stat: s for s in (
     Statistic(Stat.NONFINITE_FRAC, (GN,), "NaN/Inf gradient elements (recounted when the norm is not finite) / parameters"),
     Statistic(Stat.WEIGHT_NORM, (WN, WSQ), "sqrt(sum of squares of the layer's parameters before the update)"),
     Statistic(Stat.UPDATE_RATIO, (UN, USQ, WN, WSQ), "sqrt(update sum of squares) / weight_norm"),
+    Statistic(Stat.UPDATE_RATIO_EST, (UE, WN, WSQ), "sqrt(estimated update sum of squares) / weight_norm"),
     Statistic(Stat.GRAD_NORM_PRE_CLIP, (GPRE,), "sqrt(sum of squares of the gradients before clipping) / amp scale"),
     Statistic(Stat.OUT_GRAD_NORM, (OG, OGS), "sqrt(sum of squares of dL/d output) / amp scale"),
     Statistic(Stat.ACT_MEAN, (S, SD, SS), "mean over every call's elements (derive.moments)"),

@@ -17,7 +17,7 @@ import torch
 # the hooks and readers have always imported them from).
 from .partials import (  # noqa: F401
     AENT, AMAX, AROWS, COMBINE, GN, GPRE, GSQ, HIST_ACT, HIST_GRAD, LMAX, LROWS, LSE, MAXED, NORMS, NZ, OG, OGS,
-    PER_CALL, S, SAT, SD, SQUARED, SS, UN, UNIT, USQ, WN, WSQ, Combine,
+    PER_CALL, S, SAT, SD, SQUARED, SS, UE, UN, UNIT, USQ, WN, WSQ, Combine,
 )
 
 Key = tuple[int, str]

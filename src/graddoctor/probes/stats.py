@@ -9,6 +9,7 @@ float64, in `probes.record`.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -217,6 +218,80 @@ def update_sumsq(
             else:
                 out.append(sumsq(snap.view(p.shape) - p if snap.shape != p.shape else snap - p))
         return out
+
+
+# update_ratio_est (docs/statistics.md): a fixed systematic sample of each parameter's elements.
+SAMPLE_STRIDE = 67  # at most 1/67 of a large parameter's elements (1.5 % of its bytes)
+SAMPLE_FLOOR = 4096  # ...but about this many of a smaller one (O(layers) memory), all of one this small
+_PRIMES = tuple(p for p in range(2, 200) if all(p % q for q in range(2, int(p ** 0.5) + 1)))
+
+
+def sample_plan(shapes: Sequence[torch.Size], seed: int = 0) -> list[tuple[int, int]]:
+    """(offset, stride) of the elements sampled from each parameter (flattened, row-major).
+
+    stride 1, offset 0: the whole parameter (at most SAMPLE_FLOOR elements). Otherwise the
+    smallest prime stride of at least min(n / SAMPLE_FLOOR, SAMPLE_STRIDE) that divides none of
+    the dimensions: about max(n / 67, 4096) elements, and the sampled positions walk every row and
+    every column of a matrix (every tap of a convolution's filters) instead of one column. The
+    offset in [0, stride) is fixed per parameter index from `seed` (no global random state), so
+    that equal shapes are not all sampled at the same positions.
+    """
+    out = []
+    for i, shape in enumerate(shapes):
+        n = math.prod(shape)
+        if n <= SAMPLE_FLOOR:
+            out.append((0, 1))
+            continue
+        least = min(-(-n // SAMPLE_FLOOR), SAMPLE_STRIDE)
+        stride = next((p for p in _PRIMES if p >= least and all(d % p for d in shape)), _PRIMES[-1])
+        out.append(((seed * 1_000_003 + i * 2_654_435_761 + 12_345) % stride, stride))
+    return out
+
+
+def sample_scales(shapes: Sequence[torch.Size], plan: Sequence[tuple[int, int]]) -> list[float]:
+    """n / m of each parameter: elements over sampled elements (1.0 when sampled whole)."""
+    return [math.prod(shape) / len(range(off, math.prod(shape), stride)) for shape, (off, stride) in zip(shapes, plan)]
+
+
+def _sampled(p: torch.Tensor, offset: int, stride: int) -> torch.Tensor:
+    flat = p.detach().view(-1) if p.is_contiguous() else p.detach().reshape(-1)  # a copy only if not contiguous
+    return flat if stride == 1 else flat[offset::stride]
+
+
+def sample_snapshot(params: Sequence[torch.Tensor], plan: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Copy the sampled elements of each parameter (before the update) into one flat buffer per
+    (device, dtype): one allocation and one `cat` per group, returned as one 1-d view per parameter."""
+    views = [_sampled(p, off, stride) for p, (off, stride) in zip(params, plan)]
+    out: list[torch.Tensor | None] = [None] * len(views)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for i, v in enumerate(views):
+        groups[(v.device, v.dtype)].append(i)
+    with torch.no_grad():
+        for (device, dtype), idx in groups.items():
+            sizes = [views[i].numel() for i in idx]
+            flat = torch.empty(sum(sizes), device=device, dtype=dtype)
+            torch.cat([views[i] for i in idx], out=flat)
+            for i, part in zip(idx, flat.split(sizes)):
+                out[i] = part
+    return out  # type: ignore[return-value]
+
+
+def sample_update_sumsq(
+    sample: Sequence[torch.Tensor], params: Sequence[torch.Tensor], plan: Sequence[tuple[int, int]],
+    scales: Sequence[float],
+) -> list[torch.Tensor]:
+    """Estimated sum((w_before - w_after)**2) of each parameter: (n/m) * the sample's sum of squares.
+
+    `sample` (from `sample_snapshot`, taken before the update) is overwritten by the sampled
+    differences. Exact for parameters sampled whole (scale 1).
+    """
+    with torch.no_grad():
+        torch._foreach_sub_(list(sample), [_sampled(p, off, stride) for p, (off, stride) in zip(params, plan)])
+        found = norms(sample)
+        squares = torch._foreach_mul(found, found)
+        if any(scale != 1.0 for scale in scales):
+            torch._foreach_mul_(squares, list(scales))
+        return list(squares)
 
 
 def _fused_foreach(tensors: Sequence[torch.Tensor]) -> bool:

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..config import update_stat
 from ..errors import ConfigError, NotFoundError
 from ..store.view import RunView
 from ._axes import (check_run, depth_colors, depth_legend, layer_label, layers_with, mark_at_bottom, new_axes, plain,
@@ -69,22 +70,24 @@ def update_ratio(run: RunView, layers: Sequence[str] | None = None, *, guide: fl
     where some layer's ratio is NaN/Inf gets a red tick at the bottom (a log axis would drop it).
     """
     run = check_run(run, "update_ratio")
-    names = layers_with(run, "update_ratio", layers)
-    require(names, "update ratios", run, "watch with an optimizer and update_ratio=True")
+    stat = update_stat(run.stats)  # the exact update_ratio, else its sampled estimate update_ratio_est
+    names = layers_with(run, stat, layers)
+    require(names, "update ratios", run, "watch with an optimizer and update_ratio=\"sample\" (the default) or \"exact\"")
     ax = new_axes(ax)
     cols = subsample(len(run.steps), MAX_LINE_STEPS)
     drawn, shown = _drawn(names)
     for name, color in zip(drawn, depth_colors(len(drawn))):
-        ax.plot(run.steps[cols], positive(run.stat("update_ratio", name)[cols]), color=color, label=layer_label(name))
+        ax.plot(run.steps[cols], positive(run.stat(stat, name)[cols]), color=color, label=layer_label(name))
     ax.axhline(guide, color="0.3", linestyle="--", linewidth=1, label=f"guide {guide:g}", gid="key")
     rows = [run.layers.index(name) for name in names]
-    values = run.stat_matrix("update_ratio", copy=False)[rows]
-    recorded = run.recorded("update_ratio", copy=False)[rows]
+    values = run.stat_matrix(stat, copy=False)[rows]
+    recorded = run.recorded(stat, copy=False)[rows]
     mark_at_bottom(ax, run.steps, (recorded & ~np.isfinite(values)).any(axis=0), label="NaN/Inf (a layer)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||dW|| / ||W|| (log)")
-    ax.set_title(f"update ratio per layer{shown} (input side dark): {plain(run.name)}")
+    estimated = " (estimated from a sample of each weight)" if stat != "update_ratio" else ""
+    ax.set_title(f"update ratio{estimated} per layer{shown} (input side dark): {plain(run.name)}")
     ax.grid(True, which="major", alpha=0.3)
     depth_legend(ax, fontsize="x-small", ncol=2 if len(drawn) > 8 else 1)
     return ax

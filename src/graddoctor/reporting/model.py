@@ -62,8 +62,8 @@ def figure_plan(run: RunView, prediction: Any = None) -> list[FigureSpec]:
               "(grey: not recorded, magenta: NaN/Inf, blue: exactly 0).", {"out_grad_norm"} & stats,
               lambda: figures.heatmap(run, "out_grad_norm", layers=weight_layers(run)), "out_grad_norm was not recorded"),
         _spec(run, "Update ratio", "||dW||/||W|| per layer and step, log scale; the dashed line is the ~1e-3 rule "
-              "of thumb.", {"update_ratio"} & stats, lambda: figures.update_ratio(run),
-              "update_ratio was not recorded (watch with an optimizer and update_ratio=True)"),
+              "of thumb.", {"update_ratio", "update_ratio_est"} & stats, lambda: figures.update_ratio(run),
+              "update_ratio was not recorded (watch with an optimizer, update_ratio=\"sample\" or \"exact\")"),
         _spec(run, "Dead and saturated units", "fraction of units per activation layer that never fired (dead, solid)"
               " or sat in the flat part of their nonlinearity (saturated, dashed).",
               {"dead_frac", "saturated_frac"} & stats, lambda: figures.unit_fractions(run),

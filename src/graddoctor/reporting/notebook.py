@@ -60,7 +60,7 @@ def run_html(view: Any) -> str:
     page.paragraph(f"{view.status}; {len(view.steps)} recorded steps ({span}); {len(view.layers)} layers; "
                    f"store {view.path}")
     if len(view.steps):
-        stats = [s for s in ("out_grad_norm", "grad_norm", "update_ratio", "act_std", "dead_frac") if s in view.stats]
+        stats = [s for s in ("out_grad_norm", "grad_norm", "update_ratio", "update_ratio_est", "act_std", "dead_frac") if s in view.stats]
         rows = [[layer or "(root)", *(view.row(layer).get(s) for s in stats)] for layer in view.layers]
         with page.section(f"Per layer at step {int(view.steps[-1])}"):
             page.table(["layer", *stats], rows)

@@ -11,12 +11,12 @@ __all__ = ["fmt", "format_table", "layer_table", "LAYER_COLUMNS"]
 
 # Columns of the per-layer table, in reading order: gradient flow first, then activations.
 LAYER_COLUMNS = (
-    "grad_norm", "out_grad_norm", "weight_norm", "update_ratio",
+    "grad_norm", "out_grad_norm", "weight_norm", "update_ratio", "update_ratio_est",
     "act_mean", "act_std", "act_zero_frac", "dead_frac", "saturated_frac", "nonfinite_frac",
 )
 SHORT = {
     "grad_norm": "grad_norm", "out_grad_norm": "out_grad", "weight_norm": "weight",
-    "update_ratio": "upd_ratio", "act_mean": "act_mean", "act_std": "act_std",
+    "update_ratio": "upd_ratio", "update_ratio_est": "upd_est", "act_mean": "act_mean", "act_std": "act_std",
     "act_zero_frac": "zero", "dead_frac": "dead", "saturated_frac": "sat", "nonfinite_frac": "nonfin",
 }
 

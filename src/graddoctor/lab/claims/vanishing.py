@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ... import theory
+from ...config import update_stat
 from ..results import Results, mean_spread
 from ...train.spec import NetSpec, run_spec
 from ..study import Settings
@@ -92,7 +93,7 @@ def c2_judge(results: Results, settings: Settings) -> tuple[str, dict[str, Any],
                f"{SHALLOW} {pm(acc['shallow'])}; first layer's update ||dw||/||w|| per step {_sci(upd['deep'])} vs {_sci(upd['shallow'])}")
     every = max(1, numbers["steps"] // 100)
     figure = {"deep": mean_curve(deep, every=every), "shallow": mean_curve(shallow, every=every), "every": every,
-              "upd_deep": geo_profile([r.view() for r in deep], "update_ratio", -1)}
+              "upd_deep": geo_profile(views := [r.view() for r in deep], update_stat(views[0].stats), -1)}
     return verdict, numbers, summary, figure
 
 
@@ -102,7 +103,7 @@ def _sci(s: dict[str, Any]) -> str:
 
 def _first_layer_update(view: Any) -> float:
     """||dw||/||w|| of the first Linear layer, averaged over the last 10 recorded steps."""
-    return float(np.nanmean(view.stat("update_ratio", view.layers[0])[-10:]))
+    return float(np.nanmean(view.stat(update_stat(view.stats), view.layers[0])[-10:]))  # exact, else the estimate
 
 
 def c2_figure(data: dict[str, Any]) -> tuple[Any, str]:

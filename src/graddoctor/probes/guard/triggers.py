@@ -154,7 +154,7 @@ class LargeUpdates:
 
     def check(self, obs: Observation) -> list[GuardEvent]:
         events = []
-        for layer, ratio in obs.stat("update_ratio").items():
+        for layer, ratio in (obs.stat("update_ratio") or obs.stat("update_ratio_est")).items():  # exact, else the estimate
             if not math.isfinite(ratio) or obs.step == 0:
                 continue
             early = self._early.setdefault(layer, [])
