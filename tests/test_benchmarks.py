@@ -25,7 +25,7 @@ def test_param_floor_benchmark_runs_and_prints_each_reduction(capsys):
 
     assert param_floor.main(["--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5 and all(float(line.split()[-2]) > 0 for line in lines[1:])
+    assert len(lines) == 7 and all(float(line.split()[-2]) > 0 for line in lines[1:])  # 4 reductions, 2 for the sample
 
 
 @pytest.mark.slow

@@ -141,7 +141,7 @@ def training_seconds(store: str, names: Sequence[str]) -> dict[str, float]:
     for start, end in spans:
         wall += max(0.0, end - max(start, reach))
         reach = max(reach, end)
-    return {"seconds": round(wall, 1), "run_seconds": round(sum(e - s for s, e in spans), 1)}
+    return {"seconds": round(wall, 3), "run_seconds": round(sum(e - s for s, e in spans), 3)}  # ms: a tiny run is not 0
 
 
 def _save(store: str, spec: RunSpec, metrics: dict[str, Any]) -> None:

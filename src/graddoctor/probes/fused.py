@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from . import stats
 from .record import NZ, OG, OGS, S, SAT, SD, SS, UNIT
 
@@ -42,7 +43,8 @@ class OutputReader:
 
     def __init__(self, path: str = "fused") -> None:
         if path not in PATHS:
-            raise ValueError(f"stats path {path!r}: expected one of {PATHS}")
+            raise ConfigError(f"stats={path!r}: expected one of {PATHS} (\"fused\", the default, or \"reference\", "
+                              "the oracle path); pass WatchConfig(stats=\"fused\").")
         self.path = path
         self.scratch = stats.Scratch()
         self._shaped: dict[tuple[int, torch.Size, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
