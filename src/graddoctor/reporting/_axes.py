@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..diagnosis.families import depth_layers
 from ..errors import ArgumentTypeError, ConfigError, GradDoctorError, NotFoundError
 from ..store.view import RunView
 
@@ -69,8 +70,6 @@ def weight_layers(run: RunView) -> list[str] | None:
     Normalisation layers (LayerNorm outputs have a gradient of their own scale, which would turn a
     transformer's profile into a zigzag) are left out when weight layers remain.
     """
-    from ..diagnosis.families import depth_layers
-
     weights = [run.layer_info[i].name for i in depth_layers(run)]
     return weights or [i.name for i in run.layer_info if i.kind == "param"] or None
 

@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..data import Dataset
+from ..data import Dataset, load_dataset
 from .spec import RunSpec, TrainSpec
+from .tasks import is_task, load_task
 
 
 def fit(model: nn.Module, data: Dataset, train: TrainSpec, *, batch_seed: int, store: Any, name: str,
@@ -109,9 +110,6 @@ def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
 @functools.lru_cache(maxsize=4)
 def dataset(name: str) -> Dataset:
     """`graddoctor.data.load_dataset`, once per process (MNIST-1D takes seconds to generate)."""
-    from ..data import load_dataset
-    from .tasks import is_task, load_task
-
     return load_task(name) if is_task(name) else load_dataset(name)
 
 
